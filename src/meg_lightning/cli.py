@@ -1,0 +1,108 @@
+"""`meg <command> [key=value ...]`: the command-line entry point.
+
+Exit codes: 0 success; 2 bad input or configuration (one line on stderr naming the key, the value
+and what was expected); 1 any other failure; 130 interrupted (Ctrl-C; resumable jobs continue on
+the next run).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from dataclasses import fields, is_dataclass
+from typing import Any, Callable
+
+from meg_lightning.errors import UserError
+
+# command -> (module, function, one-line help). Each function takes a validated MegConfig.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "latents": ("meg_lightning.data.cache", "main", "generate and cache SD latents for N prompts"),
+    "train-codec": ("meg_lightning.codec.train", "main",
+                    "train the compression encoder/decoder through the channel"),
+    "train-ppo": ("meg_lightning.power.train", "main", "train the PPO power-allocation agent"),
+    "eval": ("meg_lightning.evaluation.sweep", "main",
+             "PSNR/FID against SNR and fc for every scheme (resumable sweep)"),
+    "figures": ("meg_lightning.evaluation.figures", "main", "regenerate every figure from saved results"),
+    "demo": ("meg_lightning.demo", "main", "run every stage end to end on the offline default"),
+    "bench": ("meg_lightning.bench", "main", "run the benchmarks under benchmarks/"),
+}
+
+USAGE = "usage: meg <command> [key=value ...]   (meg --help, meg <command> --help)"
+
+
+def _keys(obj: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted key, 'type = default  # comment') rows of the config schema."""
+    import inspect
+
+    from meg_lightning import config as C
+
+    rows: list[tuple[str, str]] = []
+    src = inspect.getsource(C)
+    for f in fields(obj):
+        key = f"{prefix}{f.name}"
+        val = getattr(obj, f.name)
+        if is_dataclass(val):
+            rows += _keys(val, key + ".")
+            continue
+        comment = ""
+        for line in src.splitlines():
+            s = line.strip()
+            if s.startswith(f"{f.name}:") and "#" in s:
+                comment = s.split("#", 1)[1].strip()
+                break
+        rows.append((key, f"{val!r}  # {comment}" if comment else repr(val)))
+    return rows
+
+
+def _help(command: str | None) -> str:
+    if command is None:
+        lines = [USAGE, "", "commands:"]
+        lines += [f"  {c:<12} {h}" for c, (_, _, h) in COMMANDS.items()]
+        lines += ["", "common keys: model seed data.num_prompts data.prompts data.cache_dir codec.fc",
+                  "             channel.kind channel.snr_db out_dir logger trainer.*",
+                  "exit codes: 0 ok, 2 bad input/config, 1 other failure"]
+        return "\n".join(lines)
+    from meg_lightning.config import MegConfig
+
+    lines = [f"usage: meg {command} [key=value ...]", "", COMMANDS[command][2], "", "keys (default):"]
+    lines += [f"  {k} = {v}" for k, v in _keys(MegConfig())]
+    lines.append("  trainer.<any lightning.Trainer argument>")
+    return "\n".join(lines)
+
+
+def run(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_help(None))
+        return 0 if argv else 2
+    command, args = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"meg: unknown command {command!r}: expected one of {', '.join(COMMANDS)}",
+              file=sys.stderr)
+        return 2
+    if any(a in ("-h", "--help") for a in args):
+        print(_help(command))
+        return 0
+    from meg_lightning.config import load_config
+
+    module, func, _ = COMMANDS[command]
+    try:
+        cfg = load_config(args)
+        fn: Callable[[Any], Any] = getattr(importlib.import_module(module), func)
+        fn(cfg)
+    except UserError as e:
+        print(f"meg {command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"meg {command}: interrupted (rerun the same command to resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+def main() -> None:
+    os.environ.setdefault("WANDB_MODE", "offline")
+    sys.exit(run(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,337 @@
+"""Structured configuration: dataclass schemas + OmegaConf load / merge / validate.
+
+Resolution order (later wins):
+  1. dataclass defaults below (the schema; every field has a comment),
+  2. ``configs/<concern>.yaml`` (one file per concern: model, data, channel, codec, ppo, eval,
+     logger, trainer),
+  3. ``configs/presets/<preset>.yaml`` where preset is ``model`` if it names a preset
+     (``tiny`` | ``paper`` | ``mini``), else ``paper`` (a hub id or local diffusers folder is
+     treated as an SD-v1.5-like model),
+  4. command-line overrides ``key=value`` (dot-list).
+
+An unknown key, a wrong type or an out-of-range value raises :class:`ConfigError` whose message
+is one line naming the key, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from meg_lightning.errors import ConfigError
+
+PRESETS = ("tiny", "paper", "mini")
+CONCERNS = ("model", "data", "channel", "codec", "ppo", "eval", "logger", "trainer")
+
+
+def _check(key: str, value: Any, ok: bool, expected: str) -> None:
+    if not ok:
+        raise ConfigError(key, value, expected)
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+@dataclass
+class GenerationConfig:
+    """Edge-server generation settings (paper Table I for the `paper` preset)."""
+
+    height: int = 32  # image height in pixels; must be a multiple of the VAE down-sampling factor
+    width: int = 32  # image width in pixels
+    num_inference_steps: int = 10  # DDIM sampling steps T (paper: 50)
+    guidance_scale: float = 7.5  # classifier-free guidance weight (1.0 disables CFG)
+    eta: float = 0.0  # DDIM eta (0 = deterministic DDIM)
+    dtype: str = "float32"  # float32 | float16 | bfloat16 (U-Net/VAE compute dtype)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+    def validate(self, p: str) -> None:
+        for k in ("height", "width", "num_inference_steps"):
+            v = getattr(self, k)
+            _check(f"{p}.{k}", v, v > 0, "a positive integer")
+        _check(f"{p}.guidance_scale", self.guidance_scale, _finite(self.guidance_scale)
+               and self.guidance_scale >= 0, "a finite number >= 0")
+        _check(f"{p}.eta", self.eta, _finite(self.eta) and 0 <= self.eta <= 1, "a number in [0, 1]")
+        _check(f"{p}.dtype", self.dtype, self.dtype in ("float32", "float16", "bfloat16"),
+               "one of float32, float16, bfloat16")
+
+
+@dataclass
+class DataConfig:
+    """Prompt source and the on-disk latent cache."""
+
+    num_prompts: int = 64  # N prompts to generate latents for
+    prompts: Optional[str] = None  # prompt file (.txt / .csv / .tsv / .jsonl); None = built-in set
+    prompt_column: str = "prompt"  # column / key holding the prompt in .csv / .tsv / .jsonl files
+    cache_dir: str = "data/latents"  # where shards + manifest are written
+    gen_batch_size: int = 8  # prompts per generation batch on the edge server
+    shard_size: int = 64  # latents per shard file (a shard is also the unit of resume)
+    val_fraction: float = 0.1  # share of samples in the validation split
+    test_fraction: float = 0.1  # share of samples in the test split
+    split_seed: int = 0  # seed of the deterministic train/val/test permutation
+    batch_size: int = 8  # DataLoader batch size for training on cached latents
+    num_workers: int = 0  # DataLoader workers
+
+    def validate(self, p: str) -> None:
+        _check(f"{p}.num_prompts", self.num_prompts, self.num_prompts > 0, "a positive integer")
+        for k in ("gen_batch_size", "shard_size", "batch_size"):
+            v = getattr(self, k)
+            _check(f"{p}.{k}", v, v > 0, "a positive integer")
+        _check(f"{p}.num_workers", self.num_workers, self.num_workers >= 0, "an integer >= 0")
+        for k in ("val_fraction", "test_fraction"):
+            v = getattr(self, k)
+            _check(f"{p}.{k}", v, _finite(v) and 0 <= v < 1, "a number in [0, 1)")
+        s = self.val_fraction + self.test_fraction
+        _check(f"{p}.val_fraction+{p}.test_fraction", s, s < 1, "a sum below 1")
+
+
+@dataclass
+class ChannelConfig:
+    """The wireless link (conventions in README: real symbols, unit power, noise 10^(-SNR/10))."""
+
+    kind: str = "awgn"  # awgn | rayleigh | none (noiseless)
+    snr_db: float = 20.0  # evaluation / fixed SNR in dB (paper training SNR: 20 dB)
+    train_snr_db: Optional[list[float]] = None  # [lo, hi]: sample SNR uniformly in dB when training
+    num_blocks: int = 1  # B fading blocks per seed (rayleigh); must divide the seed length
+    equalizer: str = "zf"  # zf | mmse | none (receiver with perfect CSI)
+    noise_power_mw: float = 1.0  # N0 in mW: maps a power budget in mW to an average SNR
+
+    def validate(self, p: str) -> None:
+        _check(f"{p}.kind", self.kind, self.kind in ("awgn", "rayleigh", "none"),
+               "one of awgn, rayleigh, none")
+        _check(f"{p}.snr_db", self.snr_db, _finite(self.snr_db), "a finite number (dB)")
+        if self.train_snr_db is not None:
+            r = list(self.train_snr_db)
+            _check(f"{p}.train_snr_db", r, len(r) == 2 and all(_finite(v) for v in r)
+                   and r[0] <= r[1], "[lo, hi] with finite lo <= hi (dB)")
+        _check(f"{p}.num_blocks", self.num_blocks, self.num_blocks > 0, "a positive integer")
+        _check(f"{p}.equalizer", self.equalizer, self.equalizer in ("zf", "mmse", "none"),
+               "one of zf, mmse, none")
+        _check(f"{p}.noise_power_mw", self.noise_power_mw,
+               _finite(self.noise_power_mw) and self.noise_power_mw > 0, "a number > 0 (mW)")
+
+
+@dataclass
+class CodecConfig:
+    """Compression encoder / decoder and its training (paper Sec. III-C, Appendix A)."""
+
+    fc: float = 0.5  # compression rate: code length k = round(fc * |z|)
+    arch: str = "paper"  # paper (Appendix A layout) | mlp (one hidden layer, for small latents)
+    hidden: Optional[int] = None  # decoder hidden width; None = 9000 * |z| / 16384 (paper ratio)
+    lr: float = 1e-3  # Adam learning rate (Table I)
+    weight_decay: float = 0.0  # Adam weight decay
+    val_snrs_db: list[float] = field(default_factory=lambda: [0.0, 10.0, 20.0])  # validation SNRs
+    checkpoint: Optional[str] = None  # a trained codec checkpoint (.ckpt) to evaluate / resume from
+
+    def validate(self, p: str) -> None:
+        _check(f"{p}.fc", self.fc, _finite(self.fc) and 0 < self.fc <= 1, "a number in (0, 1]")
+        _check(f"{p}.arch", self.arch, self.arch in ("paper", "mlp"), "one of paper, mlp")
+        if self.hidden is not None:
+            _check(f"{p}.hidden", self.hidden, self.hidden > 0, "a positive integer or null")
+        _check(f"{p}.lr", self.lr, _finite(self.lr) and self.lr > 0, "a number > 0")
+        _check(f"{p}.weight_decay", self.weight_decay,
+               _finite(self.weight_decay) and self.weight_decay >= 0, "a number >= 0")
+        for v in self.val_snrs_db:
+            _check(f"{p}.val_snrs_db", list(self.val_snrs_db), _finite(v), "a list of finite dB values")
+
+
+@dataclass
+class PPOConfig:
+    """Seed power control by PPO (paper Sec. IV, Algorithm 3)."""
+
+    scheme: str = "meg"  # meg (codec seed) | feature (raw latent) | gaussian (synthetic unit seeds)
+    reward: str = "latent_mse"  # latent_mse | psnr | fid (eq. 34)
+    num_blocks: int = 8  # fading blocks per seed = episode length
+    p_max_mw: float = 8.0  # total power budget per seed (30c), in mW
+    avg_snr_db: Optional[float] = 20.0  # if set, N0 is chosen so that P_max / B / N0 equals this SNR
+    num_envs: int = 256  # parallel episodes per batch (FID reward: the set FID is computed over)
+    frames_per_batch: int = 8192  # environment steps per PPO iteration
+    total_frames: int = 2_000_000  # total environment steps
+    lr: float = 3e-4  # Adam learning rate (actor and critic)
+    gamma: float = 1.0  # discount (finite horizon, terminal reward)
+    lmbda: float = 0.95  # GAE lambda
+    clip_epsilon: float = 0.2  # PPO clip range (eq. 38)
+    entropy_coef: float = 1e-3  # c2 in eq. 37
+    critic_coef: float = 1.0  # c1 in eq. 37
+    num_epochs: int = 4  # optimisation epochs per batch
+    minibatch_size: int = 1024  # PPO minibatch size
+    hidden: int = 128  # width of actor / critic MLPs
+    eval_episodes: int = 10_000  # held-out channel draws shared by all policies
+    checkpoint: Optional[str] = None  # policy checkpoint to resume from / evaluate
+
+    def validate(self, p: str) -> None:
+        _check(f"{p}.scheme", self.scheme, self.scheme in ("meg", "feature", "gaussian"),
+               "one of meg, feature, gaussian")
+        _check(f"{p}.reward", self.reward, self.reward in ("latent_mse", "psnr", "fid"),
+               "one of latent_mse, psnr, fid")
+        _check(f"{p}.p_max_mw", self.p_max_mw, _finite(self.p_max_mw) and self.p_max_mw > 0,
+               "a number > 0 (mW)")
+        for k in ("num_blocks", "num_envs", "frames_per_batch", "total_frames", "num_epochs",
+                  "minibatch_size", "hidden", "eval_episodes"):
+            v = getattr(self, k)
+            _check(f"{p}.{k}", v, v > 0, "a positive integer")
+        for k in ("gamma", "lmbda"):
+            v = getattr(self, k)
+            _check(f"{p}.{k}", v, _finite(v) and 0 <= v <= 1, "a number in [0, 1]")
+        _check(f"{p}.lr", self.lr, _finite(self.lr) and self.lr > 0, "a number > 0")
+        _check(f"{p}.clip_epsilon", self.clip_epsilon,
+               _finite(self.clip_epsilon) and 0 < self.clip_epsilon < 1, "a number in (0, 1)")
+
+
+@dataclass
+class EvalConfig:
+    """The evaluation sweep (paper Sec. V)."""
+
+    schemes: list[str] = field(default_factory=lambda: ["centralized", "feature", "meg", "linear",
+                                                         "digital"])  # schemes to evaluate
+    snrs_db: list[float] = field(default_factory=lambda: [float(s) for s in range(-30, 31, 5)])
+    fcs: list[float] = field(default_factory=lambda: [0.5])  # compression rates for `meg`/`linear`
+    channels: list[str] = field(default_factory=lambda: ["awgn", "rayleigh"])  # channel kinds
+    num_images: int = 64  # test images per cell (FID needs many; the count is reported)
+    bootstrap: int = 200  # bootstrap resamples for the FID confidence interval
+    fid_features: str = "auto"  # auto | inception | pixels (auto: Inception if weights exist)
+    codec_checkpoints: dict[str, str] = field(default_factory=dict)  # fc -> codec checkpoint path
+    digital_codec: str = "png"  # png | jpeg: source code of the `digital` scheme
+    results: str = "results.csv"  # results file name inside out_dir
+
+    def validate(self, p: str) -> None:
+        known = ("centralized", "feature", "meg", "linear", "digital")
+        for s in self.schemes:
+            _check(f"{p}.schemes", list(self.schemes), s in known, f"a list from {', '.join(known)}")
+        for c in self.channels:
+            _check(f"{p}.channels", list(self.channels), c in ("awgn", "rayleigh", "none"),
+                   "a list from awgn, rayleigh, none")
+        for f in self.fcs:
+            _check(f"{p}.fcs", list(self.fcs), _finite(f) and 0 < f <= 1, "a list of numbers in (0, 1]")
+        for s in self.snrs_db:
+            _check(f"{p}.snrs_db", list(self.snrs_db), _finite(s), "a list of finite dB values")
+        _check(f"{p}.num_images", self.num_images, self.num_images > 0, "a positive integer")
+        _check(f"{p}.bootstrap", self.bootstrap, self.bootstrap >= 0, "an integer >= 0")
+        _check(f"{p}.fid_features", self.fid_features,
+               self.fid_features in ("auto", "inception", "pixels"), "one of auto, inception, pixels")
+        _check(f"{p}.digital_codec", self.digital_codec, self.digital_codec in ("png", "jpeg"),
+               "one of png, jpeg")
+
+
+@dataclass
+class WandbConfig:
+    project: str = "meg_lightning"  # W&B project
+    mode: str = "offline"  # offline | online | disabled (WANDB_MODE in the environment wins)
+    entity: Optional[str] = None  # W&B entity (team / user)
+
+
+@dataclass
+class MegConfig:
+    """The whole configuration. CLI keys are dotted paths into this tree."""
+
+    model: str = "tiny"  # tiny | paper | mini | a hub id | a local diffusers folder
+    seed: int = 0  # base seed: sample i of the cache uses seed_for(seed, i)
+    out_dir: str = "data/runs"  # where run outputs (checkpoints, logs, results) go
+    logger: str = "wandb"  # wandb | csv | tensorboard | none
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    channel: ChannelConfig = field(default_factory=ChannelConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    trainer: dict[str, Any] = field(default_factory=dict)  # passed to lightning.Trainer as-is
+
+    def validate(self) -> "MegConfig":
+        _check("logger", self.logger, self.logger in ("wandb", "csv", "tensorboard", "none"),
+               "one of wandb, csv, tensorboard, none")
+        _check("model", self.model, bool(self.model), "a preset (tiny, paper, mini), hub id or folder")
+        for name in ("generation", "data", "channel", "codec", "ppo", "eval"):
+            getattr(self, name).validate(name)
+        return self
+
+    @property
+    def preset(self) -> str:
+        return self.model if self.model in PRESETS else "paper"
+
+
+def config_dir() -> Path:
+    """The folder holding the YAML configs (env ``MEG_CONFIG_DIR`` wins)."""
+    if os.environ.get("MEG_CONFIG_DIR"):
+        return Path(os.environ["MEG_CONFIG_DIR"])
+    pkg = Path(__file__).resolve().parent / "configs"  # installed wheel
+    if pkg.is_dir():
+        return pkg
+    return Path(__file__).resolve().parents[2] / "configs"  # source checkout / editable install
+
+
+def _omegaconf_error(e: OmegaConfBaseException, overrides: list[str]) -> ConfigError:
+    key = getattr(e, "full_key", None) or "?"
+    msg = str(e).splitlines()[0]
+    value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), None)
+    if "not in" in msg or "Key '" in msg and "not" in msg:
+        return ConfigError(key, value, "a known key (see `meg <command> --help`)")
+    return ConfigError(key, value, msg)
+
+
+def load_config(overrides: list[str] | None = None, *, extra_yaml: list[Path] | None = None) -> MegConfig:
+    """Compose defaults, per-concern YAMLs, the preset and ``key=value`` overrides; validate."""
+    overrides = list(overrides or [])
+    for o in overrides:
+        if "=" not in o or o.startswith("="):
+            raise ConfigError("override", o, "key=value")
+    try:
+        cli = OmegaConf.from_dotlist(overrides)
+    except OmegaConfBaseException as e:
+        raise ConfigError("override", " ".join(overrides), f"valid key=value pairs ({e})") from None
+    schema = OmegaConf.structured(MegConfig)
+    layers: list[DictConfig] = []
+    d = config_dir()
+    for concern in CONCERNS:
+        f = d / f"{concern}.yaml"
+        if f.exists():
+            layers.append(OmegaConf.load(f))
+    model = cli.get("model", None)
+    if model is None:
+        for layer in layers:
+            model = layer.get("model", model)
+    preset = model if model in PRESETS else "paper" if model else "tiny"
+    pf = d / "presets" / f"{preset}.yaml"
+    if pf.exists():
+        layers.append(OmegaConf.load(pf))
+    for f in extra_yaml or []:
+        layers.append(OmegaConf.load(f))
+    try:
+        merged = OmegaConf.merge(schema, *layers, cli)
+        cfg: MegConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except OmegaConfBaseException as e:
+        raise _omegaconf_error(e, overrides) from None
+    return cfg.validate()
+
+
+def to_dict(cfg: MegConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def to_yaml(cfg: MegConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def config_hash(section: Any) -> str:
+    """Stable short hash of a config (or any JSON-able part of it)."""
+    if not isinstance(section, (dict, list, str, int, float, type(None))):
+        section = OmegaConf.to_container(OmegaConf.structured(section), resolve=True)
+    blob = json.dumps(section, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def save_resolved(cfg: MegConfig, folder: str | Path, name: str = "config.yaml") -> Path:
+    """Write the resolved config beside an output (atomically)."""
+    from meg_lightning.io import atomic_write_text
+
+    path = Path(folder) / name
+    atomic_write_text(path, to_yaml(cfg))
+    return path
