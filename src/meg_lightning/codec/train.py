@@ -1,0 +1,93 @@
+"""`meg train-codec`: train C_w / C_psi^{-1} on the cached latents through the channel (Algorithm 2).
+
+Outputs under ``{out_dir}/codec/fc{fc}/``: ``best.ckpt`` (lowest ``val/loss``, the latent MSE at
+the training SNR), ``last.ckpt`` (every epoch; the next run with the same config resumes from it
+exactly), ``config.yaml`` (the resolved config) and the logger's files.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
+
+from meg_lightning.codec.module import CodecModule
+from meg_lightning.config import MegConfig, save_resolved
+from meg_lightning.errors import UserError
+from meg_lightning.loggers import make_lightning_logger
+
+#: Trainer defaults; every key can be overridden with ``trainer.<key>=...``.
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "accelerator": "auto",
+    "devices": 1,
+    "log_every_n_steps": 10,
+    "enable_progress_bar": True,
+}
+PAPER_EPOCHS = 200  # Table I
+SMALL_EPOCHS = 30  # tiny / mini presets: a few seconds per epoch on a CPU
+
+
+def run_dir(cfg: MegConfig) -> Path:
+    """``{out_dir}/codec/fc{fc}``, e.g. ``data/runs/codec/fc0.5``."""
+    return Path(cfg.out_dir) / "codec" / f"fc{cfg.codec.fc:g}"
+
+
+def trainer_kwargs(cfg: MegConfig) -> dict[str, Any]:
+    """TRAINER_DEFAULTS, the preset's epoch count, then ``cfg.trainer`` (which wins)."""
+    kw = dict(TRAINER_DEFAULTS)
+    kw["max_epochs"] = PAPER_EPOCHS if cfg.preset == "paper" else SMALL_EPOCHS
+    kw.update(dict(cfg.trainer))
+    return kw
+
+
+def resume_path(cfg: MegConfig, folder: Path) -> Optional[Path]:
+    """``codec.checkpoint`` if set (must exist), else ``folder/last.ckpt`` if present, else None."""
+    if cfg.codec.checkpoint:
+        p = Path(cfg.codec.checkpoint)
+        if not p.is_file():
+            raise UserError(f"codec.checkpoint={cfg.codec.checkpoint!r}: expected an existing .ckpt")
+        return p
+    last = folder / "last.ckpt"
+    return last if last.is_file() else None
+
+
+def main(cfg: MegConfig, datamodule: Optional[L.LightningDataModule] = None) -> Path:
+    """Train the codec for ``cfg``; returns the best checkpoint (``last.ckpt`` if none monitored).
+
+    ``datamodule`` defaults to :func:`meg_lightning.data.build_datamodule` (the latent cache);
+    tests and notebooks may pass any datamodule with ``.latent_shape`` and batches ``{"z": ...}``.
+    """
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    folder = run_dir(cfg)
+
+    # Create the data and the model
+    if datamodule is None:
+        from meg_lightning.data import build_datamodule
+
+        datamodule = build_datamodule(cfg)
+    latent_shape = tuple(datamodule.latent_shape)
+    model = CodecModule.from_config(cfg, latent_shape)
+
+    # Create the callbacks, logger and trainer
+    checkpoint = ModelCheckpoint(dirpath=folder, filename="best", monitor="val/loss", mode="min",
+                                 save_top_k=1, save_last=True, auto_insert_metric_name=False,
+                                 enable_version_counter=False)
+    logger = make_lightning_logger(cfg, name=f"codec-fc{cfg.codec.fc:g}", save_dir=folder)
+    kw = trainer_kwargs(cfg)
+    callbacks = list(kw.pop("callbacks", None) or []) + [checkpoint]
+    trainer = L.Trainer(logger=logger, callbacks=callbacks, **kw)
+    rank_zero_only(save_resolved)(cfg, folder)
+
+    # Train (resuming exactly from last.ckpt when a previous run left one)
+    ckpt_path = resume_path(cfg, folder)
+    with warnings.catch_warnings():
+        # tiny latent sets have fewer batches than log_every_n_steps; that is expected here
+        warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    best = checkpoint.best_model_path or checkpoint.last_model_path
+    return Path(best)
