@@ -182,7 +182,17 @@ class Channel(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Send ``x`` (B, ...) real through the channel; see the class docstring for the outputs.
 
-        ``mode`` None means ``"train"`` if ``self.training`` else ``"eval"``.
+        Args:
+            mode: ``"train"`` (SNR drawn from ``train_snr_db`` when set) | ``"eval"`` (fixed
+                ``snr_db``); None means ``"train"`` if ``self.training`` else ``"eval"``.
+            snr_db: overrides the SNR: a python number or a (B,) / scalar tensor (per-sample SNR).
+            power: relative block powers p_b >= 0, shape (B, num_blocks) or (num_blocks,); None is
+                the same as all ones. ``zf`` outputs 0 (the prior mean) on a block with p_b = 0.
+                With ``kind="none"`` and ``equalizer="none"`` the output is ``sqrt(p_b) x``.
+            generator: the source of every random draw (SNR, fading, noise), for reproducibility.
+                Best on ``x.device``; on another device the draws are copied over.
+
+        Checking SNR / power tensors for bad values reads them back (a device sync on GPU).
         """
         if mode is None:
             mode = "train" if self.training else "eval"

@@ -88,8 +88,8 @@ def mse_zf(sigma2: Any, p: Any = 1.0, g: Any = 1.0) -> Any:
     """
     xp = _xp(sigma2, p, g)
     s, pg = _as_array(sigma2, xp), _as_array(p, xp) * _as_array(g, xp)
-    safe = xp.where(pg > 0, pg, xp.ones_like(pg))
-    return _scalar_out(xp.where(pg > 0, s / safe, xp.ones_like(s / safe)), sigma2, p, g)
+    val = s / xp.where(pg > 0, pg, xp.ones_like(pg))  # no 0-division, so no NaN in gradients
+    return _scalar_out(xp.where(pg > 0, val, xp.ones_like(val)), sigma2, p, g)
 
 
 def mse_mmse(sigma2: Any, p: Any = 1.0, g: Any = 1.0) -> Any:
