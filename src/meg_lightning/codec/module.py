@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from meg_lightning.codec.components import build_codec, check_latents, code_length
 from meg_lightning.config import ChannelConfig, CodecConfig
 from meg_lightning.errors import ConfigError, UserError
+from meg_lightning.metrics.image import latent_nmse_per_sample
 
 MODES = ("train", "eval")
 
@@ -39,12 +40,6 @@ def _seed_of(*parts: Any) -> int:
     """A stable 63-bit seed from any printable parts (independent of PYTHONHASHSEED)."""
     digest = hashlib.sha256(repr(parts).encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def latent_nmse(z: torch.Tensor, z_hat: torch.Tensor) -> torch.Tensor:
-    """Per-sample NMSE ||z - z_hat||^2 / ||z||^2, shape (B,)."""
-    err = (z - z_hat).flatten(1).pow(2).sum(1)
-    return err / z.flatten(1).pow(2).sum(1).clamp_min(1e-12)
 
 
 def latent_psnr(z: torch.Tensor, z_hat: torch.Tensor) -> torch.Tensor:
@@ -147,7 +142,8 @@ class CodecModule(L.LightningModule):
             mse = F.mse_loss(z_hat, z)
             key = snr_key(snr)
             self.log(f"val/mse@{key}", mse, batch_size=bs, sync_dist=True)
-            self.log(f"val/nmse@{key}", latent_nmse(z, z_hat).mean(), batch_size=bs, sync_dist=True)
+            nmse = latent_nmse_per_sample(z_hat, z).mean().float()
+            self.log(f"val/nmse@{key}", nmse, batch_size=bs, sync_dist=True)
             self.log(f"val/psnr@{key}", latent_psnr(z, z_hat).mean(), batch_size=bs, sync_dist=True)
             if snr == float(self.channel_cfg.snr_db):
                 self.log("val/loss", mse, prog_bar=True, batch_size=bs, sync_dist=True)

@@ -88,6 +88,8 @@ def main(cfg: MegConfig, datamodule: Optional[L.LightningDataModule] = None) -> 
         # tiny latent sets have fewer batches than log_every_n_steps; that is expected here
         warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        # the run folder also holds config.yaml and the logs, and last.ckpt when resuming
+        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     best = checkpoint.best_model_path or checkpoint.last_model_path
     return Path(best)

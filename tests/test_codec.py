@@ -1,0 +1,213 @@
+"""Compression codec (paper Sec. III-C, Appendix A): components, Lightning training, checkpoints."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from meg_lightning.codec import (CodecModule, CompressionDecoder, CompressionEncoder, build_codec,
+                                 code_length, default_hidden, load_codec)
+from meg_lightning.codec.train import main as train_main
+from meg_lightning.config import CodecConfig
+from meg_lightning.data.datamodule import TensorLatentDataModule
+from meg_lightning.errors import ConfigError, UserError
+
+TINY = (4, 4, 4)  # |z| = 64
+
+
+def n_params(*modules: torch.nn.Module) -> int:
+    return sum(p.numel() for m in modules for p in m.parameters())
+
+
+def synthetic_latents(n: int = 64, shape=TINY, seed: int = 0) -> torch.Tensor:
+    """Correlated Gaussian latents (a decaying spectrum), like real latents, not white noise."""
+    g = torch.Generator().manual_seed(seed)
+    d = math.prod(shape)
+    mix = torch.randn(d, d, generator=g) * (0.85 ** torch.arange(d)).unsqueeze(0)
+    return (torch.randn(n, d, generator=g) @ mix.T / 2).reshape(n, *shape)
+
+
+# -- components --------------------------------------------------------------------------------
+def test_paper_codec_has_exactly_563430184_parameters():
+    with torch.device("meta"):  # nothing allocated
+        enc, dec = build_codec((4, 64, 64), CodecConfig(fc=0.5, arch="paper", hidden=None))
+    assert dec.hidden == 9000 == default_hidden(16384)
+    assert n_params(enc) == 134_225_920  # Table III rows
+    assert n_params(dec.fc1) == 134_234_112
+    assert n_params(dec.fc2) == 147_465_000
+    assert n_params(dec.fc3) == 147_472_384
+    assert n_params(dec.out_norm) == 32_768
+    assert n_params(dec.norm1, dec.norm2) == 0
+    assert n_params(enc, dec) == 563_430_184
+
+
+@pytest.mark.parametrize("fc,k", [(0.1, 1638), (0.3, 4915), (0.5, 8192), (0.7, 11469), (0.9, 14746)])
+def test_code_lengths_match_table2(fc, k):
+    assert code_length(fc, 16384) == k
+
+
+@pytest.mark.parametrize("fc", [0.0, -0.1, 1.5, float("nan"), "0.5", True])
+def test_bad_fc_is_one_line_config_error(fc):
+    with pytest.raises(ConfigError) as e:
+        code_length(fc, 16384)
+    assert "codec.fc" in str(e.value) and "(0, 1]" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("arch", ["paper", "mlp"])
+@pytest.mark.parametrize("fc", [0.1, 0.5, 0.9, 1.0])
+def test_shapes(arch, fc):
+    shape = (4, 8, 8)
+    enc, dec = build_codec(shape, CodecConfig(fc=fc, arch=arch))
+    z = torch.randn(3, *shape)
+    x = enc(z)
+    assert x.shape == (3, code_length(fc, 256))
+    assert dec(x).shape == z.shape
+
+
+def test_latent_shape_mismatch_is_config_error():
+    enc = CompressionEncoder(TINY, 32)
+    with pytest.raises(ConfigError, match=r"z.shape.*\(B, 4, 4, 4\)"):
+        enc(torch.randn(2, 4, 8, 8))
+    dec = CompressionDecoder(TINY, 32, arch="mlp")
+    with pytest.raises(ConfigError, match="x_hat.shape"):
+        dec(torch.randn(2, 31))
+    with pytest.raises(ConfigError, match="codec.arch"):
+        CompressionDecoder(TINY, 32, arch="cnn")
+    model = CodecModule(TINY, fc=0.5, arch="mlp")
+    with pytest.raises(ConfigError) as e:
+        model(torch.randn(2, 4, 8, 8))
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("kind", ["awgn", "rayleigh"])
+def test_gradients_reach_encoder_through_channel(kind):
+    ch = {"kind": kind, "num_blocks": 4 if kind == "rayleigh" else 1}
+    model = CodecModule((4, 8, 8), fc=0.5, arch="paper", channel=ch)
+    z = torch.randn(4, 4, 8, 8)
+    out = model(z, mode="train", generator=torch.Generator().manual_seed(0))
+    assert set(out) == {"z_hat", "x", "x_hat"}
+    torch.nn.functional.mse_loss(out["z_hat"], z).backward()
+    g = model.encoder.linear.weight.grad
+    assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+def test_forward_modes_and_noise():
+    model = CodecModule(TINY, fc=0.5, arch="mlp").eval()
+    z = torch.randn(4, *TINY)
+    a = model(z, snr_db=0.0, generator=torch.Generator().manual_seed(1))
+    b = model(z, snr_db=0.0, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a["z_hat"], b["z_hat"])  # seeded eval is reproducible
+    assert not torch.equal(a["x_hat"], a["x"])
+    with pytest.raises(ValueError, match="mode"):
+        model(z, mode="noise")
+
+
+# -- training ----------------------------------------------------------------------------------
+def _cfg(make_cfg, *extra: str):
+    return make_cfg("codec.arch=mlp", "codec.fc=0.5", "codec.lr=0.003", "codec.val_snrs_db=[0,10]",
+                    "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
+                    "trainer.enable_model_summary=false", *extra)
+
+
+def _dm(z: torch.Tensor) -> TensorLatentDataModule:
+    return TensorLatentDataModule(z, batch_size=8, val_fraction=0.25, test_fraction=0.0)
+
+
+def test_training_lowers_validation_loss(make_cfg):
+    cfg = _cfg(make_cfg, "trainer.max_epochs=8", "logger=csv")
+    z = synthetic_latents(64)
+    dm = _dm(z)
+    import lightning as L
+
+    before = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                       enable_model_summary=False).validate(
+        CodecModule.from_config(cfg, TINY), datamodule=dm, verbose=False)[0]["val/loss"]
+    best = train_main(cfg, datamodule=dm)
+    folder = Path(cfg.out_dir) / "codec" / "fc0.5"
+    assert best == folder / "best.ckpt" and best.is_file()
+    assert (folder / "last.ckpt").is_file() and (folder / "config.yaml").is_file()
+    ckpt = torch.load(best, map_location="cpu", weights_only=True)
+    after = float(ckpt["callbacks"][next(k for k in ckpt["callbacks"] if "ModelCheckpoint" in k)]
+                  ["best_model_score"])
+    assert after < 0.7 * before
+    metrics = (next(folder.rglob("metrics.csv"))).read_text().splitlines()[0]
+    for key in ("train/loss", "val/loss", "val/nmse@0dB", "val/psnr@10dB", "val/mse@20dB"):
+        assert key in metrics
+
+
+def test_resume_matches_uninterrupted_run(make_cfg, tmp_path):
+    z = synthetic_latents(48)
+    full = _cfg(make_cfg, "trainer.max_epochs=4", f"out_dir={tmp_path / 'a'}")
+    train_main(full, datamodule=_dm(z))
+    half = _cfg(make_cfg, "trainer.max_epochs=2", f"out_dir={tmp_path / 'b'}")
+    train_main(half, datamodule=_dm(z))
+    resumed = _cfg(make_cfg, "trainer.max_epochs=4", f"out_dir={tmp_path / 'b'}")
+    train_main(resumed, datamodule=_dm(z))  # picks up b/codec/fc0.5/last.ckpt
+
+    def weights(root):
+        return torch.load(root / "codec" / "fc0.5" / "last.ckpt", map_location="cpu",
+                          weights_only=True)
+
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert a["global_step"] == b["global_step"] == 4 * 5  # 36 train latents / batch 8 -> 5 steps
+    for name, w in a["state_dict"].items():
+        assert torch.equal(w, b["state_dict"][name]), name
+
+
+def test_load_codec_round_trip_and_mismatches(make_cfg, tmp_path):
+    cfg = _cfg(make_cfg, "trainer.max_epochs=1")
+    z = synthetic_latents(32)
+    best = train_main(cfg, datamodule=_dm(z))
+    model = load_codec(best, latent_shape=TINY, fc=0.5)
+    assert not model.training and model.k == 32 and model.hparams.arch == "mlp"
+    assert model.hparams.channel["kind"] == cfg.channel.kind
+    out = model(z[:2], snr_db=10.0)
+    assert out["z_hat"].shape == (2, *TINY)
+    with pytest.raises(ConfigError, match="codec.fc=0.3") as e:
+        load_codec(best, fc=0.3)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match=r"latent_shape=\(4, 8, 8\)"):
+        load_codec(best, latent_shape=(4, 8, 8))
+    with pytest.raises(UserError, match="not found"):
+        load_codec(tmp_path / "missing.ckpt")
+    junk = tmp_path / "junk.ckpt"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(UserError, match="could not be read"):
+        load_codec(junk)
+
+
+DDP_SCRIPT = """
+import math, sys, torch
+from meg_lightning.config import load_config
+from meg_lightning.codec.train import main
+from meg_lightning.data.datamodule import TensorLatentDataModule
+out = sys.argv[1]
+cfg = load_config(["logger=none", f"out_dir={out}", "codec.arch=mlp", "codec.fc=0.5",
+                   "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp",
+                   "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
+                   "trainer.enable_model_summary=false"])
+z = torch.randn(40, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+best = main(cfg, datamodule=TensorLatentDataModule(z, batch_size=4, val_fraction=0.2,
+                                                   test_fraction=0.0))
+print("BEST", best)
+"""
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    script = tmp_path / "ddp_train.py"
+    script.write_text(textwrap.dedent(DDP_SCRIPT))
+    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, str(script), str(tmp_path / "runs")], capture_output=True,
+                       text=True, timeout=300, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "BEST" in r.stdout
+    ckpt = torch.load(tmp_path / "runs" / "codec" / "fc0.5" / "last.ckpt", map_location="cpu",
+                      weights_only=True)
+    assert ckpt["global_step"] == 2 * 4  # 32 train latents / (2 ranks x batch 4) per epoch
