@@ -78,3 +78,39 @@ class TensorLatentDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", False)
+
+
+class LatentDataModule(TensorLatentDataModule):
+    """Latents from the on-disk cache: ``prepare_data`` generates, ``setup`` only reads (mmap)."""
+
+    def __init__(self, cfg):
+        L.LightningDataModule.__init__(self)
+        from meg_lightning.data.cache import LatentCache
+
+        self.cfg = cfg
+        self.cache = LatentCache(cfg)
+        d = cfg.data
+        self.batch_size, self.num_workers = d.batch_size, d.num_workers
+        self.splits = split_indices(d.num_prompts, d.val_fraction, d.test_fraction, d.split_seed)
+        self.z = None
+
+    def prepare_data(self) -> None:
+        self.cache.build()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.z is None:
+            self.z = self.cache.open()
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        self.setup()
+        return tuple(self.z.shape[1:])  # type: ignore[return-value]
+
+    def dataset(self, split: str) -> LatentDataset:
+        self.setup()
+        return LatentDataset(self.z, self.splits[split])
+
+
+def build_datamodule(cfg) -> LatentDataModule:
+    """The cache-backed datamodule for ``cfg`` (``cfg.data`` + the generation settings)."""
+    return LatentDataModule(cfg)

@@ -1,0 +1,63 @@
+# meg_lightning: every target installs what it needs first (a .venv in this folder).
+# Variables: MODEL (tiny|paper|hub id|folder), N (prompts), FC (compression rate), ARGS (extra key=value).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch 2.14.1 / torchvision 0.29.1 install from local disk on the project machines; on a GPU
+# machine pick the build you need, e.g. TORCH_SPEC="torch torchvision".
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+MODEL ?= tiny
+N ?= 64
+# FC is also make's built-in Fortran compiler variable: replace that default only
+ifeq ($(origin FC),default)
+FC := 0.5
+endif
+ARGS ?=
+COMMON = model=$(MODEL) data.num_prompts=$(N) $(ARGS)
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help setup latents train-codec train-ppo eval figures demo test test-slow bench clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@echo "  variables: MODEL=$(MODEL) N=$(N) FC=$(FC) ARGS='key=value ...' (see: $(BIN)/meg <command> --help)"
+
+setup: $(STAMP) ## create .venv and install the package (+ test extras)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	@touch $@
+
+latents: setup ## cache SD latents: make latents MODEL=tiny N=64
+	$(BIN)/meg latents $(COMMON)
+
+train-codec: setup ## train the codec through the channel: make train-codec FC=0.5
+	$(BIN)/meg train-codec codec.fc=$(FC) $(COMMON)
+
+train-ppo: setup ## train the PPO power-allocation agent
+	$(BIN)/meg train-ppo $(COMMON)
+
+eval: setup ## PSNR/FID sweep over schemes x SNR x channel (resumable)
+	$(BIN)/meg eval $(COMMON)
+
+figures: setup ## regenerate every figure from saved results
+	$(BIN)/meg figures $(COMMON)
+
+demo: setup ## every stage end to end, offline, on the CPU (tiny preset)
+	$(BIN)/meg demo $(ARGS)
+
+test: setup ## the fast test suite (no network, CPU, < 10 min)
+	$(BIN)/python -m pytest -q
+
+test-slow: setup ## the slow tests (real weights when present, long training checks)
+	$(BIN)/python -m pytest -q -m slow
+
+bench: setup ## the benchmarks under benchmarks/ (numbers go to docs/BENCHMARKS.md)
+	$(BIN)/meg bench $(ARGS)
+
+clean: ## remove caches, runs and the virtual environment
+	rm -rf $(VENV) data/latents data/runs wandb lightning_logs .pytest_cache

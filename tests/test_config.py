@@ -1,0 +1,74 @@
+"""Configuration: composition, presets, validation and the saved resolved config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from meg_lightning.config import (CONCERNS, MegConfig, config_dir, config_hash, load_config,
+                                  save_resolved)
+from meg_lightning.errors import ConfigError
+
+
+def test_every_yaml_key_is_in_the_schema():
+    d = config_dir()
+    schema = OmegaConf.structured(MegConfig)
+    for f in [*(d / f"{c}.yaml" for c in CONCERNS), *(d / "presets").glob("*.yaml")]:
+        if f.exists():
+            OmegaConf.merge(schema, OmegaConf.load(f))  # raises on an unknown key or bad type
+
+
+def test_presets():
+    tiny = load_config([])
+    assert tiny.model == "tiny" and tiny.generation.height == 64 and tiny.codec.arch == "mlp"
+    paper = load_config(["model=paper"])
+    g = paper.generation
+    assert (g.height, g.width, g.num_inference_steps, g.guidance_scale) == (512, 512, 50, 7.5)
+    c = paper.codec
+    assert (c.fc, c.arch, c.lr, paper.data.batch_size, paper.channel.snr_db) == (0.5, "paper", 1e-3, 1, 20.0)
+    assert paper.trainer["max_epochs"] == 200
+    hub = load_config(["model=someone/my-sd15"])  # a hub id takes the paper preset
+    assert hub.preset == "paper" and hub.generation.height == 512
+
+
+def test_overrides_win_and_trainer_passes_through():
+    cfg = load_config(["codec.fc=0.3", "trainer.max_epochs=3", "trainer.precision=bf16-mixed"])
+    assert cfg.codec.fc == 0.3 and cfg.trainer["max_epochs"] == 3
+    assert cfg.trainer["precision"] == "bf16-mixed"
+
+
+@pytest.mark.parametrize("override, key", [
+    ("codec.fcc=0.5", "codec.fcc"),                          # unknown key
+    ("codec.fc=abc", "codec.fc"),                            # wrong type
+    ("codec.fc=0", "codec.fc"),                              # out of range
+    ("codec.fc=1.5", "codec.fc"),
+    ("generation.num_inference_steps=-5", "generation.num_inference_steps"),
+    ("channel.snr_db=nan", "channel.snr_db"),
+    ("channel.kind=rician", "channel.kind"),
+    ("data.val_fraction=0.6", "data.val_fraction"),
+    ("logger=mlflow", "logger"),
+    ("ppo.p_max_mw=0", "ppo.p_max_mw"),
+    ("ppo.reward=ssim", "ppo.reward"),
+    ("eval.schemes=[meg,jpeg2000]", "eval.schemes"),
+])
+def test_bad_values_are_one_line_errors_naming_the_key(override, key):
+    with pytest.raises(ConfigError) as e:
+        load_config(["data.val_fraction=0.1", override] if "val_fraction" not in override
+                    else [override, "data.test_fraction=0.5"])
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(key) and "expected" in msg
+
+
+def test_malformed_override():
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(["codec.fc"])
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(["codec.fc=0.7"])
+    path = save_resolved(cfg, tmp_path)
+    again = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(MegConfig), OmegaConf.load(path)))
+    assert again == cfg and config_hash(again) == config_hash(cfg)
+    assert config_hash(load_config(["codec.fc=0.5"])) != config_hash(cfg)
