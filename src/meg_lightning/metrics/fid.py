@@ -176,7 +176,7 @@ class FIDResult:
 
     fid: float
     n_images: int  # images per set (real and generated sets are paired, so equal)
-    ci_low: float = float("nan")  # bootstrap percentile interval (nan when bootstrap = 0)
+    ci_low: float = float("nan")  # basic bootstrap interval (nan when bootstrap = 0)
     ci_high: float = float("nan")
     ci_level: float = 0.95
     bootstrap: int = 0  # resamples used for the interval
@@ -189,11 +189,13 @@ class FIDResult:
 
 def fid_with_ci(real: Tensor, fake: Tensor, *, bootstrap: int = 200, level: float = 0.95,
                 seed: int = 0, features: str = "") -> FIDResult:
-    """FID (eq. 8) of paired feature sets real[i] <-> fake[i] and a percentile bootstrap interval.
+    """FID (eq. 8) of paired feature sets real[i] <-> fake[i] and a bootstrap interval.
 
     The pairs (I_0 of prompt i, I_g of prompt i) are resampled jointly, with replacement, so the
     interval reflects which prompts happened to be in the test set. Resampling duplicates images,
-    which biases each resampled FID upwards a little; the point estimate uses the full sets.
+    which shifts every resampled FID upwards (a plain percentile interval often lies entirely
+    above the estimate); the *basic* bootstrap interval [2 FID - q_hi, 2 FID - q_lo] corrects that
+    shift. Its lower end is clipped at 0, since FID >= 0. The point estimate uses the full sets.
     """
     if len(real) != len(fake):
         raise ValueError(f"paired sets must have the same size, got {len(real)} and {len(fake)}")
@@ -208,6 +210,7 @@ def fid_with_ci(real: Tensor, fake: Tensor, *, bootstrap: int = 200, level: floa
                               for idx in (torch.randint(0, n, (n,), generator=g)
                                           for _ in range(bootstrap))], dtype=torch.float64)
         alpha = (1 - level) / 2
-        res.ci_low = float(torch.quantile(stats, alpha))
-        res.ci_high = float(torch.quantile(stats, 1 - alpha))
+        q_lo, q_hi = float(torch.quantile(stats, alpha)), float(torch.quantile(stats, 1 - alpha))
+        res.ci_low = max(0.0, 2 * res.fid - q_hi)
+        res.ci_high = max(0.0, 2 * res.fid - q_lo)
     return res

@@ -1,0 +1,245 @@
+"""`meg figures`: every figure and Table II, regenerated from saved results (nothing recomputed).
+
+Reads ``{out_dir}/eval/<eval.results>`` (written by `meg eval`), ``{out_dir}/eval/examples/``
+and ``{out_dir}/ppo/fig10.csv`` (written by `meg train-ppo`); writes PNG and PDF files to
+``{out_dir}/figures/``:
+
+- ``fig5_examples``: the first test image for every scheme (rows) and SNR (columns), AWGN;
+- ``fig6_psnr`` / ``fig7_fid``: PSNR and FID against SNR per scheme, one panel per channel kind
+  (the FID panel shades the bootstrap interval);
+- ``fig8_psnr_fc`` / ``fig9_fid_fc``: heatmaps of the `meg` scheme's PSNR and FID over fc x SNR;
+- ``fig10_fid_power``: FID against the power budget per power-allocation policy;
+- ``table2.csv`` / ``table2.md``: Table II for the SD-v1.5 shapes (:mod:`.table2`).
+
+A figure whose inputs are missing is skipped with a note (printed and returned).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Optional
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures are files
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from meg_lightning.config import MegConfig  # noqa: E402
+from meg_lightning.io import atomic_path  # noqa: E402
+
+FORMATS = ("png", "pdf")
+SCHEME_ORDER = ("centralized", "feature", "meg", "linear", "digital")
+FIG10_COLUMNS = ("p_max_mw", "policy", "fid", "psnr", "latent_mse", "n_images")
+
+
+def label(row: dict) -> str:
+    """Legend label of a row's scheme, e.g. ``meg fc=0.5``."""
+    fc = row.get("fc")
+    return f"{row['scheme']} fc={float(fc):g}" if fc not in (None, "") else str(row["scheme"])
+
+
+def _sort_key(lbl: str) -> tuple:
+    scheme, _, fc = lbl.partition(" fc=")
+    return (SCHEME_ORDER.index(scheme) if scheme in SCHEME_ORDER else len(SCHEME_ORDER),
+            float(fc) if fc else 0.0)
+
+
+def fid_label(rows: list[dict]) -> str:
+    kinds = {str(r.get("fid_features")) for r in rows if r.get("fid_features")}
+    if kinds == {"inception"}:
+        return "FID (Inception-v3)"
+    if kinds:
+        return f"{' / '.join(sorted(kinds))} (not Inception FID)"
+    return "FID"
+
+
+def save(fig, path_stem: Path) -> list[Path]:
+    """Write ``fig`` as ``path_stem.png`` and ``.pdf`` (atomically) and close it."""
+    paths = []
+    for fmt in FORMATS:
+        p = path_stem.with_suffix(f".{fmt}")
+        with atomic_path(p) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
+        paths.append(p)
+    plt.close(fig)
+    return paths
+
+
+def _channels(rows: list[dict]) -> list[str]:
+    return [c for c in ("awgn", "rayleigh") if any(r["channel"] == c for r in rows)]
+
+
+def fig_vs_snr(rows: list[dict], metric: str, path_stem: Path) -> list[Path]:
+    """Figs. 6-7: ``metric`` (psnr_db | fid) against SNR, one line per scheme (and fc)."""
+    kinds = _channels(rows)
+    if not kinds:
+        return []
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds), 4), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        series: dict[str, list[dict]] = defaultdict(list)
+        for r in rows:
+            if r["channel"] == kind and r.get(metric) is not None:
+                series[label(r)].append(r)
+        for lbl in sorted(series, key=_sort_key):
+            pts = sorted(series[lbl], key=lambda r: float(r["snr_db"]))
+            x = np.array([float(r["snr_db"]) for r in pts])
+            y = np.array([float(r[metric]) for r in pts])
+            (line,) = ax.plot(x, y, marker="o", ms=3, label=lbl)
+            if metric == "fid":
+                lo = np.array([float(r.get("fid_ci_low") or np.nan) for r in pts])
+                hi = np.array([float(r.get("fid_ci_high") or np.nan) for r in pts])
+                if np.isfinite(lo).any():
+                    ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
+        ax.set_title(kind.upper() if kind == "awgn" else kind.capitalize())
+        ax.set_xlabel("SNR (dB)")
+        ax.grid(alpha=0.3)
+    ylabel = "PSNR (dB), higher is better" if metric == "psnr_db" else \
+        f"{fid_label(rows)}, lower is better"
+    axes[0][0].set_ylabel(ylabel)
+    n = {r.get("n_images") for r in rows}
+    fig.suptitle(f"{'PSNR' if metric == 'psnr_db' else 'FID'} against SNR "
+                 f"({'/'.join(str(v) for v in sorted(x for x in n if x is not None))} images per point)",
+                 fontsize=10)
+    axes[0][-1].legend(fontsize=8)
+    return save(fig, path_stem)
+
+
+def fig_heatmap(rows: list[dict], metric: str, path_stem: Path, scheme: str = "meg") -> list[Path]:
+    """Figs. 8-9: ``metric`` of ``scheme`` over compression rate fc (x) and SNR (y)."""
+    rows = [r for r in rows if r["scheme"] == scheme and r.get("fc") is not None
+            and r.get(metric) is not None and math.isfinite(float(r["snr_db"]))]
+    kinds = _channels(rows)
+    if not kinds:
+        return []
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds), 4), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        sub = [r for r in rows if r["channel"] == kind]
+        fcs = sorted({float(r["fc"]) for r in sub})
+        snrs = sorted({float(r["snr_db"]) for r in sub})
+        grid = np.full((len(snrs), len(fcs)), np.nan)
+        for r in sub:
+            grid[snrs.index(float(r["snr_db"])), fcs.index(float(r["fc"]))] = float(r[metric])
+        im = ax.imshow(grid, origin="lower", aspect="auto",
+                       cmap="viridis" if metric == "psnr_db" else "viridis_r")
+        ax.set_xticks(range(len(fcs)), [f"{f:g}" for f in fcs])
+        ax.set_yticks(range(len(snrs)), [f"{s:g}" for s in snrs])
+        ax.set_xlabel("compression rate $f_c$")
+        ax.set_ylabel("SNR (dB)")
+        ax.set_title(f"{scheme}, {kind}")
+        fig.colorbar(im, ax=ax, label="PSNR (dB)" if metric == "psnr_db" else fid_label(rows))
+    return save(fig, path_stem)
+
+
+def fig_examples(rows: list[dict], examples: Path, path_stem: Path,
+                 channel: str = "awgn") -> list[Path]:
+    """Fig. 5: the first test image per scheme (rows) and SNR (columns), beside I_0."""
+    from PIL import Image
+
+    sub = [r for r in rows if r["channel"] == channel and (examples / f"{r['cell']}.png").is_file()]
+    ref = examples / "reference.png"
+    if not sub or not ref.is_file():
+        return []
+    labels = sorted({label(r) for r in sub}, key=_sort_key)
+    snrs = sorted({float(r["snr_db"]) for r in sub})
+    cell = {(label(r), float(r["snr_db"])): r["cell"] for r in sub}
+    fig, axes = plt.subplots(len(labels), len(snrs) + 1, squeeze=False,
+                             figsize=(1.4 * (len(snrs) + 1), 1.5 * len(labels)))
+    for i, lbl in enumerate(labels):
+        axes[i][0].imshow(np.asarray(Image.open(ref)))
+        axes[i][0].set_ylabel(lbl, fontsize=7)
+        for j, snr in enumerate(snrs):
+            key = cell.get((lbl, snr))
+            if key:
+                axes[i][j + 1].imshow(np.asarray(Image.open(examples / f"{key}.png")))
+            if i == 0:
+                axes[i][j + 1].set_title(f"{snr:g} dB", fontsize=7)
+    axes[0][0].set_title("$I_0$", fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"Generated images per scheme and SNR ({channel})", fontsize=9)
+    return save(fig, path_stem)
+
+
+def read_fig10(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    missing = [c for c in ("p_max_mw", "policy", "fid") if rows and c not in rows[0]]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing}; expected {', '.join(FIG10_COLUMNS)}")
+    return rows
+
+
+def fig_power(rows: list[dict], path_stem: Path) -> list[Path]:
+    """Fig. 10: FID against the power budget P_max (mW), one line per policy."""
+    if not rows:
+        return []
+    fig, ax = plt.subplots(figsize=(5.2, 4))
+    by: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by[r["policy"]].append(r)
+    for policy in sorted(by):
+        pts = sorted(by[policy], key=lambda r: float(r["p_max_mw"]))
+        ax.plot([float(r["p_max_mw"]) for r in pts], [float(r["fid"]) for r in pts], marker="o",
+                label=policy)
+    n = sorted({r.get("n_images") for r in rows if r.get("n_images")})
+    ax.set_xlabel("power budget $P_{max}$ (mW)")
+    ax.set_ylabel("FID, lower is better")
+    ax.set_title(f"FID against power constraint ({'/'.join(n) or '?'} images per point)",
+                 fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save(fig, path_stem)
+
+
+def make_figures(results_csv: Optional[Path], examples: Optional[Path], ppo_csv: Optional[Path],
+                 out: Path, *, table2: bool = True) -> tuple[list[Path], list[str]]:
+    """Every figure whose inputs exist; returns (written paths, notes on what was skipped)."""
+    from meg_lightning.evaluation.sweep import read_results
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    notes: list[str] = []
+    if results_csv is not None and results_csv.is_file():
+        rows = read_results(results_csv)
+        for name, fn in (("fig6_psnr", lambda p: fig_vs_snr(rows, "psnr_db", p)),
+                         ("fig7_fid", lambda p: fig_vs_snr(rows, "fid", p)),
+                         ("fig8_psnr_fc", lambda p: fig_heatmap(rows, "psnr_db", p)),
+                         ("fig9_fid_fc", lambda p: fig_heatmap(rows, "fid", p)),
+                         ("fig5_examples", lambda p: fig_examples(rows, examples or Path(), p))):
+            got = fn(out / name)
+            paths += got
+            if not got:
+                notes.append(f"{name}: skipped (no matching rows / example images in "
+                             f"{results_csv.parent})")
+    else:
+        notes.append(f"figs 5-9: skipped, no results at {results_csv} (run `meg eval` first)")
+    if ppo_csv is not None and ppo_csv.is_file():
+        got = fig_power(read_fig10(ppo_csv), out / "fig10_fid_power")
+        paths += got
+        if not got:
+            notes.append(f"fig10_fid_power: skipped, {ppo_csv} has no rows")
+    else:
+        notes.append(f"fig10_fid_power: skipped, no {ppo_csv} (written by `meg train-ppo`)")
+    if table2:
+        from meg_lightning.evaluation.table2 import table2 as make_table2
+        from meg_lightning.evaluation.table2 import write_table2
+
+        paths += write_table2(make_table2(), out)
+    return paths, notes
+
+
+def main(cfg: MegConfig) -> list[Path]:
+    """`meg figures`: regenerate every figure under ``{out_dir}/figures`` from saved results."""
+    root = Path(cfg.out_dir)
+    paths, notes = make_figures(root / "eval" / cfg.eval.results, root / "eval" / "examples",
+                                root / "ppo" / "fig10.csv", root / "figures")
+    for n in notes:
+        print(f"meg figures: {n}")
+    print(f"meg figures: wrote {len(paths)} files to {root / 'figures'}")
+    return paths

@@ -1,0 +1,208 @@
+"""Transmission schemes compared at the same SNR, each counted in real channel symbols (Table II).
+
+Every scheme maps a batch of ES-side latents z (B, C, h, w) and the perfect images I_0 = D(z)
+(B, 3, H, W) to the UE's images I_g, through one channel realisation::
+
+    centralized  I_0 -> pixels in [-1, 1] --------------------- channel --> clamp -> I_g
+    feature      z -----------------------------flatten ------- channel --> D -> I_g
+    meg          z -> C_w (k = round(fc |z|) symbols) --------- channel --> C_psi^-1 -> D -> I_g
+    linear       z -> the codec module's linear analog code (its own power loading / LMMSE)
+    digital      I_0 -> PNG/JPEG bytes -> ideal code at capacity, k symbols -> bytes or failure
+
+Conventions (DESIGN.md): symbols are real, a complex channel use carries two; the channel layer
+normalises each sample to unit mean power, adds noise of variance 10^(-SNR/10) per real symbol and
+de-normalises. ``symbols`` in :class:`SchemeOutput` is the number of real symbols per image.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+#: Image the UE shows when the digital scheme's bits do not fit (an outage): mid-grey, the
+#: constant image closest in MSE to an unknown image in [0, 1] whose pixels are symmetric about 0.5.
+DIGITAL_FAILURE_VALUE = 0.5
+JPEG_QUALITY = 75  # PIL's default quality for the `jpeg` source code of the digital scheme
+
+
+@dataclass
+class SchemeOutput:
+    """What the UE ends up with for one batch."""
+
+    images: Tensor  # I_g (B, 3, H, W) in [0, 1]
+    symbols: int  # real channel symbols sent per image
+    z_hat: Optional[Tensor] = None  # (B, C, h, w) latent at the UE; None for image-domain schemes
+    info: dict[str, Tensor] = field(default_factory=dict)  # per-image extras, each (B,)
+
+
+class Scheme(Protocol):
+    name: str
+    fc: Optional[float]
+
+    def __call__(self, z: Tensor, i_0: Tensor, *, channel, snr_db: Optional[float],
+                 generator: Optional[torch.Generator]) -> SchemeOutput: ...
+
+
+def _send(channel, x: Tensor, snr_db: Optional[float], generator) -> Tensor:
+    """x (B, n) through the channel layer in eval mode; returns the de-normalised x_hat (B, n)."""
+    return channel(x, mode="eval", snr_db=snr_db, generator=generator)["x_hat"]
+
+
+class CentralizedScheme:
+    """Paper benchmark 1: the ES decodes I_0 and sends its pixels, scaled to [-1, 1], uncoded.
+
+    3 H W real symbols per image. The receiver clamps to [0, 1]: a projection onto the valid pixel
+    range, which can only lower the error.
+    """
+
+    name = "centralized"
+    fc = None
+
+    def __call__(self, z, i_0, *, channel, snr_db, generator) -> SchemeOutput:
+        x = (2 * i_0 - 1).flatten(1)  # (B, 3 H W)
+        x_hat = _send(channel, x, snr_db, generator)
+        images = ((x_hat.view_as(i_0) + 1) / 2).clamp(0, 1)  # (B, 3, H, W)
+        return SchemeOutput(images=images, symbols=x.shape[1])
+
+
+class LatentScheme:
+    """A latent-domain scheme: x = encode(z) -> channel -> z_hat = decode(x_hat) -> I_g = D(z_hat).
+
+    ``feature`` (paper benchmark 2) uses the identity code (|z| symbols); ``meg`` uses the trained
+    compression encoder C_w and decoder C_psi^-1 (k = round(fc |z|) symbols).
+    """
+
+    def __init__(self, name: str, decode_image: Callable[[Tensor], Tensor],
+                 encode: Optional[Callable[[Tensor], Tensor]] = None,
+                 decode: Optional[Callable[[Tensor], Tensor]] = None, fc: Optional[float] = None):
+        self.name, self.fc = name, fc
+        self.decode_image = decode_image
+        self.encode, self.decode = encode, decode
+
+    @torch.no_grad()
+    def __call__(self, z, i_0, *, channel, snr_db, generator) -> SchemeOutput:
+        x = self.encode(z) if self.encode else z
+        x = x.flatten(1)  # (B, k)
+        x_hat = _send(channel, x, snr_db, generator)
+        z_hat = self.decode(x_hat) if self.decode else x_hat
+        z_hat = z_hat.reshape(z.shape)  # (B, C, h, w)
+        return SchemeOutput(images=self.decode_image(z_hat), symbols=x.shape[1], z_hat=z_hat)
+
+
+class JointLatentScheme:
+    """A latent scheme whose module runs its own channel: ``module(z, snr_db=..., mode="eval",
+    generator=...) -> {"z_hat": ...}`` (e.g. the linear analog code, whose power loading and
+    LMMSE receiver depend on the SNR). ``symbols`` is the module's code length."""
+
+    def __init__(self, name: str, module, symbols: int, decode_image: Callable[[Tensor], Tensor],
+                 fc: Optional[float] = None):
+        self.name, self.fc, self.module, self.symbols = name, fc, module, int(symbols)
+        self.decode_image = decode_image
+
+    @torch.no_grad()
+    def __call__(self, z, i_0, *, channel, snr_db, generator) -> SchemeOutput:
+        z_hat = self.module(z, snr_db=snr_db, mode="eval", generator=generator)["z_hat"]
+        z_hat = z_hat.reshape(z.shape)
+        return SchemeOutput(images=self.decode_image(z_hat), symbols=self.symbols, z_hat=z_hat)
+
+
+def to_uint8(images: Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [0, 1] -> (B, H, W, 3) uint8."""
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def encode_image(img: np.ndarray, codec: str) -> bytes:
+    """Source code of the digital scheme: one (H, W, 3) uint8 image as PNG or JPEG bytes."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    if codec == "png":
+        Image.fromarray(img).save(buf, format="PNG", optimize=True)
+    elif codec == "jpeg":
+        Image.fromarray(img).save(buf, format="JPEG", quality=JPEG_QUALITY)
+    else:
+        raise ValueError(f"digital codec must be png or jpeg, got {codec!r}")
+    return buf.getvalue()
+
+
+def decode_image_bytes(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def awgn_capacity_bits(symbols: int, snr_db: float) -> float:
+    """Bits an ideal code carries in ``symbols`` real symbols: symbols * 0.5 log2(1 + SNR)."""
+    return symbols * 0.5 * math.log2(1 + 10 ** (snr_db / 10))
+
+
+def threshold_snr_db(bits: float, symbols: int) -> float:
+    """The AWGN SNR (dB) at which ``bits`` just fit in ``symbols`` real symbols (inverse of above)."""
+    r = 2 * bits / symbols  # needed log2(1 + SNR)
+    if r > 60:  # 2^r - 1 ~ 2^r: avoid overflow
+        return 10 * r * math.log10(2)
+    return 10 * math.log10(2 ** r - 1) if r > 0 else -math.inf
+
+
+def block_sizes(n: int, num_blocks: int) -> list[int]:
+    """Symbols per fading block when n symbols are cut into num_blocks nearly equal blocks."""
+    if num_blocks <= 0:
+        raise ValueError(f"num_blocks must be a positive integer, got {num_blocks!r}")
+    return [n // num_blocks + (1 if b < n % num_blocks else 0) for b in range(num_blocks)]
+
+
+class DigitalScheme:
+    """Separation-based reference: PNG/JPEG bytes of I_0 over an ideal capacity-achieving code.
+
+    The budget is ``symbols`` real symbols (that of the ``meg`` scheme at the same fc). An ideal
+    code carries 0.5 log2(1 + SNR) bits per real symbol (log2(1 + SNR) per complex use); for
+    Rayleigh block fading with CSI at the receiver the code spans the B blocks and carries
+    sum_b n_b 0.5 log2(1 + |h_b|^2 SNR) bits for the realised gains |h_b|^2 ~ Exp(1). All or
+    nothing: if the image's bits fit, the UE gets the decoded image (I_0 quantised to 8 bits, or
+    its JPEG); else an outage, and the UE shows a mid-grey image (:data:`DIGITAL_FAILURE_VALUE`).
+    """
+
+    name = "digital"
+
+    def __init__(self, symbols: int, codec: str = "png", kind: str = "awgn", num_blocks: int = 1,
+                 fc: Optional[float] = None):
+        if kind not in ("awgn", "rayleigh", "none"):
+            raise ValueError(f"channel kind must be awgn, rayleigh or none, got {kind!r}")
+        self.symbols, self.codec, self.kind, self.num_blocks, self.fc = (int(symbols), codec, kind,
+                                                                         num_blocks, fc)
+
+    def capacity_bits(self, snr_db: Optional[float], batch: int,
+                      generator: Optional[torch.Generator]) -> Tensor:
+        """Bits each of ``batch`` transmissions can carry at ``snr_db``, (batch,) float64."""
+        if self.kind == "none":
+            return torch.full((batch,), math.inf, dtype=torch.float64)
+        snr = 10 ** (snr_db / 10)
+        if self.kind == "awgn":
+            return torch.full((batch,), awgn_capacity_bits(self.symbols, snr_db), dtype=torch.float64)
+        n_b = torch.tensor(block_sizes(self.symbols, self.num_blocks), dtype=torch.float64)
+        # |h_b|^2 of h_b ~ CN(0, 1) is Exp(1); drawn on the CPU from the cell's generator
+        gen = generator if generator is None or generator.device.type == "cpu" else None
+        gains = torch.empty(batch, self.num_blocks, dtype=torch.float64).exponential_(1.0,
+                                                                                      generator=gen)
+        return (n_b * 0.5 * torch.log2(1 + gains * snr)).sum(1)
+
+    def __call__(self, z, i_0, *, channel=None, snr_db, generator) -> SchemeOutput:
+        imgs = to_uint8(i_0)  # (B, H, W, 3)
+        payloads = [encode_image(im, self.codec) for im in imgs]
+        bits = torch.tensor([8.0 * len(p) for p in payloads], dtype=torch.float64)
+        ok = bits <= self.capacity_bits(snr_db, len(imgs), generator)
+        out = torch.full_like(i_0, DIGITAL_FAILURE_VALUE)
+        for i in torch.nonzero(ok).flatten().tolist():
+            dec = torch.from_numpy(decode_image_bytes(payloads[i]).copy())  # (H, W, 3)
+            out[i] = dec.permute(2, 0, 1).to(i_0) / 255
+        thr = torch.tensor([threshold_snr_db(b, self.symbols) for b in bits.tolist()],
+                           dtype=torch.float64)
+        return SchemeOutput(images=out, symbols=self.symbols,
+                            info={"digital_success": ok.double(), "digital_bits": bits,
+                                  "digital_threshold_snr_db": thr})

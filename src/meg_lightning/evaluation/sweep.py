@@ -1,0 +1,455 @@
+"""`meg eval`: the resumable sweep schemes x channel kinds x SNRs (x fc) on the test latents.
+
+For every cell (scheme, channel, SNR, fc) the sweep sends the first ``eval.num_images`` test latents
+(the same images in every cell) through the scheme and compares the UE's images I_g with the
+perfect images I_0 = D(z) (paper Sec. II-C):
+
+- ``psnr_db``: mean over images of the per-image PSNR (eqs. 6-7), each capped at
+  ``psnr_cap_db``; ``psnr_capped`` counts the images at the cap (identical to I_0);
+- ``fid`` (eq. 8) over the ``fid_n_images`` pairs, with a paired bootstrap interval
+  ``[fid_ci_low, fid_ci_high]`` and the extractor in ``fid_features`` (``inception`` is the
+  paper's FID; ``pixel-FID`` is an offline stand-in, not comparable);
+- ``latent_nmse`` / ``latent_mse`` of z_hat against z (latent schemes only);
+- ``symbols``: real channel symbols per image (``channel_uses`` = complex uses = symbols / 2).
+
+Outputs under ``{out_dir}/eval/``: ``results.csv`` (tidy, one row per cell; the name is
+``eval.results``), ``results.json`` (rows + resolved config), ``config.yaml`` and
+``examples/`` (the first test image of every cell as PNG, for Fig. 5). After each cell the CSV and
+JSON are rewritten atomically, so an interrupted sweep resumes where it stopped: a cell whose key is
+already in the CSV with the same ``config_hash`` is skipped. The hash covers every setting that
+changes a cell's numbers (model, data, channel blocks/equaliser, codec checkpoints, eval settings)
+but not the lists being swept, so widening the sweep reuses the cells already done. Rows of another
+hash are moved to ``results.stale-<hash>.csv``.
+
+Every cell draws its channel noise from its own generator seeded by (seed, cell key), so a cell's
+numbers do not depend on which other cells ran before it.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+import torch
+from torch import Tensor
+
+from meg_lightning.config import MegConfig, config_hash, save_resolved, to_dict
+from meg_lightning.errors import ConfigError, UserError
+from meg_lightning.evaluation.schemes import (
+    CentralizedScheme,
+    DigitalScheme,
+    JointLatentScheme,
+    LatentScheme,
+    Scheme,
+    to_uint8,
+)
+from meg_lightning.io import atomic_write_json, atomic_write_text, clean_tmp
+from meg_lightning.metrics import (
+    PSNR_CAP_DB,
+    extract_features,
+    feature_name,
+    fid_with_ci,
+    latent_mse_per_sample,
+    latent_nmse_per_sample,
+    make_feature_extractor,
+    psnr_per_image,
+)
+
+#: schemes whose cells are repeated for every fc in ``eval.fcs`` (``digital`` gets meg's budget)
+FC_SCHEMES = ("meg", "linear", "digital")
+
+COLUMNS = [
+    "cell", "scheme", "channel", "snr_db", "fc", "symbols", "channel_uses", "n_images",
+    "psnr_db", "psnr_std", "psnr_capped", "psnr_cap_db",
+    "fid", "fid_ci_low", "fid_ci_high", "fid_ci_level", "fid_bootstrap", "fid_n_images",
+    "fid_features", "latent_nmse", "latent_mse",
+    "digital_success", "digital_bits", "digital_threshold_snr_db",
+    "num_blocks", "equalizer", "seed", "config_hash", "time_s",
+]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the sweep. ``snr_db`` is inf for the noiseless channel; ``fc`` None when the
+    scheme has no compression rate."""
+
+    scheme: str
+    channel: str
+    snr_db: float
+    fc: Optional[float] = None
+
+    @property
+    def key(self) -> str:
+        """A file-name-safe id, e.g. ``meg_fc0.5_awgn_snr-10``."""
+        fc = f"_fc{self.fc:g}" if self.fc is not None else ""
+        snr = "inf" if math.isinf(self.snr_db) else f"{self.snr_db:g}"
+        return f"{self.scheme}{fc}_{self.channel}_snr{snr}"
+
+
+def enumerate_cells(cfg: MegConfig) -> list[Cell]:
+    """All cells of ``cfg.eval`` in sweep order (channel, scheme, fc, SNR). The noiseless channel
+    ``none`` has one cell per scheme (SNR = inf)."""
+    ev = cfg.eval
+    cells = []
+    for kind in ev.channels:
+        snrs = [math.inf] if kind == "none" else [float(s) for s in ev.snrs_db]
+        for scheme in ev.schemes:
+            for fc in ([float(f) for f in ev.fcs] if scheme in FC_SCHEMES else [None]):
+                cells += [Cell(scheme, kind, snr, fc) for snr in snrs]
+    return cells
+
+
+def sweep_hash(cfg: MegConfig) -> str:
+    """Hash of every setting that changes a cell's numbers (not the swept lists themselves)."""
+    d = to_dict(cfg)
+    ev = {k: v for k, v in d["eval"].items()
+          if k not in ("schemes", "snrs_db", "fcs", "channels", "results")}
+    data = {k: v for k, v in d["data"].items() if k not in ("num_workers", "gen_batch_size",
+                                                            "batch_size", "shard_size")}
+    return config_hash({"model": d["model"], "seed": d["seed"], "generation": d["generation"],
+                        "data": data, "eval": ev, "codec": d["codec"],
+                        "channel": {k: d["channel"][k] for k in ("num_blocks", "equalizer")}})
+
+
+def cell_seed(base_seed: int, key: str) -> int:
+    digest = hashlib.sha256(f"meg-eval:{base_seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def eval_dir(cfg: MegConfig) -> Path:
+    return Path(cfg.out_dir) / "eval"
+
+
+# -- results file ------------------------------------------------------------------------------
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else ("inf" if v > 0 else "-inf" if v < 0 else "nan")
+    return str(v)
+
+
+def rows_to_csv(rows: Iterable[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: _fmt(r.get(k)) for k in COLUMNS})
+    return buf.getvalue()
+
+
+def _parse(v: str) -> Any:
+    if v == "":
+        return None
+    try:
+        f = float(v)
+    except ValueError:
+        return v
+    return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() and math.isfinite(f) \
+        else f
+
+
+def read_results(path: str | Path) -> list[dict]:
+    """Rows of a results CSV with numbers parsed (empty fields -> None)."""
+    with open(path, newline="") as f:
+        return [{k: _parse(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+# -- the pieces the sweep needs; each can be injected (tests, notebooks) ------------------------
+
+def _device(cfg: MegConfig) -> torch.device:
+    from meg_lightning.generation import resolve_device
+
+    return resolve_device(cfg.generation.device)
+
+
+def _default_vae(cfg: MegConfig, device: torch.device):
+    from meg_lightning.generation import load_pipeline
+
+    return load_pipeline(cfg, device=device).vae
+
+
+def _default_datamodule(cfg: MegConfig):
+    from meg_lightning.data import build_datamodule
+
+    dm = build_datamodule(cfg)
+    dm.prepare_data()  # builds the latent cache if missing (resumable), else only checks it
+    dm.setup("test")
+    return dm
+
+
+def codec_checkpoint(cfg: MegConfig, fc: float) -> Path:
+    """Which codec checkpoint evaluates rate ``fc``: ``eval.codec_checkpoints[fc]``, else
+    ``codec.checkpoint`` when ``codec.fc == fc``, else ``meg train-codec``'s output
+    ``{out_dir}/codec/fc{fc}/best.ckpt`` (or ``last.ckpt``)."""
+    for key, path in cfg.eval.codec_checkpoints.items():
+        try:
+            if math.isclose(float(key), fc):
+                return Path(path)
+        except ValueError:
+            raise ConfigError(f"eval.codec_checkpoints.{key}", path,
+                              "keys that are compression rates, e.g. eval.codec_checkpoints.0.5=<ckpt>"
+                              ) from None
+    if cfg.codec.checkpoint and math.isclose(cfg.codec.fc, fc):
+        return Path(cfg.codec.checkpoint)
+    from meg_lightning.codec.train import run_dir
+
+    folder = run_dir(dataclasses.replace(cfg, codec=dataclasses.replace(cfg.codec, fc=fc)))
+    for name in ("best.ckpt", "last.ckpt"):
+        if (folder / name).is_file():
+            return folder / name
+    raise UserError(f"eval.codec_checkpoints has no checkpoint for fc={fc:g} and {folder} holds "
+                    f"none: expected `meg train-codec codec.fc={fc:g}` to have run, or "
+                    f"eval.codec_checkpoints.'{fc:g}'=<path to .ckpt>")
+
+
+def _default_codec(cfg: MegConfig, fc: float, latent_shape, device):
+    from meg_lightning.codec import load_codec
+
+    return load_codec(codec_checkpoint(cfg, fc), latent_shape=latent_shape, fc=fc).to(device)
+
+
+def _default_linear(cfg: MegConfig, fc: float, dm, device):
+    """The optimal linear analog code of rate fc fitted on the training latents (codec.baselines)."""
+    try:
+        from meg_lightning.codec import baselines
+    except ImportError as e:
+        raise UserError(f"scheme 'linear' needs meg_lightning.codec.baselines ({e}); "
+                        "drop it with eval.schemes=[...]") from None
+    return baselines.linear_scheme_module(cfg, fc, dm).to(device)
+
+
+def _default_channel(cfg: MegConfig, kind: str, snr_db: float):
+    from meg_lightning.channel import Channel
+
+    return Channel(kind=kind, snr_db=snr_db if math.isfinite(snr_db) else 0.0,
+                   num_blocks=cfg.channel.num_blocks, equalizer=cfg.channel.equalizer,
+                   normalize=True)
+
+
+# -- the sweep -----------------------------------------------------------------------------------
+
+@dataclass
+class SweepResult:
+    rows: list[dict]  # every row of the results file (this run's and resumed ones)
+    computed: list[str]  # keys of the cells computed by this run
+    skipped: list[str]  # keys of the cells found finished
+    csv_path: Path
+
+
+def _test_latents(dm, n: int) -> tuple[Tensor, Tensor]:
+    """The first n test latents z (n, C, h, w) and their cache indices (n,)."""
+    ds = dm.dataset("test")
+    if len(ds) == 0:
+        raise UserError("the test split of the latent cache is empty: expected data.test_fraction "
+                        "* data.num_prompts >= 1")
+    items = [ds[i] for i in range(min(n, len(ds)))]
+    return torch.stack([it["z"] for it in items]), torch.stack([it["index"] for it in items])
+
+
+def _save_png(path: Path, image: Tensor) -> None:
+    from PIL import Image
+
+    from meg_lightning.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(to_uint8(image[None])[0]).save(tmp, format="PNG")
+
+
+def _build_schemes(cfg, cells, *, decode_image, latent_shape, dm, device, codecs, linear_codes
+                   ) -> dict[tuple[str, Optional[float], str], Scheme]:
+    from meg_lightning.codec.components import code_length
+
+    numel = math.prod(latent_shape)
+    schemes: dict[tuple[str, Optional[float], str], Scheme] = {}
+    for c in cells:
+        sk = (c.scheme, c.fc, c.channel)
+        if sk in schemes:
+            continue
+        if c.scheme == "centralized":
+            schemes[sk] = CentralizedScheme()
+        elif c.scheme == "feature":
+            schemes[sk] = LatentScheme("feature", decode_image)
+        elif c.scheme == "meg":
+            if c.fc not in codecs:
+                codecs[c.fc] = _default_codec(cfg, c.fc, latent_shape, device)
+            codec = codecs[c.fc]
+            schemes[sk] = LatentScheme("meg", decode_image, encode=codec.encode,
+                                       decode=codec.decode, fc=c.fc)
+        elif c.scheme == "linear":
+            if c.fc not in linear_codes:
+                linear_codes[c.fc] = _default_linear(cfg, c.fc, dm, device)
+            schemes[sk] = JointLatentScheme("linear", linear_codes[c.fc], code_length(c.fc, numel),
+                                            decode_image, fc=c.fc)
+        elif c.scheme == "digital":
+            schemes[sk] = DigitalScheme(code_length(c.fc, numel), codec=cfg.eval.digital_codec,
+                                        kind=c.channel, num_blocks=cfg.channel.num_blocks, fc=c.fc)
+        else:
+            raise ConfigError("eval.schemes", c.scheme,
+                              "centralized, feature, meg, linear or digital")
+    return schemes
+
+
+@torch.no_grad()
+def run_cell(cell: Cell, scheme: Scheme, channel, z: Tensor, i_0: Tensor, feats_0: Tensor, *,
+             extractor, batch_size: int, seed: int, bootstrap: int, device) -> tuple[dict, Tensor]:
+    """Metrics of one cell (a results row without the bookkeeping columns) and its first image."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    snr = None if math.isinf(cell.snr_db) else cell.snr_db
+    psnr, capped, nmse, lmse, feats, info = [], [], [], [], [], {}
+    first, symbols = None, 0
+    for s in range(0, len(z), batch_size):
+        zb = z[s:s + batch_size].to(device)  # (b, C, h, w)
+        ib = i_0[s:s + batch_size].to(device)  # (b, 3, H, W)
+        out = scheme(zb, ib, channel=channel, snr_db=snr, generator=gen)
+        images = out.images.float().clamp(0, 1)
+        p, cp = psnr_per_image(images.cpu(), ib.cpu())
+        psnr.append(p)
+        capped.append(cp)
+        if out.z_hat is not None:
+            nmse.append(latent_nmse_per_sample(out.z_hat.cpu(), zb.cpu()))
+            lmse.append(latent_mse_per_sample(out.z_hat.cpu(), zb.cpu()))
+        feats.append(extract_features(extractor, images))
+        for k, v in out.info.items():
+            info.setdefault(k, []).append(v.cpu())
+        if first is None:
+            first = images[0].cpu()
+        symbols = out.symbols
+    psnr_t = torch.cat(psnr)
+    fid = fid_with_ci(feats_0, torch.cat(feats), bootstrap=bootstrap, seed=seed,
+                      features=feature_name(extractor)) if len(z) >= 2 else None
+    nan = float("nan")
+    row = {
+        "symbols": symbols, "channel_uses": math.ceil(symbols / 2), "n_images": len(z),
+        "psnr_db": float(psnr_t.mean()), "psnr_std": float(psnr_t.std()) if len(z) > 1 else 0.0,
+        "psnr_capped": int(torch.cat(capped).sum()), "psnr_cap_db": PSNR_CAP_DB,
+        "latent_nmse": float(torch.cat(nmse).mean()) if nmse else nan,
+        "latent_mse": float(torch.cat(lmse).mean()) if lmse else nan,
+    }
+    row.update(fid.as_dict() if fid else {"fid": nan, "fid_n_images": len(z)})
+    for k, v in info.items():
+        row[k] = float(torch.cat(v).double().mean())
+    return row, first
+
+
+def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
+              decode_image: Optional[Callable[[Tensor], Tensor]] = None,
+              codecs: Optional[dict[float, Any]] = None,
+              linear_codes: Optional[dict[float, Any]] = None,
+              feature_extractor=None,
+              channel_factory: Optional[Callable[[str, float], Any]] = None,
+              progress: bool = True) -> SweepResult:
+    """Run (or resume) the sweep of ``cfg.eval``; see the module docstring for the outputs.
+
+    Everything the sweep needs can be injected; by default it is built from ``cfg``:
+    ``datamodule`` (:func:`meg_lightning.data.build_datamodule`), ``vae`` (the pipeline's VAE) or
+    directly ``decode_image`` (z -> images in [0, 1]), ``codecs`` (fc -> module with
+    ``encode``/``decode``, from :func:`codec_checkpoint`), ``linear_codes`` (fc -> module),
+    ``feature_extractor`` (``eval.fid_features``), ``channel_factory(kind, snr_db)``.
+    """
+    from tqdm.auto import tqdm
+
+    out = eval_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    clean_tmp(out)
+    clean_tmp(out / "examples")
+    csv_path = out / cfg.eval.results
+    h = sweep_hash(cfg)
+    save_resolved(cfg, out)
+
+    # Resume: keep the rows of this hash, move the others aside
+    rows: list[dict] = []
+    if csv_path.exists():
+        old = read_results(csv_path)
+        rows = [r for r in old if r.get("config_hash") == h]
+        stale = [r for r in old if r.get("config_hash") != h]
+        if stale:
+            hashes = sorted({str(r.get("config_hash")) for r in stale})
+            dest = out / f"{csv_path.stem}.stale-{'-'.join(hashes)}.csv"
+            atomic_write_text(dest, rows_to_csv(stale))
+            warnings.warn(f"{len(stale)} rows in {csv_path} came from another configuration "
+                          f"(hash {', '.join(hashes)} != {h}); moved to {dest}", stacklevel=2)
+    done = {r["cell"] for r in rows}
+    cells = enumerate_cells(cfg)
+    todo = [c for c in cells if c.key not in done]
+    result = SweepResult(rows=rows, computed=[], skipped=[c.key for c in cells if c.key in done],
+                         csv_path=csv_path)
+    if not todo:
+        _write(cfg, out, csv_path, rows, h)
+        return result
+
+    # Create the data, the decoder D, the FID extractor and the reference images I_0
+    device = _device(cfg)
+    dm = datamodule if datamodule is not None else _default_datamodule(cfg)
+    latent_shape = tuple(dm.latent_shape)
+    if decode_image is None:
+        from meg_lightning.generation import decode_latents
+
+        vae = vae if vae is not None else _default_vae(cfg, device)
+        vae.eval()
+
+        def decode_image(zz: Tensor) -> Tensor:
+            return decode_latents(vae, zz).float()
+
+    extractor = (feature_extractor if feature_extractor is not None
+                 else make_feature_extractor(cfg.eval.fid_features)).to(device).eval()
+    z, index = _test_latents(dm, cfg.eval.num_images)
+    bs = cfg.eval.batch_size
+    i_0 = torch.cat([decode_image(z[s:s + bs].to(device)).float().cpu()
+                     for s in range(0, len(z), bs)])  # (N, 3, H, W) perfect images I_0
+    feats_0 = extract_features(extractor, i_0.to(device))
+    _save_png(out / "examples" / "reference.png", i_0[0])
+    atomic_write_json(out / "examples" / "index.json", {"example_index": int(index[0]),
+                                                        "test_indices": index.tolist()})
+    channel_factory = channel_factory or (lambda kind, snr: _default_channel(cfg, kind, snr))
+    schemes = _build_schemes(cfg, todo, decode_image=decode_image, latent_shape=latent_shape,
+                             dm=dm, device=device, codecs=dict(codecs or {}),
+                             linear_codes=dict(linear_codes or {}))
+
+    # Run the cells, rewriting the results after each one
+    bar = tqdm(todo, desc="meg eval", unit="cell", disable=not progress)
+    for cell in bar:
+        bar.set_postfix_str(cell.key)
+        t0 = time.perf_counter()
+        seed = cell_seed(cfg.seed, cell.key)
+        metrics, first = run_cell(cell, schemes[(cell.scheme, cell.fc, cell.channel)],
+                                  channel_factory(cell.channel, cell.snr_db), z, i_0, feats_0,
+                                  extractor=extractor, batch_size=bs, seed=seed,
+                                  bootstrap=cfg.eval.bootstrap, device=device)
+        row = {"cell": cell.key, "scheme": cell.scheme, "channel": cell.channel,
+               "snr_db": cell.snr_db, "fc": cell.fc, "num_blocks": cfg.channel.num_blocks,
+               "equalizer": cfg.channel.equalizer, "seed": seed, "config_hash": h, **metrics,
+               "time_s": round(time.perf_counter() - t0, 3)}
+        _save_png(out / "examples" / f"{cell.key}.png", first)
+        rows.append(row)
+        result.computed.append(cell.key)
+        _write(cfg, out, csv_path, rows, h)
+    bar.close()
+    return result
+
+
+def _write(cfg: MegConfig, out: Path, csv_path: Path, rows: list[dict], h: str) -> None:
+    atomic_write_text(csv_path, rows_to_csv(rows))
+    atomic_write_json(csv_path.with_suffix(".json"),
+                      {"config_hash": h, "columns": COLUMNS, "rows": rows, "config": to_dict(cfg)})
+
+
+def main(cfg: MegConfig) -> SweepResult:
+    """`meg eval`: run / resume the sweep, print where the results are, log them (``cfg.logger``)."""
+    res = run_sweep(cfg)
+    print(f"meg eval: {len(res.computed)} cells computed, {len(res.skipped)} resumed -> "
+          f"{res.csv_path}")
+    if cfg.logger == "wandb":
+        from meg_lightning.evaluation.report import log_to_wandb
+
+        log_to_wandb(cfg, res.rows, eval_dir(cfg))
+    return res

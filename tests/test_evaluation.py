@@ -1,0 +1,245 @@
+"""Evaluation: schemes, the resumable sweep, Table II and the figures (tiny stand-ins, CPU)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from meg_lightning.channel import Channel
+from meg_lightning.evaluation.schemes import (
+    DIGITAL_FAILURE_VALUE,
+    CentralizedScheme,
+    DigitalScheme,
+    LatentScheme,
+    awgn_capacity_bits,
+    encode_image,
+    threshold_snr_db,
+    to_uint8,
+)
+from meg_lightning.evaluation.sweep import (
+    COLUMNS,
+    Cell,
+    enumerate_cells,
+    read_results,
+    rows_to_csv,
+    run_sweep,
+    sweep_hash,
+)
+from meg_lightning.evaluation.table2 import PAPER_SYMBOLS, table2
+from meg_lightning.metrics import PSNR_CAP_DB, psnr_per_image
+
+LATENT = (4, 8, 8)  # the tiny preset's latent shape (64x64 images, f_d = 8)
+
+
+class StandInCodec(nn.Module):
+    """A linear C_w / C_psi^-1 pair with the codec's encode / decode interface."""
+
+    def __init__(self, fc: float = 0.5):
+        super().__init__()
+        n = math.prod(LATENT)
+        torch.manual_seed(0)
+        self.enc, self.dec = nn.Linear(n, round(fc * n)), nn.Linear(round(fc * n), n)
+
+    def encode(self, z):
+        return self.enc(z.flatten(1))  # (B, k)
+
+    def decode(self, x_hat):
+        return self.dec(x_hat).view(-1, *LATENT)  # (B, C, h, w)
+
+
+def _psnr_at(scheme, images, z, kind, snr, seed=0):
+    ch = Channel(kind=kind, snr_db=snr)
+    out = scheme(z, images, channel=ch, snr_db=snr, generator=torch.Generator().manual_seed(seed))
+    return float(psnr_per_image(out.images, images)[0].mean())
+
+
+@pytest.mark.parametrize("kind", ["awgn", "rayleigh"])
+def test_centralized_psnr_does_not_increase_when_snr_drops(kind):
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(8, 3, 16, 16, generator=g)
+    snrs = [20.0, 10.0, 0.0, -10.0]
+    psnr = [_psnr_at(CentralizedScheme(), images, None, kind, s) for s in snrs]
+    assert all(a > b for a, b in zip(psnr, psnr[1:])), psnr
+    out = CentralizedScheme()(None, images, channel=Channel(kind="awgn"), snr_db=0.0, generator=g)
+    assert out.symbols == 3 * 16 * 16 and out.images.min() >= 0 and out.images.max() <= 1
+
+
+def test_feature_is_lossless_over_a_noiseless_channel(tiny_pipe):
+    from meg_lightning.generation import decode_latents
+
+    z = torch.randn(2, *LATENT)
+    scheme = LatentScheme("feature", lambda zz: decode_latents(tiny_pipe.vae, zz))
+    i_0 = decode_latents(tiny_pipe.vae, z)
+    out = scheme(z, i_0, channel=Channel(kind="none"), snr_db=None, generator=None)
+    assert out.symbols == math.prod(LATENT)
+    torch.testing.assert_close(out.z_hat, z)
+    psnr, capped = psnr_per_image(out.images, i_0)
+    assert capped.all() and torch.all(psnr == PSNR_CAP_DB)
+
+
+def test_digital_cliff_full_quality_above_threshold_failure_below():
+    # smooth images compress to a few hundred bytes, so the cliff is inside a normal SNR range
+    i_0 = torch.linspace(0, 1, 32).view(1, 1, 1, 32).expand(3, 3, 32, 32).clone()
+    i_0[1] *= 0.5
+    i_0[2] = 0.25
+    bits = [8 * len(encode_image(im, "png")) for im in to_uint8(i_0)]
+    k = 512
+    scheme = DigitalScheme(k, codec="png", kind="awgn")
+    thr = max(threshold_snr_db(b, k) for b in bits)
+    assert awgn_capacity_bits(k, thr) == pytest.approx(max(bits))
+    assert -10 < thr < 30, thr
+    above = scheme(None, i_0, snr_db=thr + 0.5, generator=None)
+    assert bool(above.info["digital_success"].all())
+    assert np.array_equal(to_uint8(above.images), to_uint8(i_0))  # PNG is lossless
+    assert float(psnr_per_image(above.images, i_0)[0].min()) > 45  # 8-bit quantisation only
+    below = scheme(None, i_0, snr_db=min(threshold_snr_db(b, k) for b in bits) - 0.5, generator=None)
+    assert not bool(below.info["digital_success"].any())
+    assert torch.all(below.images == DIGITAL_FAILURE_VALUE)
+    assert above.symbols == below.symbols == k
+
+
+def test_digital_rayleigh_outage_and_noiseless():
+    i_0 = torch.full((64, 3, 16, 16), 0.3)
+    k = 64
+    bits = 8 * len(encode_image(to_uint8(i_0[:1])[0], "png"))
+    snr = threshold_snr_db(bits, k) + 3.0  # fits on average, not in deep fades
+    out = DigitalScheme(k, kind="rayleigh", num_blocks=2)(
+        None, i_0, snr_db=snr, generator=torch.Generator().manual_seed(0))
+    rate = float(out.info["digital_success"].mean())
+    assert 0.0 < rate < 1.0, rate
+    ok = DigitalScheme(k, kind="none")(None, i_0, snr_db=None, generator=None)
+    assert bool(ok.info["digital_success"].all())
+    jpeg = DigitalScheme(10**6, codec="jpeg")(None, i_0, snr_db=10.0, generator=None)
+    assert bool(jpeg.info["digital_success"].all())
+
+
+def test_table2_counts_equal_the_papers_for_sd15_shapes():
+    rows = {r["mode"]: r for r in table2((3, 512, 512), (4, 64, 64), generator_params={})}
+    for mode in ("feature", "meg fc=0.1", "meg fc=0.3", "meg fc=0.5", "meg fc=0.7", "meg fc=0.9"):
+        assert rows[mode]["symbols"] == PAPER_SYMBOLS[mode], mode
+    assert rows["feature"]["symbols"] == 16384
+    # we send 3 x 512 x 512 RGB reals; the paper's 1,048,576 = 512 x 512 x 4 is shown beside it
+    assert rows["centralized"]["symbols"] == 786_432
+    assert rows["centralized"]["paper_symbols"] == 1_048_576
+    m = rows["meg fc=0.5"]
+    assert m["encoder_params"] + m["decoder_params"] == 563_430_184  # DESIGN / Table III
+    assert m["channel_uses"] == 4096
+
+
+def test_sd15_generator_parameter_counts():
+    from meg_lightning.evaluation.table2 import sd15_generator_params
+
+    assert sd15_generator_params() == {"unet": 859_520_964, "vae": 83_653_863,
+                                       "text": 123_060_480}
+
+
+def _sweep_cfg(make_cfg, *extra):
+    return make_cfg("eval.schemes=[centralized,feature,meg,digital]", "eval.snrs_db=[0,20]",
+                    "eval.channels=[awgn,none]", "eval.fcs=[0.5]", "eval.num_images=6",
+                    "eval.batch_size=4", "eval.bootstrap=8", "eval.fid_features=pixels", *extra)
+
+
+def test_enumerate_cells_and_hash(make_cfg):
+    cfg = _sweep_cfg(make_cfg)
+    cells = enumerate_cells(cfg)
+    # awgn: 4 schemes x 2 SNRs; none: one cell per scheme
+    assert len(cells) == 4 * 2 + 4 and len({c.key for c in cells}) == len(cells)
+    assert Cell("meg", "awgn", -10.0, 0.5).key == "meg_fc0.5_awgn_snr-10"
+    assert sweep_hash(cfg) == sweep_hash(_sweep_cfg(make_cfg, "eval.snrs_db=[0,10,20]"))
+    assert sweep_hash(cfg) != sweep_hash(_sweep_cfg(make_cfg, "eval.num_images=7"))
+
+
+def test_sweep_produces_every_cell_and_resumes(make_cfg, tiny_pipe):
+    from meg_lightning.data.datamodule import TensorLatentDataModule
+
+    cfg = _sweep_cfg(make_cfg)
+    dm = TensorLatentDataModule(torch.randn(30, *LATENT), test_fraction=0.2)
+    calls = []
+
+    def channel_factory(kind, snr):
+        calls.append((kind, snr))
+        return Channel(kind=kind, snr_db=snr if math.isfinite(snr) else 0.0)
+
+    kw = dict(datamodule=dm, vae=tiny_pipe.vae, codecs={0.5: StandInCodec()},
+              channel_factory=channel_factory, progress=False)
+    res = run_sweep(cfg, **kw)
+    cells = enumerate_cells(cfg)
+    assert sorted(res.computed) == sorted(c.key for c in cells) and not res.skipped
+    assert len(calls) == len(cells)
+    rows = read_results(res.csv_path)
+    assert len(rows) == len(cells) and list(rows[0]) == COLUMNS
+    by = {r["cell"]: r for r in rows}
+    assert by["centralized_awgn_snr20"]["psnr_db"] > by["centralized_awgn_snr0"]["psnr_db"]
+    assert by["feature_none_snrinf"]["psnr_capped"] == 6 and by["feature_none_snrinf"]["fid"] < 1e-6
+    assert by["meg_fc0.5_awgn_snr0"]["symbols"] == 128 and by["feature_awgn_snr0"]["symbols"] == 256
+    assert by["digital_fc0.5_none_snrinf"]["digital_success"] == 1.0
+    r = by["feature_awgn_snr0"]
+    assert r["fid_n_images"] == 6 and r["fid_features"] == "pixel-FID"
+    assert r["fid_ci_low"] <= r["fid_ci_high"]
+    assert (res.csv_path.parent / "examples" / "meg_fc0.5_awgn_snr0.png").stat().st_size > 0
+    assert (res.csv_path.parent / "config.yaml").is_file()
+
+    # a second run computes nothing
+    calls.clear()
+    again = run_sweep(cfg, **kw)
+    assert again.computed == [] and len(again.skipped) == len(cells) and calls == []
+
+    # drop one finished cell: only that one is recomputed, with the same numbers (fixed seeds)
+    kept = [x for x in rows if x["cell"] != "feature_awgn_snr0"]
+    res.csv_path.write_text(rows_to_csv(kept))
+    third = run_sweep(cfg, **kw)
+    assert third.computed == ["feature_awgn_snr0"] and len(calls) == 1
+    redo = {x["cell"]: x for x in read_results(res.csv_path)}["feature_awgn_snr0"]
+    assert redo["psnr_db"] == pytest.approx(r["psnr_db"], rel=1e-6)
+    assert redo["fid"] == pytest.approx(r["fid"], rel=1e-6)
+
+
+def test_figures_from_a_synthetic_results_csv(make_cfg):
+    from PIL import Image
+
+    from meg_lightning.evaluation import figures
+    from meg_lightning.evaluation.sweep import eval_dir
+
+    cfg = make_cfg()
+    ev = eval_dir(cfg)
+    (ev / "examples").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for kind in ("awgn", "rayleigh"):
+        for scheme, fcs in (("centralized", [None]), ("feature", [None]), ("meg", [0.3, 0.5]),
+                            ("digital", [0.5])):
+            for fc in fcs:
+                for snr in (-10.0, 0.0, 10.0):
+                    cell = Cell(scheme, kind, snr, fc)
+                    rows.append({"cell": cell.key, "scheme": scheme, "channel": kind,
+                                 "snr_db": snr, "fc": fc, "psnr_db": 20 + snr / 2, "n_images": 8,
+                                 "fid": 5 - snr / 5, "fid_ci_low": 4 - snr / 5,
+                                 "fid_ci_high": 6 - snr / 5, "fid_features": "pixel-FID"})
+                    Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(
+                        ev / "examples" / f"{cell.key}.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(ev / "examples" / "reference.png")
+    (ev / cfg.eval.results).write_text(rows_to_csv(rows))
+    ppo = ev.parent / "ppo"
+    ppo.mkdir()
+    (ppo / "fig10.csv").write_text("p_max_mw,policy,fid,psnr,latent_mse,n_images\n"
+                                   "1,ppo,10,20,0.1,64\n1,equal,30,15,0.2,64\n"
+                                   "4,ppo,5,25,0.05,64\n4,equal,8,22,0.08,64\n")
+    paths = figures.main(cfg)
+    names = {p.name for p in paths}
+    for stem in ("fig5_examples", "fig6_psnr", "fig7_fid", "fig8_psnr_fc", "fig9_fid_fc",
+                 "fig10_fid_power"):
+        assert {f"{stem}.png", f"{stem}.pdf"} <= names, stem
+    assert {"table2.csv", "table2.md"} <= names
+    assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_figures_skip_missing_inputs_with_notes(tmp_path):
+    from meg_lightning.evaluation.figures import make_figures
+
+    paths, notes = make_figures(tmp_path / "none.csv", None, tmp_path / "fig10.csv",
+                                tmp_path / "figs", table2=False)
+    assert paths == [] and any("meg eval" in n for n in notes) and any("train-ppo" in n for n in notes)
