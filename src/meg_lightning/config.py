@@ -147,9 +147,12 @@ class CodecConfig:
 class PPOConfig:
     """Seed power control by PPO (paper Sec. IV, Algorithm 3)."""
 
-    scheme: str = "meg"  # meg (codec seed) | feature (raw latent) | gaussian (synthetic unit seeds)
+    scheme: str = "gaussian"  # gaussian (synthetic unit seeds: fast proxy) | meg (codec) | feature
     reward: str = "latent_mse"  # latent_mse | psnr | fid (eq. 34)
     num_blocks: int = 8  # fading blocks per seed = episode length
+    seed_dim: int = 512  # gaussian scheme: seed length k in real symbols (2 per channel use)
+    seed_features: int = 4  # size of the per-block seed summary in the state (chunk energies)
+    equalizer: str = "mmse"  # receiver of the power-controlled link: mmse | zf (perfect CSI)
     p_max_mw: float = 8.0  # total power budget per seed (30c), in mW
     avg_snr_db: Optional[float] = 20.0  # if set, N0 is chosen so that P_max / B / N0 equals this SNR
     num_envs: int = 256  # parallel episodes per batch (FID reward: the set FID is computed over)
@@ -174,8 +177,12 @@ class PPOConfig:
                "one of latent_mse, psnr, fid")
         _check(f"{p}.p_max_mw", self.p_max_mw, _finite(self.p_max_mw) and self.p_max_mw > 0,
                "a number > 0 (mW)")
-        for k in ("num_blocks", "num_envs", "frames_per_batch", "total_frames", "num_epochs",
-                  "minibatch_size", "hidden", "eval_episodes"):
+        _check(f"{p}.equalizer", self.equalizer, self.equalizer in ("mmse", "zf"), "mmse or zf")
+        if self.avg_snr_db is not None:
+            _check(f"{p}.avg_snr_db", self.avg_snr_db, _finite(self.avg_snr_db),
+                   "a finite number (dB) or null")
+        for k in ("num_blocks", "seed_dim", "seed_features", "num_envs", "frames_per_batch",
+                  "total_frames", "num_epochs", "minibatch_size", "hidden", "eval_episodes"):
             v = getattr(self, k)
             _check(f"{p}.{k}", v, v > 0, "a positive integer")
         for k in ("gamma", "lmbda"):

@@ -1,0 +1,270 @@
+"""`meg train-ppo`: PPO for seed power allocation (paper Sec. IV-C, Algorithm 3, eqs. 35-40).
+
+One straight script. The actor is a tanh-squashed Gaussian on [0, 1] (the action a_t of eq. 32),
+the critic a value MLP; both read ``observation`` = [g_t, remaining budget, t/B, seed summary].
+Rewards are divided by the magnitude of the equal-power reward (measured once on a training
+batch), so the terminal reward is O(1) for every reward kind and SNR; advantages are normalised
+per minibatch as well.
+
+Outputs under ``{out_dir}/ppo/``: ``checkpoint.pt`` (written atomically after every batch; a rerun
+resumes from it), ``config.yaml``, ``eval.json`` (held-out comparison with the baselines) and the
+logger's files (``logs/``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from tensordict.nn import NormalParamExtractor, TensorDictModule
+from torch import nn
+from torchrl.collectors import Collector
+from torchrl.data import LazyTensorStorage, ReplayBuffer
+from torchrl.data.replay_buffers.samplers import SamplerWithoutReplacement
+from torchrl.envs import CatTensors, Compose, EnvBase, RewardScaling, TransformedEnv
+from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
+from torchrl.objectives import ClipPPOLoss
+from torchrl.objectives.value import GAE
+from tqdm.auto import tqdm
+
+from meg_lightning.config import MegConfig, config_hash, save_resolved, to_dict
+from meg_lightning.errors import ConfigError, UserError
+from meg_lightning.io import atomic_path, clean_tmp
+from meg_lightning.power.baselines import EqualPolicy
+from meg_lightning.power.env import MEGPowerEnv, make_env, make_source
+
+OBS_KEYS = ("g", "budget", "t", "seed")  # the policy's view of s_t (eq. 31)
+# PPO settings that change the networks: a checkpoint with other values cannot be resumed.
+ARCH_KEYS = ("num_blocks", "seed_features", "hidden")
+
+
+def run_dir(cfg: MegConfig) -> Path:
+    return Path(cfg.out_dir) / "ppo"
+
+
+def wrap_env(env: MEGPowerEnv, reward_scale: float = 1.0) -> TransformedEnv:
+    """The env as the agent sees it: ``observation`` concatenated, rewards multiplied by a scale."""
+    return TransformedEnv(env, Compose(
+        CatTensors(in_keys=list(OBS_KEYS), out_key="observation", del_keys=False),
+        RewardScaling(loc=0.0, scale=reward_scale)))
+
+
+def build_models(cfg: MegConfig, env: EnvBase) -> tuple[ProbabilisticActor, ValueOperator]:
+    """Actor pi(a | s) (TanhNormal on [0, 1]) and critic V(s), as TorchRL modules."""
+    obs_dim = env.observation_spec["observation"].shape[-1]
+    h, B = cfg.ppo.hidden, cfg.ppo.num_blocks
+    mlp = MLP(in_features=obs_dim, out_features=2, num_cells=[h, h], activation_class=nn.Tanh)
+    # Start near the tie allocation a = 1/B (tanh(loc) = 2/B - 1 on [0, 1]) with a moderate
+    # spread: a uniform random start spends the budget in the first blocks and wastes the first
+    # batches relearning to save power.
+    last = mlp[-1]
+    with torch.no_grad():
+        last.weight.mul_(0.01)
+        last.bias.copy_(torch.tensor([math.atanh(2.0 / B - 1.0) if B > 1 else 3.0, 0.0]))
+    actor_net = nn.Sequential(mlp, NormalParamExtractor(scale_mapping="biased_softplus_0.5"))
+    # (N, 2) -> loc (N, 1), scale (N, 1) > 0
+    actor = ProbabilisticActor(
+        TensorDictModule(actor_net, in_keys=["observation"], out_keys=["loc", "scale"]),
+        in_keys=["loc", "scale"], spec=env.action_spec, distribution_class=TanhNormal,
+        distribution_kwargs={"low": 0.0, "high": 1.0}, return_log_prob=True)
+    critic = ValueOperator(
+        MLP(in_features=obs_dim, out_features=1, num_cells=[h, h], activation_class=nn.Tanh),
+        in_keys=["observation"])
+    return actor, critic
+
+
+def equal_power_reward(env: MEGPowerEnv) -> float:
+    """Mean terminal reward of equal power on one batch of ``env`` (the reward's natural scale)."""
+    td = env.rollout(env.num_blocks, EqualPolicy(env.num_blocks))
+    return float(td["next", "reward"][:, -1].mean())
+
+
+def make_logger(cfg: MegConfig, folder: Path, name: str) -> Any:
+    """A TorchRL logger for ``cfg.logger`` (None for ``none``); W&B honours ``WANDB_MODE``."""
+    if cfg.logger == "none":
+        return None
+    from torchrl.record.loggers import CSVLogger, TensorboardLogger, WandbLogger
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if cfg.logger == "csv":
+        return CSVLogger(exp_name=name, log_dir=str(folder))
+    if cfg.logger == "tensorboard":
+        return TensorboardLogger(exp_name=name, log_dir=str(folder))
+    import os
+
+    from meg_lightning.loggers import wandb_mode
+
+    os.environ.setdefault("WANDB_SILENT", "true")
+    mode = wandb_mode(cfg)
+    return WandbLogger(exp_name=name, offline=mode == "offline", save_dir=str(folder),
+                       project=cfg.wandb.project, entity=cfg.wandb.entity, mode=mode,
+                       config=to_dict(cfg), log_env_packages=False)
+
+
+def load_checkpoint(path: Path, cfg: MegConfig) -> dict[str, Any]:
+    """A training checkpoint, after checking it was made with the same networks."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - an unreadable file is the user's to fix
+        raise UserError(f"PPO checkpoint {str(path)!r} could not be read ({type(e).__name__}); "
+                        "expected a checkpoint.pt written by `meg train-ppo`") from None
+    saved = ckpt.get("config", {}).get("ppo", {})
+    for k in ARCH_KEYS:
+        if k in saved and saved[k] != getattr(cfg.ppo, k):
+            raise ConfigError(f"ppo.{k}", getattr(cfg.ppo, k),
+                              f"{saved[k]!r} to resume {str(path)!r} (or another out_dir)")
+    return ckpt
+
+
+def main(cfg: MegConfig) -> dict[str, Any]:
+    # The networks are tiny: on a shared CPU extra intra-op threads cost far more than they
+    # save (measured ~10x slower updates with 2 threads on the 2-core test machine).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _main(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _main(cfg: MegConfig) -> dict[str, Any]:
+    p = cfg.ppo
+    folder = run_dir(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    clean_tmp(folder)
+    save_resolved(cfg, folder)
+    torch.manual_seed(cfg.seed)
+    ckpt_path = Path(p.checkpoint) if p.checkpoint else folder / "checkpoint.pt"
+    ckpt = load_checkpoint(ckpt_path, cfg) if ckpt_path.is_file() else None
+    if p.checkpoint and ckpt is None:
+        raise UserError(f"ppo.checkpoint={p.checkpoint!r} not found: expected a checkpoint.pt "
+                        "written by `meg train-ppo` (or leave it unset to start fresh)")
+
+    # Create the environments (training batches and the held-out evaluation share one source)
+    source = make_source(cfg)
+    base_env = make_env(cfg, source=source, seed=cfg.seed)
+    reward_scale = ckpt["reward_scale"] if ckpt else 1.0 / max(abs(equal_power_reward(base_env)), 1e-12)
+    env = wrap_env(base_env, reward_scale)
+    if ckpt:
+        base_env.set_seed(cfg.seed + ckpt["frames"])  # a fresh stream, not a replay of the start
+
+    # Create the models
+    actor, critic = build_models(cfg, env)
+    if ckpt:
+        actor.load_state_dict(ckpt["actor"])
+        critic.load_state_dict(ckpt["critic"])
+
+    # Create the collector
+    frames_done = ckpt["frames"] if ckpt else 0
+    frames_per_batch = max(p.frames_per_batch // p.num_envs, 1) * p.num_envs  # whole env steps
+    remaining = max(p.total_frames - frames_done, 0)
+    collector = None
+    if remaining > 0:
+        collector = Collector(env, actor, frames_per_batch=frames_per_batch,
+                              total_frames=math.ceil(remaining / frames_per_batch) * frames_per_batch)
+
+    # Create the loss, the advantage estimator and the minibatch sampler
+    loss_module = ClipPPOLoss(actor, critic, clip_epsilon=p.clip_epsilon,
+                              entropy_bonus=p.entropy_coef > 0, entropy_coeff=p.entropy_coef,
+                              critic_coeff=p.critic_coef, loss_critic_type="l2",
+                              normalize_advantage=True)
+    advantage = GAE(gamma=p.gamma, lmbda=p.lmbda, value_network=critic, average_gae=False)
+    minibatch = min(p.minibatch_size, frames_per_batch)
+    buffer = ReplayBuffer(storage=LazyTensorStorage(frames_per_batch),
+                          sampler=SamplerWithoutReplacement(), batch_size=minibatch)
+
+    # Create the optimiser
+    optim = torch.optim.Adam(loss_module.parameters(), lr=p.lr)
+    if ckpt:
+        optim.load_state_dict(ckpt["optim"])
+
+    # Create the logger
+    logger = make_logger(cfg, folder / "logs", f"ppo-{config_hash(p)}")
+
+    def update(batch) -> dict[str, float]:
+        """Algorithm 3 lines 19-22: num_epochs passes of minibatch PPO over one collected batch."""
+        stats: dict[str, list[float]] = {"loss_objective": [], "loss_critic": [], "loss_entropy": []}
+        for _ in range(p.num_epochs):
+            with torch.no_grad():
+                advantage(batch)  # GAE with the current critic (values refreshed each epoch)
+            buffer.extend(batch.reshape(-1))
+            for _ in range(frames_per_batch // minibatch):
+                mb = buffer.sample()
+                losses = loss_module(mb)
+                loss = losses["loss_objective"] + losses["loss_critic"] + losses["loss_entropy"]
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(loss_module.parameters(), 1.0)
+                optim.step()
+                for k in stats:
+                    stats[k].append(float(losses[k].detach()))
+        return {k: sum(v) / max(len(v), 1) for k, v in stats.items()}
+
+    def save(frames: int) -> None:
+        with atomic_path(folder / "checkpoint.pt") as tmp:
+            torch.save({"actor": actor.state_dict(), "critic": critic.state_dict(),
+                        "optim": optim.state_dict(), "frames": frames,
+                        "reward_scale": reward_scale, "config": to_dict(cfg)}, tmp)
+
+    # Train
+    t0 = time.perf_counter()
+    bar = tqdm(total=p.total_frames, initial=min(frames_done, p.total_frames), unit="frame",
+               desc="train-ppo", dynamic_ncols=True)
+    for batch in collector or ():
+        frames_done += batch.numel()
+        last = batch["next", "done"].squeeze(-1)  # (N, T) episode ends
+        log = update(batch)
+        log["episode_reward"] = float(batch["next", "reward"][last].mean()) if last.any() else math.nan
+        log["latent_mse"] = float(batch["next", "latent_mse"][last].mean()) if last.any() else math.nan
+        log["fps"] = frames_done / max(time.perf_counter() - t0, 1e-9)
+        if logger is not None:
+            for k, v in log.items():
+                logger.log_scalar(f"train/{k}", v, step=frames_done)
+        bar.update(batch.numel())
+        bar.set_postfix(mse=f"{log['latent_mse']:.4g}", reward=f"{log['episode_reward']:.3f}")
+        save(frames_done)
+        if frames_done >= p.total_frames:
+            break
+    bar.close()
+    if collector is not None:
+        collector.shutdown()
+    train_seconds = time.perf_counter() - t0
+
+    # Evaluate on held-out channel draws shared by every policy
+    from meg_lightning.power.evaluate import evaluate_policies, standard_policies
+
+    eval_env = make_env(cfg, source=source, num_envs=p.eval_episodes, seed=cfg.seed + 1_000_003)
+    policies = {"ppo": actor, **standard_policies(eval_env)}
+    results = evaluate_policies(eval_env, policies, transform=lambda e: wrap_env(e))
+    results["train_seconds"] = train_seconds
+    results["frames"] = frames_done
+    if logger is not None:
+        for name, r in results["policies"].items():
+            for k, v in r.items():
+                logger.log_scalar(f"eval/{name}/{k}", v, step=frames_done)
+        if results.get("gap_closed") is not None:
+            logger.log_scalar("eval/gap_closed", results["gap_closed"], step=frames_done)
+    from meg_lightning.io import atomic_write_json
+
+    atomic_write_json(folder / "eval.json", results)
+    print(f"train-ppo: {frames_done} frames in {train_seconds:.0f} s; held-out "
+          + ", ".join(f"{k} {v['expected_mse']:.5f}" for k, v in results["policies"].items())
+          + (f"; gap closed {results['gap_closed']:.1%}" if results.get("gap_closed") is not None
+             else ""))
+    return results
+
+
+def load_policy(cfg: MegConfig, path: Optional[str | Path] = None,
+                env: Optional[MEGPowerEnv] = None) -> ProbabilisticActor:
+    """The trained actor from a ``checkpoint.pt`` (default ``{out_dir}/ppo/checkpoint.pt``)."""
+    path = Path(path) if path else run_dir(cfg) / "checkpoint.pt"
+    if not path.is_file():
+        raise UserError(f"PPO checkpoint {str(path)!r} not found: train one with `meg train-ppo`")
+    ckpt = load_checkpoint(path, cfg)
+    env = env or make_env(cfg, num_envs=2)
+    actor, _ = build_models(cfg, wrap_env(env))
+    actor.load_state_dict(ckpt["actor"])
+    return actor.eval()
