@@ -48,7 +48,8 @@ def test_paper_codec_has_exactly_563430184_parameters():
     assert n_params(enc, dec) == 563_430_184
 
 
-@pytest.mark.parametrize("fc,k", [(0.1, 1638), (0.3, 4915), (0.5, 8192), (0.7, 11469), (0.9, 14746)])
+@pytest.mark.parametrize("fc,k", [(0.1, 1638), (0.3, 4915), (0.5, 8192), (0.7, 11469),
+                                  (0.9, 14746)])
 def test_code_lengths_match_table2(fc, k):
     assert code_length(fc, 16384) == k
 
@@ -211,3 +212,18 @@ def test_ddp_two_cpu_processes(tmp_path):
     ckpt = torch.load(tmp_path / "runs" / "codec" / "fc0.5" / "last.ckpt", map_location="cpu",
                       weights_only=True)
     assert ckpt["global_step"] == 2 * 4  # 32 train latents / (2 ranks x batch 4) per epoch
+
+
+@pytest.mark.slow
+def test_cli_train_codec_on_the_tiny_latent_cache(tmp_path):
+    """`meg train-codec` end to end: generates the tiny latent cache, trains, checkpoints."""
+    from meg_lightning.cli import run
+
+    args = ["model=tiny", "data.num_prompts=16", f"data.cache_dir={tmp_path / 'cache'}",
+            f"out_dir={tmp_path / 'runs'}", "logger=csv", "trainer.max_epochs=2",
+            "trainer.accelerator=cpu", "trainer.enable_progress_bar=false"]
+    assert run(["train-codec", *args]) == 0
+    best = tmp_path / "runs" / "codec" / "fc0.5" / "best.ckpt"
+    model = load_codec(best, fc=0.5)
+    assert model.hparams.arch == "mlp" and len(model.latent_shape) == 3
+    assert run(["train-codec", *args, "codec.fc=1.5"]) == 2

@@ -125,7 +125,8 @@ class LinearCode(nn.Module):
         latents costs O(N^2 |z|), not the O(|z|^3) of an eigendecomposition.
         """
         if z.ndim != 4 or z.shape[0] < 2:
-            raise ConfigError("z.shape", tuple(z.shape), "(N, C, h, w) with N >= 2 training latents")
+            raise ConfigError("z.shape", tuple(z.shape),
+                              "(N, C, h, w) with N >= 2 training latents")
         latent_shape = tuple(z.shape[1:])
         zf = z.reshape(z.shape[0], -1).double()  # (N, |z|)
         mean = zf.mean(0)
@@ -208,7 +209,8 @@ class LinearCode(nn.Module):
     def forward(self, z: torch.Tensor, snr_db: float = 20.0,
                 generator: Optional[torch.Generator] = None) -> dict[str, torch.Tensor]:
         if self.channel is None:
-            raise ConfigError("LinearCode.channel", None, "a Channel (normalize=False) to send over")
+            raise ConfigError("LinearCode.channel", None,
+                              "a Channel (normalize=False) to send over")
         if getattr(self.channel, "equalizer", "zf") != "zf":
             raise ConfigError("channel.equalizer", self.channel.equalizer,
                               "zf for the linear code (its LMMSE receiver follows zero-forcing)")

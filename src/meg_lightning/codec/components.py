@@ -29,7 +29,9 @@ ARCHS = ("paper", "mlp")
 
 
 def code_length(fc: float, numel: int) -> int:
-    """Seed length k = round(fc * |z|) in real symbols (Table II: 16384 -> 1638/4915/8192/11469/14746).
+    """Seed length k = round(fc * |z|) in real symbols.
+
+    Table II, |z| = 16384: fc 0.1/0.3/0.5/0.7/0.9 -> k 1638/4915/8192/11469/14746.
 
     Rounds half up (not Python's round-half-to-even) so that k does not depend on parity.
     """
@@ -163,7 +165,8 @@ class CompressionDecoder(nn.Module):
 
 def build_codec(latent_shape: Sequence[int], codec_cfg: Any) -> tuple[CompressionEncoder,
                                                                       CompressionDecoder]:
-    """(C_w, C_psi^{-1}) for ``latent_shape`` (C, h, w) from a :class:`CodecConfig` (fc, arch, hidden).
+    """(C_w, C_psi^{-1}) for ``latent_shape`` (C, h, w) from a :class:`CodecConfig`
+    (its fc, arch and hidden).
 
     Build under ``with torch.device("meta"):`` to count parameters without allocating them.
     """

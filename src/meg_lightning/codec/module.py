@@ -162,7 +162,8 @@ class CodecModule(L.LightningModule):
         checkpoint["meg_rng_state"] = torch.get_rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "meg_rng_state" in checkpoint:
+        # only when a Trainer resumes: a plain load_from_checkpoint must not reseed the caller
+        if self._trainer is not None and "meg_rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["meg_rng_state"])
 
 
@@ -192,9 +193,10 @@ def load_codec(path: str | Path, latent_shape: Optional[Sequence[int]] = None,
     if "latent_shape" not in hp or "fc" not in hp:
         raise UserError(f"codec checkpoint {str(path)!r} has no codec hyper-parameters: "
                         "expected a .ckpt written by `meg train-codec`")
-    if latent_shape is not None and tuple(int(s) for s in latent_shape) != tuple(hp["latent_shape"]):
+    trained = tuple(hp["latent_shape"])
+    if latent_shape is not None and tuple(int(s) for s in latent_shape) != trained:
         raise ConfigError("latent_shape", tuple(latent_shape),
-                          f"{tuple(hp['latent_shape'])}, the latent shape of checkpoint {str(path)!r}")
+                          f"{trained}, the latent shape of checkpoint {str(path)!r}")
     if fc is not None and not math.isclose(float(fc), float(hp["fc"]), abs_tol=1e-9):
         raise ConfigError("codec.fc", fc, f"{hp['fc']}, the compression rate of checkpoint "
                           f"{str(path)!r} (train one with `meg train-codec codec.fc={fc}`)")

@@ -1,4 +1,4 @@
-"""`meg train-codec`: train C_w / C_psi^{-1} on the cached latents through the channel (Algorithm 2).
+"""`meg train-codec`: train C_w / C_psi^{-1} on cached latents through the channel (Algorithm 2).
 
 Outputs under ``{out_dir}/codec/fc{fc}/``: ``best.ckpt`` (lowest ``val/loss``, the latent MSE at
 the training SNR), ``last.ckpt`` (every epoch; the next run with the same config resumes from it
@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from meg_lightning.codec.module import CodecModule
 from meg_lightning.config import MegConfig, save_resolved
@@ -49,7 +49,8 @@ def resume_path(cfg: MegConfig, folder: Path) -> Optional[Path]:
     if cfg.codec.checkpoint:
         p = Path(cfg.codec.checkpoint)
         if not p.is_file():
-            raise UserError(f"codec.checkpoint={cfg.codec.checkpoint!r}: expected an existing .ckpt")
+            raise UserError(f"codec.checkpoint={cfg.codec.checkpoint!r}: "
+                            "expected an existing .ckpt")
         return p
     last = folder / "last.ckpt"
     return last if last.is_file() else None
@@ -69,6 +70,10 @@ def main(cfg: MegConfig, datamodule: Optional[L.LightningDataModule] = None) -> 
         from meg_lightning.data import build_datamodule
 
         datamodule = build_datamodule(cfg)
+    if rank_zero_only.rank == 0 and hasattr(datamodule, "prepare_data"):
+        # The model's size depends on the latent shape, so the cache must exist before the
+        # Trainer would build it. DDP workers start inside fit(), after this has finished.
+        datamodule.prepare_data()
     latent_shape = tuple(datamodule.latent_shape)
     model = CodecModule.from_config(cfg, latent_shape)
 
@@ -91,5 +96,6 @@ def main(cfg: MegConfig, datamodule: Optional[L.LightningDataModule] = None) -> 
         # the run folder also holds config.yaml and the logs, and last.ckpt when resuming
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    best = checkpoint.best_model_path or checkpoint.last_model_path
-    return Path(best)
+    best = Path(checkpoint.best_model_path or checkpoint.last_model_path)
+    rank_zero_info(f"codec checkpoint: {best} (last: {checkpoint.last_model_path})")
+    return best
