@@ -110,6 +110,13 @@ def test_forward_modes_and_noise():
         model(z, mode="noise")
 
 
+def test_block_powers_reach_the_channel():
+    model = CodecModule(TINY, fc=0.5, arch="mlp", channel={"kind": "rayleigh", "num_blocks": 2})
+    power = torch.tensor([[2.0, 0.0]]).expand(3, 2)  # the second block gets no power (eq. 29)
+    out = model(torch.randn(3, *TINY), snr_db=10.0, power=power)
+    assert torch.all(out["x_hat"][:, 16:] == 0) and torch.all(out["x_hat"][:, :16] != 0)
+
+
 # -- training ----------------------------------------------------------------------------------
 def _cfg(make_cfg, *extra: str):
     return make_cfg("codec.arch=mlp", "codec.fc=0.5", "codec.lr=0.003", "codec.val_snrs_db=[0,10]",

@@ -105,14 +105,19 @@ class CodecModule(L.LightningModule):
         return self.decoder(x_hat)
 
     def forward(self, z: torch.Tensor, snr_db: Any = None, mode: str = "eval",
-                generator: Optional[torch.Generator] = None) -> dict[str, torch.Tensor]:
+                generator: Optional[torch.Generator] = None,
+                power: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
         """z -> {z_hat, x, x_hat}. ``mode`` "train" samples the training SNR (channel config),
-        "eval" uses ``snr_db`` (float or (B,) tensor; None = ``channel.snr_db``)."""
+        "eval" uses ``snr_db`` (float or (B,) tensor; None = ``channel.snr_db``). ``power``
+        (B, num_blocks) relative block powers (eq. 29) go to the channel as they are.
+
+        To send the seed over another link, swap ``self.channel`` or compose ``encode``, your
+        channel and ``decode``."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         check_latents(z, self.latent_shape)
         x = self.encode(z)  # (B, k)
-        out = self.channel(x, mode=mode, snr_db=snr_db, generator=generator)
+        out = self.channel(x, mode=mode, snr_db=snr_db, power=power, generator=generator)
         x_hat = out["x_hat"]  # (B, k), de-normalised to x's scale
         return {"z_hat": self.decode(x_hat), "x": x, "x_hat": x_hat}
 
