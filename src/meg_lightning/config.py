@@ -169,8 +169,13 @@ class PPOConfig:
     hidden: int = 128  # width of actor / critic MLPs
     eval_episodes: int = 10_000  # held-out channel draws shared by all policies
     checkpoint: Optional[str] = None  # policy checkpoint to resume from / evaluate
+    fig10_powers: Optional[list[float]] = None  # budgets (mW): also run the Fig. 10 sweep (CSV)
 
     def validate(self, p: str) -> None:
+        if self.fig10_powers is not None:
+            _check(f"{p}.fig10_powers", list(self.fig10_powers),
+                   len(self.fig10_powers) > 0 and all(_finite(v) and v > 0 for v in self.fig10_powers),
+                   "a non-empty list of budgets > 0 (mW) or null")
         _check(f"{p}.scheme", self.scheme, self.scheme in ("meg", "feature", "gaussian"),
                "one of meg, feature, gaussian")
         _check(f"{p}.reward", self.reward, self.reward in ("latent_mse", "psnr", "fid"),

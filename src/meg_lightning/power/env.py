@@ -54,7 +54,8 @@ SCHEMES = ("meg", "feature", "gaussian")
 
 
 class SeedSource(Protocol):
-    """Where episodes get their seeds: ``sample`` -> (x (n, k), z (n, ...)); ``decode`` x_hat -> z_hat.
+    """Where episodes get their seeds: ``sample`` -> (x (n, k), z (n, ...)); ``decode`` x_hat -> z_hat;
+    ``with_split("test")`` the held-out version of the source.
 
     ``images`` (optional) turns latents into images in [0, 1] for the psnr / fid rewards.
     """
@@ -65,6 +66,8 @@ class SeedSource(Protocol):
     def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def decode(self, x_hat: torch.Tensor) -> torch.Tensor: ...
+
+    def with_split(self, split: str) -> "SeedSource": ...
 
 
 class GaussianSeeds:
@@ -84,15 +87,28 @@ class GaussianSeeds:
     def decode(self, x_hat: torch.Tensor) -> torch.Tensor:
         return x_hat
 
+    def with_split(self, split: str) -> "GaussianSeeds":
+        return self  # held-out Gaussian seeds come from another generator seed
+
 
 class LatentSeeds:
     """Seeds from cached latents z (M, C, h, w): ``x = codec.encode(z)`` (scheme ``meg``) or the
-    flattened latent itself (scheme ``feature``). ``vae`` (optional) decodes latents to images."""
+    flattened latent itself (scheme ``feature``). ``vae`` (optional) decodes latents to images.
 
-    def __init__(self, z: torch.Tensor, codec: Optional[nn.Module] = None, vae: Any = None):
+    ``splits`` (name -> indices into z) lets :meth:`with_split` serve the held-out latents with
+    the same codec and VAE; episodes draw from ``indices`` (all of z by default).
+    """
+
+    def __init__(self, z: torch.Tensor, codec: Optional[nn.Module] = None, vae: Any = None,
+                 splits: Optional[dict[str, list[int]]] = None, split: Optional[str] = None):
         if z.ndim != 4 or len(z) == 0:
             raise ConfigError("latents", tuple(z.shape), "a non-empty (M, C, h, w) latent tensor")
-        self.z, self.codec, self.vae = z.float(), codec, vae
+        self.z_all, self.codec, self.vae, self.splits = z.float(), codec, vae, splits
+        idx = splits[split] if splits is not None and split is not None else range(len(z))
+        if len(idx) == 0:
+            raise ConfigError("data.num_prompts", len(z), f"enough latents for a non-empty "
+                              f"{split!r} split")
+        self.z = self.z_all[torch.as_tensor(list(idx), dtype=torch.long)]
         with torch.no_grad():
             self.seed_dim = int(self._encode(self.z[:1]).shape[-1])
         self.images = self._images if vae is not None else None
@@ -111,6 +127,10 @@ class LatentSeeds:
         if self.codec is not None:
             return self.codec.decode(x_hat)
         return x_hat.reshape(-1, *self.z.shape[1:])  # (n, C, h, w)
+
+    def with_split(self, split: str) -> "LatentSeeds":
+        """The same source restricted to another split of the cache (e.g. ``test``)."""
+        return LatentSeeds(self.z_all, self.codec, self.vae, self.splits, split)
 
     def _images(self, z: torch.Tensor) -> torch.Tensor:
         from meg_lightning.generation import decode_latents
@@ -315,8 +335,12 @@ def snr_from_budget(p_max_mw: float, num_blocks: int, noise_power_mw: float,
     return float(theory.avg_snr_db(p_max_mw, num_blocks, noise_power_mw))
 
 
-def make_source(cfg: Any) -> SeedSource:
-    """The seed source of ``cfg.ppo.scheme`` (a :class:`~meg_lightning.config.MegConfig`)."""
+def make_source(cfg: Any, split: str = "train") -> SeedSource:
+    """The seed source of ``cfg.ppo.scheme`` (a :class:`~meg_lightning.config.MegConfig`).
+
+    Latent schemes read the cache (generating what is missing, as Lightning's ``prepare_data``)
+    and serve ``split``; ``source.with_split("test")`` gives the held-out latents.
+    """
     scheme = cfg.ppo.scheme
     if scheme == "gaussian":
         return GaussianSeeds(cfg.ppo.seed_dim)
@@ -325,9 +349,10 @@ def make_source(cfg: Any) -> SeedSource:
     from meg_lightning.data import build_datamodule
 
     dm = build_datamodule(cfg)
+    dm.prepare_data()
     dm.setup("fit")
     ds = dm.dataset("train")
-    z = torch.stack([ds[i]["z"] for i in range(len(ds))])  # (M, C, h, w)
+    z = ds.z.float()  # (M, C, h, w), the whole cache; the splits index into it
     codec = None
     if scheme == "meg":
         if not cfg.codec.checkpoint:
@@ -342,7 +367,7 @@ def make_source(cfg: Any) -> SeedSource:
         from meg_lightning.generation import load_pipeline
 
         vae = load_pipeline(cfg, device=torch.device("cpu")).vae
-    return LatentSeeds(z, codec=codec, vae=vae)
+    return LatentSeeds(z, codec=codec, vae=vae, splits=dm.splits, split=split)
 
 
 def make_env(cfg: Any, *, num_envs: Optional[int] = None, seed: Optional[int] = None,

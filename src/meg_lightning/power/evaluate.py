@@ -9,6 +9,7 @@ as a tidy CSV that :mod:`meg_lightning.evaluation.figures` plots.
 from __future__ import annotations
 
 import copy
+import functools
 import csv
 import io
 import math
@@ -29,11 +30,17 @@ FIG10_COLUMNS = ("p_max_mw", "snr_db", "policy", "fid", "psnr", "latent_mse", "e
 FIG10_POWERS = (0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0)
 
 
+@functools.lru_cache(maxsize=16)
+def causal_dp(num_blocks: int, snr_db: float) -> CausalDP:
+    """The DP tables depend only on (B, SNR): build each once per process (~2 s)."""
+    return CausalDP(num_blocks, snr_db)
+
+
 def standard_policies(env: MEGPowerEnv) -> dict[str, Callable]:
     """Equal power, plus the causal DP and the oracle when the receiver is MMSE (their model)."""
     out: dict[str, Callable] = {"equal": EqualPolicy(env.num_blocks)}
     if env.equalizer == "mmse":
-        out["causal_dp"] = DPPolicy(CausalDP(env.num_blocks, env.snr_db))
+        out["causal_dp"] = DPPolicy(causal_dp(env.num_blocks, env.snr_db))
         out["oracle"] = OraclePolicy(env.num_blocks, env.snr_db)
     return out
 
@@ -89,7 +96,8 @@ def fig10_sweep(cfg: Any, powers: Sequence[float] = FIG10_POWERS, *,
     ``eval.num_images`` when images are decoded, else ``ppo.eval_episodes``). FID and PSNR need a
     scheme with images (``meg`` / ``feature`` and a model); for ``gaussian`` they are empty.
 
-    Returns the CSV path (default ``{out_dir}/fig10.csv``), columns :data:`FIG10_COLUMNS`.
+    Returns the CSV path (default ``{out_dir}/ppo/fig10.csv``, where the figures stage looks),
+    columns :data:`FIG10_COLUMNS`.
     """
     from meg_lightning.power import train as ppo_train
 
@@ -101,14 +109,14 @@ def fig10_sweep(cfg: Any, powers: Sequence[float] = FIG10_POWERS, *,
     unknown = set(policies) - {"ppo", "equal", "causal_dp", "oracle"}
     if unknown:
         raise ConfigError("policies", list(policies), "names from ppo, equal, causal_dp, oracle")
-    source = make_source(cfg)
+    source = make_source(cfg, split="test")
     images = source.images is not None
     n = num_images or (cfg.eval.num_images if images else cfg.ppo.eval_episodes)
     rows: list[dict[str, Any]] = []
     for p_max in powers:
         cfg_p = copy.deepcopy(cfg)
         cfg_p.ppo.p_max_mw, cfg_p.ppo.avg_snr_db = float(p_max), None
-        cfg_p.ppo.checkpoint = None
+        cfg_p.ppo.checkpoint, cfg_p.ppo.fig10_powers = None, None
         cfg_p.out_dir = str(Path(cfg.out_dir) / "fig10" / f"p{p_max:g}")
         env = make_env(cfg_p, source=source, num_envs=n, seed=cfg.seed + 1_000_003,
                        fid_extractor=fid_extractor, image_metrics=images)
@@ -129,7 +137,7 @@ def fig10_sweep(cfg: Any, powers: Sequence[float] = FIG10_POWERS, *,
     w = csv.DictWriter(buf, fieldnames=list(FIG10_COLUMNS), lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()})
-    path = Path(out_csv) if out_csv else Path(cfg.out_dir) / "fig10.csv"
+        w.writerow(r)  # NaN (no images: gaussian seeds) is written as "nan", which float() reads
+    path = Path(out_csv) if out_csv else Path(cfg.out_dir) / "ppo" / "fig10.csv"
     atomic_write_text(path, buf.getvalue())
     return path

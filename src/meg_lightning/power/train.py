@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from meg_lightning.config import MegConfig, config_hash, save_resolved, to_dict
 from meg_lightning.errors import ConfigError, UserError
-from meg_lightning.io import atomic_path, clean_tmp
+from meg_lightning.io import atomic_path, atomic_write_json, clean_tmp
 from meg_lightning.power.baselines import EqualPolicy
 from meg_lightning.power.env import MEGPowerEnv, make_env, make_source
 
@@ -163,8 +163,10 @@ def _main(cfg: MegConfig) -> dict[str, Any]:
     remaining = max(p.total_frames - frames_done, 0)
     collector = None
     if remaining > 0:
+        # the actor is a plain MLP of the current observation: no recurrent-state transforms
         collector = Collector(env, actor, frames_per_batch=frames_per_batch,
-                              total_frames=math.ceil(remaining / frames_per_batch) * frames_per_batch)
+                              total_frames=math.ceil(remaining / frames_per_batch) * frames_per_batch,
+                              auto_register_policy_transforms=False)
 
     # Create the loss, the advantage estimator and the minibatch sampler
     loss_module = ClipPPOLoss(actor, critic, clip_epsilon=p.clip_epsilon,
@@ -236,7 +238,8 @@ def _main(cfg: MegConfig) -> dict[str, Any]:
     # Evaluate on held-out channel draws shared by every policy
     from meg_lightning.power.evaluate import evaluate_policies, standard_policies
 
-    eval_env = make_env(cfg, source=source, num_envs=p.eval_episodes, seed=cfg.seed + 1_000_003)
+    eval_env = make_env(cfg, source=source.with_split("test"), num_envs=p.eval_episodes,
+                        seed=cfg.seed + 1_000_003)
     policies = {"ppo": actor, **standard_policies(eval_env)}
     results = evaluate_policies(eval_env, policies, transform=lambda e: wrap_env(e))
     results["train_seconds"] = train_seconds
@@ -247,14 +250,25 @@ def _main(cfg: MegConfig) -> dict[str, Any]:
                 logger.log_scalar(f"eval/{name}/{k}", v, step=frames_done)
         if results.get("gap_closed") is not None:
             logger.log_scalar("eval/gap_closed", results["gap_closed"], step=frames_done)
-    from meg_lightning.io import atomic_write_json
-
-    atomic_write_json(folder / "eval.json", results)
+    atomic_write_json(folder / "eval.json", _json_safe(results))
     print(f"train-ppo: {frames_done} frames in {train_seconds:.0f} s; held-out "
           + ", ".join(f"{k} {v['expected_mse']:.5f}" for k, v in results["policies"].items())
           + (f"; gap closed {results['gap_closed']:.1%}" if results.get("gap_closed") is not None
              else ""))
+    if p.fig10_powers:
+        from meg_lightning.power.evaluate import fig10_sweep
+
+        results["fig10_csv"] = str(fig10_sweep(cfg, p.fig10_powers))
     return results
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN (a metric a scheme does not have) -> null, so eval.json is strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def load_policy(cfg: MegConfig, path: Optional[str | Path] = None,

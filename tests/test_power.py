@@ -1,0 +1,301 @@
+"""Seed power control (paper Sec. IV): env invariants, baselines, PPO training, errors, Fig. 10 CSV.
+
+The fast set runs the real env / training code on tiny settings; ``slow`` holds the acceptance
+run (PPO against the causal-DP optimum on 10,000 shared channel draws).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+from torchrl.envs.utils import check_env_specs
+
+from meg_lightning.channel import theory
+from meg_lightning.config import load_config
+from meg_lightning.errors import ConfigError, UserError
+from meg_lightning.power import (CausalDP, DPPolicy, EqualPolicy, GaussianSeeds, LatentSeeds,
+                                 MEGPowerEnv, OraclePolicy, equal_power, make_env, oracle_power,
+                                 proxy_mse)
+
+B = 8
+
+
+def gaussian_env(n: int = 5, seed: int = 0, **kw) -> MEGPowerEnv:
+    return MEGPowerEnv(GaussianSeeds(kw.pop("seed_dim", 64)), num_envs=n, num_blocks=B, seed=seed,
+                       **kw)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny tensors: on the shared 2-core test machine extra threads only add contention
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def small_cfg(tmp_path, *extra: str):
+    return load_config([f"out_dir={tmp_path}", "logger=csv", "ppo.num_envs=64",
+                        "ppo.frames_per_batch=512", "ppo.total_frames=1024",
+                        "ppo.minibatch_size=256", "ppo.num_epochs=2", "ppo.hidden=32",
+                        "ppo.eval_episodes=256", "ppo.seed_dim=64", *extra])
+
+
+# -- the environment ----------------------------------------------------------------------------
+def test_check_env_specs():
+    check_env_specs(gaussian_env())
+
+
+def test_rollout_shape_and_specs():
+    env = gaussian_env(5)
+    td = env.rollout(100)  # stops at the end of the episode
+    assert td.shape == torch.Size([5, B])
+    for t in range(B):
+        obs = td[:, t]["next"].select(*env.observation_spec.keys())
+        assert env.observation_spec.is_in(obs)
+        assert env.observation_spec.is_in(td[:, t].select(*env.observation_spec.keys()))
+    assert env.action_spec.is_in(td["action"][:, 0])
+
+
+def test_reward_zero_before_last_block():
+    td = gaussian_env(7).rollout(B)
+    r = td["next", "reward"].squeeze(-1)  # (N, B)
+    assert torch.all(r[:, :-1] == 0)
+    assert torch.all(r[:, -1] < 0)  # -latent_mse
+    done = td["next", "done"].squeeze(-1)
+    assert not done[:, :-1].any() and done[:, -1].all()
+
+
+class ConstantPolicy:
+    def __init__(self, a: float):
+        self.a = a
+
+    def __call__(self, td):
+        return td.set("action", torch.full_like(td["budget"], self.a))
+
+
+@pytest.mark.parametrize("a", [0.0, 0.05, 0.3, 1.0])
+def test_budget_never_exceeded_and_spent_exactly(a):
+    td = gaussian_env(6).rollout(B, ConstantPolicy(a))
+    power = td["next", "power"][:, -1]  # (N, B) fractions of P_max per block
+    spent = td["next", "power"].sum(-1)  # (N, T) cumulative spend
+    assert torch.all(spent <= 1.0 + 1e-6)
+    assert torch.allclose(power.sum(-1), torch.ones(6), atol=1e-6)  # spent exactly
+    expected = torch.tensor([min(a, max(1.0 - a * t, 0.0)) for t in range(B)])
+    expected[-1] = 1.0 - expected[:-1].sum()  # the last block spends what remains
+    assert torch.allclose(power, expected.expand(6, B), atol=1e-6)
+    if a == 1.0:  # asking for more than remains gets exactly what remains (eq. 33)
+        assert torch.all(power[:, 0] == 1.0) and torch.all(power[:, 1:] == 0)
+
+
+def test_random_actions_respect_budget():
+    env = gaussian_env(64, seed=3)
+    td = env.rollout(B)  # random actions in [0, 1]
+    remaining = td["next", "budget"].squeeze(-1)
+    assert torch.all(remaining >= 0) and torch.all(remaining[:, -1] == 0)
+    assert torch.allclose(td["next", "power"][:, -1].sum(-1), torch.ones(64), atol=1e-6)
+
+
+def test_equal_power_matches_ergodic_closed_form():
+    env = MEGPowerEnv(GaussianSeeds(256), num_envs=4000, num_blocks=B, snr_db=20.0, seed=1)
+    end = env.rollout(B, EqualPolicy(B))[:, -1]["next"]
+    closed = theory.ergodic_mse_mmse(theory.noise_var_from_snr_db(20.0))
+    assert float(end["latent_mse"].mean()) == pytest.approx(closed, rel=0.05)
+    assert float(end["expected_mse"].mean()) == pytest.approx(closed, rel=0.05)
+    assert float(-end["reward"].mean()) == pytest.approx(float(end["latent_mse"].mean()))
+
+
+def test_observation_is_the_state_of_eq31():
+    env = gaussian_env(4)
+    td = env.rollout(B, EqualPolicy(B))
+    g = td["fading"].square().sum(-1)  # (N, T, B)
+    for t in range(B):
+        assert torch.allclose(td[:, t]["g"].squeeze(-1), g[:, t, t])
+        assert torch.allclose(td[:, t]["t"], torch.full((4, 1), t / B))
+    assert torch.allclose(td[:, 1]["budget"], torch.full((4, 1), 1 - 1 / B))
+    assert td["seed"].shape == (4, B, env.seed_features)
+
+
+def test_same_seed_same_draws():
+    a = gaussian_env(3, seed=5).rollout(B, EqualPolicy(B))
+    b = gaussian_env(3, seed=5).rollout(B, EqualPolicy(B))
+    assert torch.equal(a["fading"], b["fading"]) and torch.equal(a["next", "reward"], b["next", "reward"])
+
+
+def test_latent_seeds_with_codec_and_images():
+    """The meg scheme's mechanics: codec seeds, z_hat from the decoder, PSNR / FID rewards."""
+    from meg_lightning.codec.module import CodecModule
+    from meg_lightning.metrics.fid import PixelFeatures
+
+    torch.manual_seed(0)
+    z = torch.randn(12, 4, 4, 4)
+    codec = CodecModule((4, 4, 4), fc=0.5, arch="mlp").eval()
+    images = lambda z: torch.sigmoid(z[:, :3].repeat_interleave(2, -1).repeat_interleave(2, -2))  # noqa: E731
+    src = LatentSeeds(z, codec=codec)
+    src.images = images  # a stand-in for the VAE decoder (any latent -> [0, 1] image map)
+    env = MEGPowerEnv(src, num_envs=6, num_blocks=4, reward="fid", fid_extractor=PixelFeatures(4),
+                      seed=0)
+    check_env_specs(env)
+    end = env.rollout(4, EqualPolicy(4))[:, -1]["next"]
+    assert src.seed_dim == 32
+    assert torch.all(end["fid"] >= 0) and torch.all(end["fid"] == end["fid"][0])
+    assert torch.allclose(end["reward"], -end["fid"])
+    assert torch.all(end["psnr"] > 0) and torch.all(end["latent_mse"] > 0)
+
+
+# -- baselines ----------------------------------------------------------------------------------
+def test_oracle_is_kkt_optimal_and_uses_the_budget():
+    g = torch.empty(200, B, dtype=torch.float64).exponential_(generator=torch.Generator().manual_seed(0))
+    p = oracle_power(g, 20.0)
+    assert torch.allclose(p.sum(-1), torch.full((200,), float(B), dtype=torch.float64))
+    assert torch.all(p >= 0)
+    # KKT: the marginal gain g s2 / (p g + s2)^2 is equal on active blocks and lower on idle ones
+    s2 = theory.noise_var_from_snr_db(20.0)
+    marg = g * s2 / (p * g + s2) ** 2
+    on = p > 1e-9
+    mu = torch.where(on, marg, torch.zeros_like(marg)).amax(-1, keepdim=True)
+    assert torch.allclose(torch.where(on, marg, mu), mu.expand_as(marg), rtol=1e-6)
+    assert torch.all(torch.where(on, mu, marg) <= mu + 1e-12)
+
+
+def test_order_equal_dp_oracle_on_shared_draws():
+    g = torch.empty(3000, B, dtype=torch.float64).exponential_(generator=torch.Generator().manual_seed(1))
+    dp = CausalDP(B, 20.0, grid=200, quantiles=64)
+    pd = dp.allocate(g)
+    assert torch.allclose(pd.sum(-1), torch.full((3000,), float(B), dtype=torch.float64))
+    e, d, o = (float(proxy_mse(p, g, 20.0).mean()) for p in (equal_power(g), pd, oracle_power(g, 20.0)))
+    assert e > d > o
+    assert dp.expected_mse == pytest.approx(d, rel=0.05)
+
+
+def test_env_policies_follow_the_baselines():
+    env = gaussian_env(300, seed=2)
+    res = {}
+    for name, pol in {"equal": EqualPolicy(B), "dp": DPPolicy(CausalDP(B, 20.0, grid=200, quantiles=64)),
+                      "oracle": OraclePolicy(B, 20.0)}.items():
+        env.set_seed(2)
+        end = env.rollout(B, pol)[:, -1]["next"]
+        g = end["fading"].square().sum(-1)
+        assert torch.allclose(end["expected_mse"].squeeze(-1),
+                              proxy_mse(end["power"].double() * B, g.double(), 20.0).float(), rtol=1e-4)
+        res[name] = float(end["expected_mse"].mean())
+    assert res["equal"] > res["dp"] > res["oracle"]
+
+
+# -- errors -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("override,key", [
+    ("ppo.p_max_mw=0", "ppo.p_max_mw"),
+    ("ppo.p_max_mw=-1", "ppo.p_max_mw"),
+    ("ppo.reward=ssim", "ppo.reward"),
+    ("ppo.num_blocks=7", "ppo.num_blocks"),  # 32 complex symbols do not split into 7 blocks
+    ("ppo.equalizer=none", "ppo.equalizer"),
+])
+def test_bad_input_is_a_config_error(tmp_path, override, key):
+    with pytest.raises(ConfigError) as e:
+        make_env(small_cfg(tmp_path, override))
+    assert e.value.key == key and "\n" not in str(e.value)
+
+
+def test_bad_input_direct_env_arguments():
+    with pytest.raises(ConfigError, match="p_max_mw"):
+        MEGPowerEnv(GaussianSeeds(64), p_max_mw=0.0)
+    with pytest.raises(ConfigError, match="reward"):
+        MEGPowerEnv(GaussianSeeds(64), reward="bleu")
+    with pytest.raises(ConfigError, match="num_blocks"):
+        MEGPowerEnv(GaussianSeeds(64), num_blocks=3)
+    with pytest.raises(ConfigError, match="ppo.reward"):  # psnr needs decoded images
+        MEGPowerEnv(GaussianSeeds(64), reward="psnr")
+
+
+def test_codec_checkpoint_for_another_latent_shape(tmp_path, monkeypatch):
+    from meg_lightning.codec.module import CodecModule
+    from meg_lightning.data import TensorLatentDataModule
+
+    codec = CodecModule((4, 8, 8), fc=0.5, arch="mlp")
+    ckpt = tmp_path / "codec.ckpt"
+    torch.save({"hyper_parameters": dict(codec.hparams), "state_dict": codec.state_dict()}, ckpt)
+    dm = TensorLatentDataModule(torch.randn(10, 4, 4, 4))
+    dm.prepare_data = lambda: None
+    monkeypatch.setattr("meg_lightning.data.build_datamodule", lambda cfg: dm)
+    cfg = small_cfg(tmp_path, "ppo.scheme=meg", f"codec.checkpoint={ckpt}")
+    with pytest.raises(ConfigError) as e:
+        make_env(cfg)
+    assert e.value.key == "latent_shape"
+    cfg = small_cfg(tmp_path, "ppo.scheme=meg")  # no checkpoint at all
+    with pytest.raises(ConfigError, match="codec.checkpoint"):
+        make_env(cfg)
+
+
+@pytest.mark.parametrize("override", ["ppo.p_max_mw=0", "ppo.reward=ssim", "ppo.num_blocks=7",
+                                      "ppo.scheme=foo"])
+def test_cli_exit_code_2(tmp_path, capsys, override):
+    from meg_lightning.cli import run
+
+    code = run(["train-ppo", f"out_dir={tmp_path}", "logger=none", "ppo.seed_dim=64", override])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and override.split("=")[0] in err
+
+
+# -- training -----------------------------------------------------------------------------------
+def test_train_ppo_smoke_and_resume(tmp_path):
+    from meg_lightning.power.train import load_policy, main
+
+    cfg = small_cfg(tmp_path)
+    res = main(cfg)
+    folder = tmp_path / "ppo"
+    assert (folder / "checkpoint.pt").is_file() and (folder / "config.yaml").is_file()
+    saved = json.loads((folder / "eval.json").read_text())
+    assert set(saved["policies"]) == {"ppo", "equal", "causal_dp", "oracle"}
+    assert res["frames"] == 1024 and saved["n"] == 256
+    for r in saved["policies"].values():
+        assert r["budget_used"] == pytest.approx(1.0, abs=1e-5)
+    assert any((folder / "logs").rglob("*.csv"))
+    # resume: the same run with a larger budget continues from the saved frame count
+    res2 = main(small_cfg(tmp_path, "ppo.total_frames=2048"))
+    assert res2["frames"] == 2048
+    assert torch.load(folder / "checkpoint.pt", weights_only=False)["frames"] == 2048
+    actor = load_policy(cfg)
+    assert actor is not None
+    with pytest.raises(ConfigError, match="ppo.hidden"):
+        main(small_cfg(tmp_path, "ppo.hidden=16", "ppo.total_frames=4096"))
+
+
+def test_fig10_sweep_csv(tmp_path):
+    from meg_lightning.power.evaluate import FIG10_COLUMNS, fig10_sweep
+
+    cfg = small_cfg(tmp_path, "ppo.total_frames=512")
+    path = fig10_sweep(cfg, powers=(0.5, 4.0), num_images=128)
+    assert path == tmp_path / "ppo" / "fig10.csv"
+    rows = list(csv.DictReader(path.open()))
+    assert tuple(rows[0]) == FIG10_COLUMNS
+    assert {(float(r["p_max_mw"]), r["policy"]) for r in rows} == {
+        (p, k) for p in (0.5, 4.0) for k in ("ppo", "equal")}
+    eq = {float(r["p_max_mw"]): float(r["latent_mse"]) for r in rows if r["policy"] == "equal"}
+    assert eq[4.0] < eq[0.5]  # more power, less distortion (N0 fixed)
+    assert all(math.isnan(float(r["fid"])) for r in rows)  # gaussian seeds: no images
+
+
+# -- acceptance (slow) --------------------------------------------------------------------------
+@pytest.mark.slow
+def test_ppo_closes_80_percent_of_the_gap_to_causal_dp(tmp_path):
+    """20 dB average SNR, 8 blocks, latent_mse proxy; 10,000 held-out draws shared by all."""
+    import time
+
+    from meg_lightning.power.train import main
+
+    cfg = load_config([f"out_dir={tmp_path}", "logger=none", "ppo.avg_snr_db=20",
+                       "ppo.num_blocks=8", "ppo.eval_episodes=10000"])
+    t0 = time.perf_counter()
+    res = main(cfg)
+    took = time.perf_counter() - t0
+    pol = {k: v["expected_mse"] for k, v in res["policies"].items()}
+    print(f"equal {pol['equal']:.5f} ppo {pol['ppo']:.5f} causal_dp {pol['causal_dp']:.5f} "
+          f"oracle {pol['oracle']:.5f} gap {res['gap_closed']:.1%} train {res['train_seconds']:.0f} s")
+    assert pol["equal"] > pol["causal_dp"] > pol["oracle"]
+    assert res["gap_closed"] >= 0.8
+    assert took < 600
