@@ -14,7 +14,7 @@ from meg_lightning.evaluation.schemes import (
     DIGITAL_FAILURE_VALUE,
     CentralizedScheme,
     DigitalScheme,
-    LatentScheme,
+    FeatureLatentScheme,
     awgn_capacity_bits,
     encode_image,
     threshold_snr_db,
@@ -72,7 +72,7 @@ def test_feature_is_lossless_over_a_noiseless_channel(tiny_pipe):
     from meg_lightning.generation import decode_latents
 
     z = torch.randn(2, *LATENT)
-    scheme = LatentScheme("feature", lambda zz: decode_latents(tiny_pipe.vae, zz))
+    scheme = FeatureLatentScheme(lambda zz: decode_latents(tiny_pipe.vae, zz))
     i_0 = decode_latents(tiny_pipe.vae, z)
     out = scheme(z, i_0, channel=Channel(kind="none"), snr_db=None, generator=None)
     assert out.symbols == math.prod(LATENT)
@@ -138,7 +138,7 @@ def test_sd15_generator_parameter_counts():
 
 
 def _sweep_cfg(make_cfg, *extra):
-    return make_cfg("eval.schemes=[centralized,feature,meg,digital]", "eval.snrs_db=[0,20]",
+    return make_cfg("eval.schemes=[centralized,feature,meg,linear,digital]", "eval.snrs_db=[0,20]",
                     "eval.channels=[awgn,none]", "eval.fcs=[0.5]", "eval.num_images=6",
                     "eval.batch_size=4", "eval.bootstrap=8", "eval.fid_features=pixels", *extra)
 
@@ -146,8 +146,8 @@ def _sweep_cfg(make_cfg, *extra):
 def test_enumerate_cells_and_hash(make_cfg):
     cfg = _sweep_cfg(make_cfg)
     cells = enumerate_cells(cfg)
-    # awgn: 4 schemes x 2 SNRs; none: one cell per scheme
-    assert len(cells) == 4 * 2 + 4 and len({c.key for c in cells}) == len(cells)
+    # awgn: 5 schemes x 2 SNRs; none: one cell per scheme
+    assert len(cells) == 5 * 2 + 5 and len({c.key for c in cells}) == len(cells)
     assert Cell("meg", "awgn", -10.0, 0.5).key == "meg_fc0.5_awgn_snr-10"
     assert sweep_hash(cfg) == sweep_hash(_sweep_cfg(make_cfg, "eval.snrs_db=[0,10,20]"))
     assert sweep_hash(cfg) != sweep_hash(_sweep_cfg(make_cfg, "eval.num_images=7"))
@@ -177,6 +177,11 @@ def test_sweep_produces_every_cell_and_resumes(make_cfg, tiny_pipe):
     assert by["feature_none_snrinf"]["psnr_capped"] == 6 and by["feature_none_snrinf"]["fid"] < 1e-6
     assert by["meg_fc0.5_awgn_snr0"]["symbols"] == 128 and by["feature_awgn_snr0"]["symbols"] == 256
     assert by["digital_fc0.5_none_snrinf"]["digital_success"] == 1.0
+    assert by["linear_fc0.5_awgn_snr20"]["symbols"] == 128
+    for snr in (0, 20):  # the Gaussian OPTA bound lies below what the linear code achieves
+        lin = by[f"linear_fc0.5_awgn_snr{snr}"]
+        assert 0 < lin["opta_latent_mse"] <= lin["latent_mse"] * 1.05
+    assert by["linear_fc0.5_none_snrinf"]["latent_mse"] < by["linear_fc0.5_awgn_snr0"]["latent_mse"]
     r = by["feature_awgn_snr0"]
     assert r["fid_n_images"] == 6 and r["fid_features"] == "pixel-FID"
     assert r["fid_ci_low"] <= r["fid_ci_high"]
@@ -243,3 +248,52 @@ def test_figures_skip_missing_inputs_with_notes(tmp_path):
     paths, notes = make_figures(tmp_path / "none.csv", None, tmp_path / "fig10.csv",
                                 tmp_path / "figs", table2=False)
     assert paths == [] and any("meg eval" in n for n in notes) and any("train-ppo" in n for n in notes)
+
+
+def test_sweep_loads_a_trained_codec_checkpoint(make_cfg, tiny_pipe, tmp_path):
+    """`meg` without injected codecs: the checkpoint `meg train-codec` writes is found and loaded."""
+    from meg_lightning.codec import CodecModule
+    from meg_lightning.data.datamodule import TensorLatentDataModule
+    from meg_lightning.errors import UserError
+
+    cfg = _sweep_cfg(make_cfg, "eval.schemes=[meg]", "eval.channels=[none]", "eval.bootstrap=0")
+    dm = TensorLatentDataModule(torch.randn(30, *LATENT), test_fraction=0.2)
+    with pytest.raises(UserError, match="meg train-codec codec.fc=0.5"):
+        run_sweep(cfg, datamodule=dm, vae=tiny_pipe.vae, progress=False)
+    model = CodecModule(LATENT, fc=0.5, arch="mlp")
+    ckpt = tmp_path / "runs" / "codec" / "fc0.5" / "best.ckpt"  # codec.train.run_dir(cfg)
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}, ckpt)
+    res = run_sweep(cfg, datamodule=dm, vae=tiny_pipe.vae, progress=False)
+    (row,) = res.rows
+    assert row["cell"] == "meg_fc0.5_none_snrinf" and row["symbols"] == 128
+    # noiseless: what remains is the codec's own error, decode(encode(z))
+    ds = dm.dataset("test")
+    z = torch.stack([ds[i]["z"] for i in range(len(ds))])[:6]
+    with torch.no_grad():
+        expected = float(((model.decode(model.encode(z)) - z) ** 2).flatten(1).mean(1).mean())
+    assert row["latent_mse"] == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_meg_eval_and_figures_end_to_end_on_the_tiny_preset(tmp_path, monkeypatch):
+    """`meg eval` then `meg figures` through the CLI: real latent cache, tiny VAE, W&B offline."""
+    from meg_lightning.cli import run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    common = [f"out_dir={tmp_path / 'runs'}", "model=tiny", "generation.device=cpu",
+              "trainer.devices=1", "trainer.accelerator=cpu"]
+    args = common + [f"data.cache_dir={tmp_path / 'cache'}", "data.num_prompts=20",
+                     "data.test_fraction=0.3", "eval.schemes=[centralized,feature,linear,digital]",
+                     "eval.snrs_db=[-10,10]", "eval.channels=[awgn,rayleigh]", "eval.num_images=6",
+                     "eval.bootstrap=10", "eval.fid_features=pixels", "logger=wandb"]
+    assert run(["eval", *args]) == 0
+    rows = read_results(tmp_path / "runs" / "eval" / "results.csv")
+    assert len(rows) == 2 * (2 + 2 + 2 + 2)
+    assert (tmp_path / "runs" / "eval" / "wandb").is_dir()
+    assert run(["eval", *args]) == 0  # resumes: nothing left to do
+    assert len(read_results(tmp_path / "runs" / "eval" / "results.csv")) == len(rows)
+    assert run(["figures", *common]) == 0
+    figs = tmp_path / "runs" / "figures"
+    for stem in ("fig5_examples", "fig6_psnr", "fig7_fid"):
+        assert (figs / f"{stem}.png").stat().st_size > 0

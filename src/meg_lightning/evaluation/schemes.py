@@ -6,7 +6,7 @@ Every scheme maps a batch of ES-side latents z (B, C, h, w) and the perfect imag
     centralized  I_0 -> pixels in [-1, 1] --------------------- channel --> clamp -> I_g
     feature      z -----------------------------flatten ------- channel --> D -> I_g
     meg          z -> C_w (k = round(fc |z|) symbols) --------- channel --> C_psi^-1 -> D -> I_g
-    linear       z -> the codec module's linear analog code (its own power loading / LMMSE)
+    linear       z -> KLT + power loading (k symbols) --------- channel --> LMMSE -> D -> I_g
     digital      I_0 -> PNG/JPEG bytes -> ideal code at capacity, k symbols -> bytes or failure
 
 Conventions (DESIGN.md): symbols are real, a complex channel use carries two; the channel layer
@@ -71,45 +71,72 @@ class CentralizedScheme:
         return SchemeOutput(images=images, symbols=x.shape[1])
 
 
-class LatentScheme:
-    """A latent-domain scheme: x = encode(z) -> channel -> z_hat = decode(x_hat) -> I_g = D(z_hat).
+class FeatureLatentScheme:
+    """Paper benchmark 2: the raw latent z, |z| real symbols, through the cell's channel
+    (:class:`meg_lightning.codec.FeatureScheme`, the same code path as codec training)."""
 
-    ``feature`` (paper benchmark 2) uses the identity code (|z| symbols); ``meg`` uses the trained
-    compression encoder C_w and decoder C_psi^-1 (k = round(fc |z|) symbols).
-    """
+    name = "feature"
+    fc = None
+
+    def __init__(self, decode_image: Callable[[Tensor], Tensor]):
+        self.decode_image = decode_image
+
+    @torch.no_grad()
+    def __call__(self, z, i_0, *, channel, snr_db, generator) -> SchemeOutput:
+        from meg_lightning.codec import FeatureScheme
+
+        z_hat = FeatureScheme(channel)(z, snr_db=snr_db, generator=generator)["z_hat"]
+        return SchemeOutput(images=self.decode_image(z_hat), symbols=z[0].numel(), z_hat=z_hat)
+
+
+class LatentScheme:
+    """``meg``: x = C_w(z) (k = round(fc |z|) symbols) -> channel -> z_hat = C_psi^-1(x_hat) ->
+    I_g = D(z_hat), with ``encode`` / ``decode`` of a trained codec (``CodecModule``)."""
 
     def __init__(self, name: str, decode_image: Callable[[Tensor], Tensor],
-                 encode: Optional[Callable[[Tensor], Tensor]] = None,
-                 decode: Optional[Callable[[Tensor], Tensor]] = None, fc: Optional[float] = None):
+                 encode: Callable[[Tensor], Tensor], decode: Callable[[Tensor], Tensor],
+                 fc: Optional[float] = None):
         self.name, self.fc = name, fc
         self.decode_image = decode_image
         self.encode, self.decode = encode, decode
 
     @torch.no_grad()
     def __call__(self, z, i_0, *, channel, snr_db, generator) -> SchemeOutput:
-        x = self.encode(z) if self.encode else z
-        x = x.flatten(1)  # (B, k)
+        x = self.encode(z).flatten(1)  # (B, k)
         x_hat = _send(channel, x, snr_db, generator)
-        z_hat = self.decode(x_hat) if self.decode else x_hat
-        z_hat = z_hat.reshape(z.shape)  # (B, C, h, w)
+        z_hat = self.decode(x_hat).reshape(z.shape)  # (B, C, h, w)
         return SchemeOutput(images=self.decode_image(z_hat), symbols=x.shape[1], z_hat=z_hat)
 
 
-class JointLatentScheme:
-    """A latent scheme whose module runs its own channel: ``module(z, snr_db=..., mode="eval",
-    generator=...) -> {"z_hat": ...}`` (e.g. the linear analog code, whose power loading and
-    LMMSE receiver depend on the SNR). ``symbols`` is the module's code length."""
+#: SNR the linear code is designed for on the noiseless channel: its power loading and LMMSE
+#: receiver need a finite noise variance; at 200 dB the receiver inverts the loading exactly.
+NOISELESS_DESIGN_SNR_DB = 200.0
 
-    def __init__(self, name: str, module, symbols: int, decode_image: Callable[[Tensor], Tensor],
-                 fc: Optional[float] = None):
-        self.name, self.fc, self.module, self.symbols = name, fc, module, int(symbols)
-        self.decode_image = decode_image
+
+class LinearScheme:
+    """``linear``: the optimal linear analog code (:class:`meg_lightning.codec.LinearCode`: KLT to
+    k = round(fc |z|) components, MMSE power loading, LMMSE receiver), fitted on training latents.
+
+    The code meets the average power constraint itself, so it is sent over a channel of the cell's
+    kind and number of blocks *without* per-sample normalisation and with zero-forcing (its
+    LMMSE receiver follows the ZF equaliser), whatever ``channel.equalizer`` says.
+    """
+
+    name = "linear"
+
+    def __init__(self, code, decode_image: Callable[[Tensor], Tensor], fc: Optional[float] = None):
+        self.code, self.decode_image, self.fc = code, decode_image, fc
 
     @torch.no_grad()
     def __call__(self, z, i_0, *, channel, snr_db, generator) -> SchemeOutput:
-        z_hat = self.module(z, snr_db=snr_db, mode="eval", generator=generator)["z_hat"]
-        z_hat = z_hat.reshape(z.shape)
-        return SchemeOutput(images=self.decode_image(z_hat), symbols=self.symbols, z_hat=z_hat)
+        from meg_lightning.channel import Channel
+
+        kind = getattr(channel, "kind", "awgn")
+        snr = NOISELESS_DESIGN_SNR_DB if kind == "none" or snr_db is None else float(snr_db)
+        self.code.channel = Channel(kind=kind, snr_db=snr, equalizer="zf", normalize=False,
+                                    num_blocks=getattr(channel, "num_blocks", 1))
+        z_hat = self.code(z, snr_db=snr, generator=generator)["z_hat"].reshape(z.shape)
+        return SchemeOutput(images=self.decode_image(z_hat), symbols=self.code.k, z_hat=z_hat)
 
 
 def to_uint8(images: Tensor) -> np.ndarray:

@@ -9,7 +9,9 @@ perfect images I_0 = D(z) (paper Sec. II-C):
 - ``fid`` (eq. 8) over the ``fid_n_images`` pairs, with a paired bootstrap interval
   ``[fid_ci_low, fid_ci_high]`` and the extractor in ``fid_features`` (``inception`` is the
   paper's FID; ``pixel-FID`` is an offline stand-in, not comparable);
-- ``latent_nmse`` / ``latent_mse`` of z_hat against z (latent schemes only);
+- ``latent_nmse`` / ``latent_mse`` of z_hat against z (latent schemes only) and, on AWGN,
+  ``opta_latent_mse``: the Gaussian OPTA bound for the same symbol budget and the training
+  latents' covariance (no scheme can beat it on a Gaussian source with that covariance);
 - ``symbols``: real channel symbols per image (``channel_uses`` = complex uses = symbols / 2).
 
 Outputs under ``{out_dir}/eval/``: ``results.csv`` (tidy, one row per cell; the name is
@@ -38,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -46,8 +49,9 @@ from meg_lightning.errors import ConfigError, UserError
 from meg_lightning.evaluation.schemes import (
     CentralizedScheme,
     DigitalScheme,
-    JointLatentScheme,
+    FeatureLatentScheme,
     LatentScheme,
+    LinearScheme,
     Scheme,
     to_uint8,
 )
@@ -70,7 +74,7 @@ COLUMNS = [
     "cell", "scheme", "channel", "snr_db", "fc", "symbols", "channel_uses", "n_images",
     "psnr_db", "psnr_std", "psnr_capped", "psnr_cap_db",
     "fid", "fid_ci_low", "fid_ci_high", "fid_ci_level", "fid_bootstrap", "fid_n_images",
-    "fid_features", "latent_nmse", "latent_mse",
+    "fid_features", "latent_nmse", "latent_mse", "opta_latent_mse",
     "digital_success", "digital_bits", "digital_threshold_snr_db",
     "num_blocks", "equalizer", "seed", "config_hash", "time_s",
 ]
@@ -197,8 +201,8 @@ def codec_checkpoint(cfg: MegConfig, fc: float) -> Path:
                 return Path(path)
         except ValueError:
             raise ConfigError(f"eval.codec_checkpoints.{key}", path,
-                              "keys that are compression rates, e.g. eval.codec_checkpoints.0.5=<ckpt>"
-                              ) from None
+                              "keys that are compression rates, e.g. "
+                              "'eval.codec_checkpoints={\"0.5\": <ckpt>}'") from None
     if cfg.codec.checkpoint and math.isclose(cfg.codec.fc, fc):
         return Path(cfg.codec.checkpoint)
     from meg_lightning.codec.train import run_dir
@@ -209,7 +213,7 @@ def codec_checkpoint(cfg: MegConfig, fc: float) -> Path:
             return folder / name
     raise UserError(f"eval.codec_checkpoints has no checkpoint for fc={fc:g} and {folder} holds "
                     f"none: expected `meg train-codec codec.fc={fc:g}` to have run, or "
-                    f"eval.codec_checkpoints.'{fc:g}'=<path to .ckpt>")
+                    f"'eval.codec_checkpoints={{\"{fc:g}\": <path to .ckpt>}}'")
 
 
 def _default_codec(cfg: MegConfig, fc: float, latent_shape, device):
@@ -218,14 +222,25 @@ def _default_codec(cfg: MegConfig, fc: float, latent_shape, device):
     return load_codec(codec_checkpoint(cfg, fc), latent_shape=latent_shape, fc=fc).to(device)
 
 
-def _default_linear(cfg: MegConfig, fc: float, dm, device):
-    """The optimal linear analog code of rate fc fitted on the training latents (codec.baselines)."""
-    try:
-        from meg_lightning.codec import baselines
-    except ImportError as e:
-        raise UserError(f"scheme 'linear' needs meg_lightning.codec.baselines ({e}); "
-                        "drop it with eval.schemes=[...]") from None
-    return baselines.linear_scheme_module(cfg, fc, dm).to(device)
+def train_latents(dm) -> Tensor:
+    """All training latents (N, C, h, w): what the linear code and the OPTA spectrum are fitted on."""
+    ds = dm.dataset("train")
+    return torch.stack([ds[i]["z"] for i in range(len(ds))])
+
+
+def _default_linear(fc: float, z_train: Tensor, device):
+    """The optimal linear analog code of rate fc (codec.LinearCode) fitted on training latents."""
+    from meg_lightning.codec import LinearCode
+
+    return LinearCode.fit(z_train, fc).to(device)
+
+
+def latent_spectrum(z_train: Tensor) -> np.ndarray:
+    """All |z| eigenvalues of the training latents' sample covariance (descending, zero-padded)."""
+    from meg_lightning.codec import LinearCode
+
+    lam = LinearCode.fit(z_train, 1.0).eigvals
+    return np.pad(lam, (0, z_train[0].numel() - lam.size))
 
 
 def _default_channel(cfg: MegConfig, kind: str, snr_db: float):
@@ -265,8 +280,8 @@ def _save_png(path: Path, image: Tensor) -> None:
         Image.fromarray(to_uint8(image[None])[0]).save(tmp, format="PNG")
 
 
-def _build_schemes(cfg, cells, *, decode_image, latent_shape, dm, device, codecs, linear_codes
-                   ) -> dict[tuple[str, Optional[float], str], Scheme]:
+def _build_schemes(cfg, cells, *, decode_image, latent_shape, z_train, device, codecs,
+                   linear_codes) -> dict[tuple[str, Optional[float], str], Scheme]:
     from meg_lightning.codec.components import code_length
 
     numel = math.prod(latent_shape)
@@ -278,7 +293,7 @@ def _build_schemes(cfg, cells, *, decode_image, latent_shape, dm, device, codecs
         if c.scheme == "centralized":
             schemes[sk] = CentralizedScheme()
         elif c.scheme == "feature":
-            schemes[sk] = LatentScheme("feature", decode_image)
+            schemes[sk] = FeatureLatentScheme(decode_image)
         elif c.scheme == "meg":
             if c.fc not in codecs:
                 codecs[c.fc] = _default_codec(cfg, c.fc, latent_shape, device)
@@ -287,9 +302,8 @@ def _build_schemes(cfg, cells, *, decode_image, latent_shape, dm, device, codecs
                                        decode=codec.decode, fc=c.fc)
         elif c.scheme == "linear":
             if c.fc not in linear_codes:
-                linear_codes[c.fc] = _default_linear(cfg, c.fc, dm, device)
-            schemes[sk] = JointLatentScheme("linear", linear_codes[c.fc], code_length(c.fc, numel),
-                                            decode_image, fc=c.fc)
+                linear_codes[c.fc] = _default_linear(c.fc, z_train(), device)
+            schemes[sk] = LinearScheme(linear_codes[c.fc], decode_image, fc=c.fc)
         elif c.scheme == "digital":
             schemes[sk] = DigitalScheme(code_length(c.fc, numel), codec=cfg.eval.digital_codec,
                                         kind=c.channel, num_blocks=cfg.channel.num_blocks, fc=c.fc)
@@ -411,8 +425,24 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
     atomic_write_json(out / "examples" / "index.json", {"example_index": int(index[0]),
                                                         "test_indices": index.tolist()})
     channel_factory = channel_factory or (lambda kind, snr: _default_channel(cfg, kind, snr))
+    cache: dict[str, Any] = {}
+
+    def z_train() -> Tensor:
+        if "z_train" not in cache:
+            cache["z_train"] = train_latents(dm)
+        return cache["z_train"]
+
+    def opta(symbols: int, snr_db: float) -> float:
+        """Gaussian OPTA latent MSE for this symbol budget on AWGN (codec.opta_mse)."""
+        from meg_lightning.codec import opta_mse
+
+        if "spectrum" not in cache:
+            cache["spectrum"] = latent_spectrum(z_train())
+        numel = math.prod(latent_shape)
+        return float(opta_mse(cache["spectrum"], min(1.0, symbols / numel), snr_db))
+
     schemes = _build_schemes(cfg, todo, decode_image=decode_image, latent_shape=latent_shape,
-                             dm=dm, device=device, codecs=dict(codecs or {}),
+                             z_train=z_train, device=device, codecs=dict(codecs or {}),
                              linear_codes=dict(linear_codes or {}))
 
     # Run the cells, rewriting the results after each one
@@ -425,6 +455,8 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
                                   channel_factory(cell.channel, cell.snr_db), z, i_0, feats_0,
                                   extractor=extractor, batch_size=bs, seed=seed,
                                   bootstrap=cfg.eval.bootstrap, device=device)
+        if cell.channel == "awgn" and cell.scheme in ("feature", "meg", "linear"):
+            metrics["opta_latent_mse"] = opta(metrics["symbols"], cell.snr_db)
         row = {"cell": cell.key, "scheme": cell.scheme, "channel": cell.channel,
                "snr_db": cell.snr_db, "fc": cell.fc, "num_blocks": cfg.channel.num_blocks,
                "equalizer": cfg.channel.equalizer, "seed": seed, "config_hash": h, **metrics,
