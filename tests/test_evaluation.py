@@ -297,3 +297,15 @@ def test_meg_eval_and_figures_end_to_end_on_the_tiny_preset(tmp_path, monkeypatc
     figs = tmp_path / "runs" / "figures"
     for stem in ("fig5_examples", "fig6_psnr", "fig7_fid"):
         assert (figs / f"{stem}.png").stat().st_size > 0
+
+
+def test_fig10_falls_back_to_latent_mse_without_images(tmp_path):
+    from meg_lightning.evaluation.figures import fig_power, read_fig10
+
+    p = tmp_path / "fig10.csv"
+    p.write_text("p_max_mw,snr_db,policy,fid,psnr,latent_mse,expected_mse,n_images,scheme,reward\n"
+                 "1,10,ppo,nan,nan,0.2,0.2,0,gaussian,latent_mse\n"
+                 "1,10,equal,nan,nan,0.3,0.3,0,gaussian,latent_mse\n"
+                 "4,16,ppo,nan,nan,0.1,0.1,0,gaussian,latent_mse\n")
+    paths = fig_power(read_fig10(p), tmp_path / "fig10")
+    assert len(paths) == 2 and all(x.stat().st_size > 0 for x in paths)

@@ -175,8 +175,21 @@ def read_fig10(path: Path) -> list[dict]:
     return rows
 
 
+def _finite(v) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
 def fig_power(rows: list[dict], path_stem: Path) -> list[Path]:
-    """Fig. 10: FID against the power budget P_max (mW), one line per policy."""
+    """Fig. 10: FID against the power budget P_max (mW), one line per policy.
+
+    When the PPO stage ran on synthetic seeds (no images, FID ``nan``) the latent MSE is plotted
+    instead, and the axis says so.
+    """
+    metric = "fid" if any(_finite(r.get("fid")) for r in rows) else "latent_mse"
+    rows = [r for r in rows if _finite(r.get(metric))]
     if not rows:
         return []
     fig, ax = plt.subplots(figsize=(5.2, 4))
@@ -185,13 +198,18 @@ def fig_power(rows: list[dict], path_stem: Path) -> list[Path]:
         by[r["policy"]].append(r)
     for policy in sorted(by):
         pts = sorted(by[policy], key=lambda r: float(r["p_max_mw"]))
-        ax.plot([float(r["p_max_mw"]) for r in pts], [float(r["fid"]) for r in pts], marker="o",
+        ax.plot([float(r["p_max_mw"]) for r in pts], [float(r[metric]) for r in pts], marker="o",
                 label=policy)
-    n = sorted({r.get("n_images") for r in rows if r.get("n_images")})
+    n = sorted({str(r.get("n_images")) for r in rows if r.get("n_images") not in (None, "", "0")})
     ax.set_xlabel("power budget $P_{max}$ (mW)")
-    ax.set_ylabel("FID, lower is better")
-    ax.set_title(f"FID against power constraint ({'/'.join(n) or '?'} images per point)",
-                 fontsize=10)
+    if metric == "fid":
+        ax.set_ylabel("FID, lower is better")
+        ax.set_title(f"FID against power constraint ({'/'.join(n) or '?'} images per point)",
+                     fontsize=10)
+    else:
+        ax.set_ylabel("latent MSE, lower is better")
+        ax.set_title("Latent MSE against power constraint (no images: FID unavailable)",
+                     fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save(fig, path_stem)
