@@ -22,6 +22,15 @@ from meg_lightning.errors import ConfigError, UserError
 TINY = (4, 4, 4)  # |z| = 64
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one thread avoids OpenMP spin-waits on a loaded, shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def n_params(*modules: torch.nn.Module) -> int:
     return sum(p.numel() for m in modules for p in m.parameters())
 
@@ -234,3 +243,10 @@ def test_cli_train_codec_on_the_tiny_latent_cache(tmp_path):
     model = load_codec(best, fc=0.5)
     assert model.hparams.arch == "mlp" and len(model.latent_shape) == 3
     assert run(["train-codec", *args, "codec.fc=1.5"]) == 2
+
+
+def test_resume_refuses_a_checkpoint_of_another_architecture(make_cfg):
+    z = synthetic_latents(32)
+    train_main(_cfg(make_cfg, "trainer.max_epochs=1"), datamodule=_dm(z))
+    with pytest.raises(UserError, match="arch='mlp'.*arch='paper'"):
+        train_main(_cfg(make_cfg, "trainer.max_epochs=2", "codec.arch=paper"), datamodule=_dm(z))

@@ -7,7 +7,7 @@
 
 Randomness is explicit so that resuming from ``last.ckpt`` reproduces an uninterrupted run:
 training noise comes from a generator seeded by (seed, global step, rank), validation noise from
-one seeded by (seed, SNR, batch index), and the global RNG state (which draws the DataLoader
+one seeded by (seed, SNR, batch index, rank), and the global RNG state (which draws the DataLoader
 shuffle) is saved in and restored from the checkpoint.
 """
 
@@ -23,6 +23,7 @@ import lightning as L
 import torch
 from torch.nn import functional as F
 
+from meg_lightning.channel import Channel
 from meg_lightning.codec.components import build_codec, check_latents, code_length
 from meg_lightning.config import ChannelConfig, CodecConfig
 from meg_lightning.errors import ConfigError, UserError
@@ -80,8 +81,6 @@ class CodecModule(L.LightningModule):
         codec_cfg = CodecConfig(fc=fc, arch=arch, hidden=hidden, lr=lr, weight_decay=weight_decay,
                                 val_snrs_db=list(val_snrs_db))
         self.encoder, self.decoder = build_codec(self.latent_shape, codec_cfg)
-        from meg_lightning.channel import Channel
-
         channel_cfg = ChannelConfig(**channel)
         channel_cfg.validate("channel")
         self.channel_cfg = channel_cfg
@@ -172,7 +171,8 @@ class CodecModule(L.LightningModule):
             torch.set_rng_state(checkpoint["meg_rng_state"])
 
 
-def _read_checkpoint(path: Path) -> dict[str, Any]:
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint dict, memory-mapped (tensors are read only when used); UserError if not one."""
     try:
         # mmap: checking the hyper-parameters of a 2 GiB paper checkpoint reads only what is used.
         return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
@@ -193,7 +193,7 @@ def load_codec(path: str | Path, latent_shape: Optional[Sequence[int]] = None,
     if not path.is_file():
         raise UserError(f"codec checkpoint {str(path)!r} not found: expected a .ckpt file "
                         "(train one with `meg train-codec codec.fc=<fc>` or set codec.checkpoint)")
-    ckpt = _read_checkpoint(path)
+    ckpt = read_checkpoint(path)
     hp = dict(ckpt.get("hyper_parameters") or {})
     if "latent_shape" not in hp or "fc" not in hp:
         raise UserError(f"codec checkpoint {str(path)!r} has no codec hyper-parameters: "

@@ -15,7 +15,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from meg_lightning.codec.module import CodecModule
+from meg_lightning.codec.module import CodecModule, read_checkpoint
 from meg_lightning.config import MegConfig, save_resolved
 from meg_lightning.errors import UserError
 from meg_lightning.loggers import make_lightning_logger
@@ -56,6 +56,18 @@ def resume_path(cfg: MegConfig, folder: Path) -> Optional[Path]:
     return last if last.is_file() else None
 
 
+def check_resumable(path: Path, model: CodecModule) -> None:
+    """One-line UserError when ``path`` holds a codec of another shape than ``model``."""
+    hp = dict(read_checkpoint(path).get("hyper_parameters") or {})
+    for key in ("latent_shape", "fc", "arch", "hidden"):
+        want = model.hparams[key]
+        have = hp.get(key)
+        if (list(have) if key == "latent_shape" and have is not None else have) != want:
+            raise UserError(f"cannot resume from {str(path)!r}: it was trained with {key}={have!r}, "
+                            f"this run asks for {key}={want!r} (delete it or choose another "
+                            "out_dir / codec.checkpoint)")
+
+
 def main(cfg: MegConfig, datamodule: Optional[L.LightningDataModule] = None) -> Path:
     """Train the codec for ``cfg``; returns the best checkpoint (``last.ckpt`` if none monitored).
 
@@ -83,12 +95,15 @@ def main(cfg: MegConfig, datamodule: Optional[L.LightningDataModule] = None) -> 
                                  enable_version_counter=False)
     logger = make_lightning_logger(cfg, name=f"codec-fc{cfg.codec.fc:g}", save_dir=folder)
     kw = trainer_kwargs(cfg)
+    kw.setdefault("default_root_dir", str(folder))
     callbacks = list(kw.pop("callbacks", None) or []) + [checkpoint]
     trainer = L.Trainer(logger=logger, callbacks=callbacks, **kw)
     rank_zero_only(save_resolved)(cfg, folder)
 
     # Train (resuming exactly from last.ckpt when a previous run left one)
     ckpt_path = resume_path(cfg, folder)
+    if ckpt_path is not None:
+        check_resumable(ckpt_path, model)
     with warnings.catch_warnings():
         # tiny latent sets have fewer batches than log_every_n_steps; that is expected here
         warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
