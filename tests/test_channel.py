@@ -408,3 +408,20 @@ def test_cuda_matches_theory_and_is_seeded():
     assert abs(mse / theory.ergodic_mse_mmse(0.1) - 1) < 0.03
     c = ch(x, mode="eval", generator=gen(40))  # a CPU generator still works (draws are moved)
     assert c["x_hat"].device.type == "cuda"
+
+
+def test_given_fading_is_used_exactly():
+    """A pre-drawn h (the power-control env's) replaces the channel's own draw."""
+    from meg_lightning.channel import Channel
+
+    ch = Channel(kind="rayleigh", snr_db=10.0, num_blocks=4, equalizer="zf")
+    x = torch.randn(3, 16)
+    h = torch.complex(torch.randn(3, 4), torch.randn(3, 4))
+    out = ch(x, mode="eval", h=h, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out["h"], h)
+    noiseless = Channel(kind="rayleigh", snr_db=300.0, num_blocks=4, equalizer="zf")
+    torch.testing.assert_close(noiseless(x, mode="eval", h=h)["x_hat"], x, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="shape"):
+        ch(x, mode="eval", h=h[:, :2])
+    with pytest.raises(ValueError, match="rayleigh"):
+        Channel(kind="awgn")(x, mode="eval", h=h)

@@ -178,6 +178,7 @@ class Channel(nn.Module):
         mode: Optional[str] = None,
         snr_db: SnrArg = None,
         power: Optional[torch.Tensor] = None,
+        h: Optional[torch.Tensor] = None,
         generator: Optional[torch.Generator] = None,
     ) -> dict[str, torch.Tensor]:
         """Send ``x`` (B, ...) real through the channel; see the class docstring for the outputs.
@@ -189,6 +190,9 @@ class Channel(nn.Module):
             power: relative block powers p_b >= 0, shape (B, num_blocks) or (num_blocks,); None is
                 the same as all ones. ``zf`` outputs 0 (the prior mean) on a block with p_b = 0.
                 With ``kind="none"`` and ``equalizer="none"`` the output is ``sqrt(p_b) x``.
+            h: pre-drawn complex fading gains (B, num_blocks), ``kind="rayleigh"`` only: for a
+                transmitter that sees h_b before choosing p_b (the power-control env, eq. 31).
+                None draws h_b ~ CN(0, 1) from ``generator``.
             generator: the source of every random draw (SNR, fading, noise), for reproducibility.
                 Best on ``x.device``; on another device the draws are copied over.
 
@@ -229,7 +233,14 @@ class Channel(nn.Module):
         p = self._resolve_power(power, B, flat)  # (B, nb)
         ctype = torch.complex64 if work == torch.float32 else torch.complex128
 
-        if self.kind == "rayleigh":
+        if h is not None:
+            if self.kind != "rayleigh":
+                raise ValueError(f"h= is for kind='rayleigh', got kind={self.kind!r}")
+            if tuple(h.shape) != (B, nb) or not h.is_complex():
+                raise ValueError(f"h must be complex with shape {(B, nb)}, got {h.dtype} "
+                                 f"{tuple(h.shape)}")
+            h = h.to(device=x.device, dtype=ctype)
+        elif self.kind == "rayleigh":
             # h_b ~ CN(0, 1): real and imaginary parts N(0, 1/2), so E|h|^2 = 1 (as sionna).
             g = _randn((B, nb, 2), generator, flat) * math.sqrt(0.5)
             h = torch.complex(g[..., 0], g[..., 1])  # (B, nb)
