@@ -116,3 +116,34 @@ def test_missing_inception_weights_is_a_clear_error(monkeypatch, tmp_path):
         make_feature_extractor("inception")
     with pytest.warns(UserWarning, match="pixel-FID"):
         assert isinstance(make_feature_extractor("auto"), PixelFeatures)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Matrix is singular")  # 4 images, 2048 features: rank 3
+def test_inception_path_with_local_weights(monkeypatch, tmp_path):
+    """The Inception extractor end to end, offline: random weights saved where a user would put
+    the real ones (MEG_INCEPTION_WEIGHTS), then FID through torchmetrics."""
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+
+    from meg_lightning.metrics import InceptionFeatures
+
+    orig = fe.FeatureExtractorInceptionV3.load_state_dict
+    monkeypatch.setattr(fe, "load_state_dict_from_url", lambda *a, **k: {})
+    monkeypatch.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda *a, **k: None)
+    torch.manual_seed(0)
+    net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    sd = {k: v for k, v in nn.Module.state_dict(net).items()}
+    monkeypatch.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", orig)
+    path = tmp_path / "weights-inception.pth"
+    torch.save(sd, path)
+    monkeypatch.setenv("MEG_INCEPTION_WEIGHTS", str(path))
+    ext = make_feature_extractor("auto")
+    assert isinstance(ext, InceptionFeatures) and ext.num_features == 2048
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.rand(4, 3, 32, 32, generator=g), torch.rand(4, 3, 32, 32, generator=g)
+    f = extract_features(ext, real)
+    assert f.shape == (4, 2048) and torch.isfinite(f).all()
+    f_fake = extract_features(ext, fake)
+    ref = reference_fid(f.numpy(), f_fake.numpy())
+    assert fid_torchmetrics(real, fake, ext) == pytest.approx(ref, rel=1e-3, abs=1e-6)
+    assert frechet_distance(f, f_fake) == pytest.approx(ref, rel=1e-3, abs=1e-6)
