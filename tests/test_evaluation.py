@@ -273,6 +273,12 @@ def test_sweep_loads_a_trained_codec_checkpoint(make_cfg, tiny_pipe, tmp_path):
     with torch.no_grad():
         expected = float(((model.decode(model.encode(z)) - z) ** 2).flatten(1).mean(1).mean())
     assert row["latent_mse"] == pytest.approx(expected, rel=1e-4)
+    assert run_sweep(cfg, datamodule=dm, vae=tiny_pipe.vae, progress=False).computed == []
+    # a retrained codec (a new checkpoint file) invalidates the meg cells made with the old one
+    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict(),
+                "retrained": True}, ckpt)
+    again = run_sweep(cfg, datamodule=dm, vae=tiny_pipe.vae, progress=False)
+    assert again.computed == ["meg_fc0.5_none_snrinf"] and len(again.rows) == 1
 
 
 @pytest.mark.slow

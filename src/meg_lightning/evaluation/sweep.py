@@ -19,9 +19,10 @@ Outputs under ``{out_dir}/eval/``: ``results.csv`` (tidy, one row per cell; the 
 ``examples/`` (the first test image of every cell as PNG, for Fig. 5). After each cell the CSV and
 JSON are rewritten atomically, so an interrupted sweep resumes where it stopped: a cell whose key is
 already in the CSV with the same ``config_hash`` is skipped. The hash covers every setting that
-changes a cell's numbers (model, data, channel blocks/equaliser, codec checkpoints, eval settings)
-but not the lists being swept, so widening the sweep reuses the cells already done. Rows of another
-hash are moved to ``results.stale-<hash>.csv``.
+changes a cell's numbers (model, data, channel blocks/equaliser, eval settings) but not the lists
+being swept, so widening the sweep reuses the cells already done. Rows of another hash are moved
+to ``results.stale-<hash>.csv``. A `meg` row also records ``codec_id``, a fingerprint of its codec
+checkpoint: after retraining a codec its cells are recomputed.
 
 Every cell draws its channel noise from its own generator seeded by (seed, cell key), so a cell's
 numbers do not depend on which other cells ran before it.
@@ -76,7 +77,7 @@ COLUMNS = [
     "fid", "fid_ci_low", "fid_ci_high", "fid_ci_level", "fid_bootstrap", "fid_n_images",
     "fid_features", "latent_nmse", "latent_mse", "opta_latent_mse",
     "digital_success", "digital_bits", "digital_threshold_snr_db",
-    "num_blocks", "equalizer", "seed", "config_hash", "time_s",
+    "num_blocks", "equalizer", "seed", "codec_id", "config_hash", "time_s",
 ]
 
 
@@ -112,15 +113,38 @@ def enumerate_cells(cfg: MegConfig) -> list[Cell]:
 
 
 def sweep_hash(cfg: MegConfig) -> str:
-    """Hash of every setting that changes a cell's numbers (not the swept lists themselves)."""
+    """Hash of every setting that changes a cell's numbers, except the swept lists themselves and
+    the codec checkpoints (each `meg` row carries its checkpoint's ``codec_id`` instead)."""
     d = to_dict(cfg)
     ev = {k: v for k, v in d["eval"].items()
-          if k not in ("schemes", "snrs_db", "fcs", "channels", "results")}
-    data = {k: v for k, v in d["data"].items() if k not in ("num_workers", "gen_batch_size",
-                                                            "batch_size", "shard_size")}
-    return config_hash({"model": d["model"], "seed": d["seed"], "generation": d["generation"],
-                        "data": data, "eval": ev, "codec": d["codec"],
+          if k not in ("schemes", "snrs_db", "fcs", "channels", "results", "codec_checkpoints")}
+    data = {k: v for k, v in d["data"].items()
+            if k not in ("num_workers", "gen_batch_size", "batch_size", "shard_size", "cache_dir")}
+    gen = {k: v for k, v in d["generation"].items() if k != "device"}
+    return config_hash({"model": d["model"], "seed": d["seed"], "generation": gen,
+                        "data": data, "eval": ev,
                         "channel": {k: d["channel"][k] for k in ("num_blocks", "equalizer")}})
+
+
+def codec_ids(cfg: MegConfig, codecs: Optional[dict[float, Any]] = None) -> dict[float, str]:
+    """fc -> a fingerprint of the codec that evaluates it (checkpoint path, size and mtime;
+    ``injected`` for a module passed in). A `meg` row whose ``codec_id`` differs is recomputed;
+    an fc without a checkpoint yet is absent."""
+    ids = {}
+    fcs = [float(f) for f in cfg.eval.fcs] if "meg" in cfg.eval.schemes else []
+    for fc in fcs:
+        if codecs and fc in codecs:
+            ids[fc] = "injected"
+            continue
+        try:
+            path = codec_checkpoint(cfg, fc)
+        except UserError:
+            continue
+        if path.is_file():
+            st = path.stat()
+            blob = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()
+            ids[fc] = hashlib.sha256(blob).hexdigest()[:12]
+    return ids
 
 
 def cell_seed(base_seed: int, key: str) -> int:
@@ -392,6 +416,10 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
             atomic_write_text(dest, rows_to_csv(stale))
             warnings.warn(f"{len(stale)} rows in {csv_path} came from another configuration "
                           f"(hash {', '.join(hashes)} != {h}); moved to {dest}", stacklevel=2)
+    ids = codec_ids(cfg, codecs)
+    # a meg row made with another codec checkpoint than the one now configured is recomputed
+    rows = [r for r in rows if r["scheme"] != "meg" or r.get("fc") is None
+            or float(r["fc"]) not in ids or r.get("codec_id") == ids[float(r["fc"])]]
     done = {r["cell"] for r in rows}
     cells = enumerate_cells(cfg)
     todo = [c for c in cells if c.key not in done]
@@ -459,7 +487,8 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
             metrics["opta_latent_mse"] = opta(metrics["symbols"], cell.snr_db)
         row = {"cell": cell.key, "scheme": cell.scheme, "channel": cell.channel,
                "snr_db": cell.snr_db, "fc": cell.fc, "num_blocks": cfg.channel.num_blocks,
-               "equalizer": cfg.channel.equalizer, "seed": seed, "config_hash": h, **metrics,
+               "equalizer": cfg.channel.equalizer, "seed": seed, "config_hash": h,
+               "codec_id": ids.get(cell.fc) if cell.scheme == "meg" else None, **metrics,
                "time_s": round(time.perf_counter() - t0, 3)}
         _save_png(out / "examples" / f"{cell.key}.png", first)
         rows.append(row)
