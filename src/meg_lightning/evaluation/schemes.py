@@ -213,10 +213,10 @@ class DigitalScheme:
         if self.kind == "awgn":
             return torch.full((batch,), awgn_capacity_bits(self.symbols, snr_db), dtype=torch.float64)
         n_b = torch.tensor(block_sizes(self.symbols, self.num_blocks), dtype=torch.float64)
-        # |h_b|^2 of h_b ~ CN(0, 1) is Exp(1); drawn on the CPU from the cell's generator
-        gen = generator if generator is None or generator.device.type == "cpu" else None
-        gains = torch.empty(batch, self.num_blocks, dtype=torch.float64).exponential_(1.0,
-                                                                                      generator=gen)
+        # |h_b|^2 of h_b ~ CN(0, 1) is Exp(1); drawn where the cell's generator lives
+        device = generator.device if generator is not None else torch.device("cpu")
+        gains = torch.empty(batch, self.num_blocks, dtype=torch.float64, device=device)
+        gains = gains.exponential_(1.0, generator=generator).cpu()  # (batch, B)
         return (n_b * 0.5 * torch.log2(1 + gains * snr)).sum(1)
 
     def __call__(self, z, i_0, *, channel=None, snr_db, generator) -> SchemeOutput:
