@@ -226,6 +226,10 @@ def test_figures_from_a_synthetic_results_csv(make_cfg):
                                  "fid_ci_high": 6 - snr / 5, "fid_features": "pixel-FID"})
                     Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(
                         ev / "examples" / f"{cell.key}.png")
+    for scheme, fc, capped in (("feature", None, 8), ("meg", 0.5, 0)):  # noiseless references
+        rows.append({"cell": Cell(scheme, "none", math.inf, fc).key, "scheme": scheme,
+                     "channel": "none", "snr_db": math.inf, "fc": fc, "n_images": 8,
+                     "psnr_db": 100.0 if capped else 28.0, "psnr_capped": capped, "fid": 0.5})
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(ev / "examples" / "reference.png")
     (ev / cfg.eval.results).write_text(rows_to_csv(rows))
     ppo = ev.parent / "ppo"

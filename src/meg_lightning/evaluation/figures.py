@@ -6,7 +6,8 @@ and ``{out_dir}/ppo/fig10.csv`` (written by `meg train-ppo`); writes PNG and PDF
 
 - ``fig5_examples``: the first test image for every scheme (rows) and SNR (columns), AWGN;
 - ``fig6_psnr`` / ``fig7_fid``: PSNR and FID against SNR per scheme, one panel per channel kind
-  (the FID panel shades the bootstrap interval);
+  (the FID panel shades the bootstrap interval; a dotted line marks a scheme's value over the
+  noiseless channel when the sweep included ``none``);
 - ``fig8_psnr_fc`` / ``fig9_fid_fc``: heatmaps of the `meg` scheme's PSNR and FID over fc x SNR;
 - ``fig10_fid_power``: FID against the power budget per power-allocation policy;
 - ``table2.csv`` / ``table2.md``: Table II for the SD-v1.5 shapes (:mod:`.table2`).
@@ -79,6 +80,10 @@ def fig_vs_snr(rows: list[dict], metric: str, path_stem: Path) -> list[Path]:
     kinds = _channels(rows)
     if not kinds:
         return []
+    # noiseless values, except PSNRs at the cap (identical images), which would flatten the axes
+    noiseless = {label(r): float(r[metric]) for r in rows
+                 if r["channel"] == "none" and _finite(r.get(metric))
+                 and not (metric == "psnr_db" and r.get("psnr_capped") == r.get("n_images"))}
     fig, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds), 4), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         series: dict[str, list[dict]] = defaultdict(list)
@@ -90,6 +95,9 @@ def fig_vs_snr(rows: list[dict], metric: str, path_stem: Path) -> list[Path]:
             x = np.array([float(r["snr_db"]) for r in pts])
             y = np.array([float(r[metric]) for r in pts])
             (line,) = ax.plot(x, y, marker="o", ms=3, label=lbl)
+            ref = noiseless.get(lbl)
+            if ref is not None:  # the same scheme over the noiseless channel, dotted
+                ax.axhline(ref, color=line.get_color(), ls=":", lw=1)
             if metric == "fid":
                 lo = np.array([float(r.get("fid_ci_low") or np.nan) for r in pts])
                 hi = np.array([float(r.get("fid_ci_high") or np.nan) for r in pts])
