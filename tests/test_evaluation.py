@@ -242,7 +242,9 @@ def test_figures_from_a_synthetic_results_csv(make_cfg):
     for stem in ("fig5_examples", "fig6_psnr", "fig7_fid", "fig8_psnr_fc", "fig9_fid_fc",
                  "fig10_fid_power"):
         assert {f"{stem}.png", f"{stem}.pdf"} <= names, stem
-    assert {"table2.csv", "table2.md"} <= names
+    assert {"table2.csv", "table2.md", "table2_tiny.csv", "table2_tiny.md"} <= names
+    tiny = (ev.parent / "figures" / "table2_tiny.md").read_text()
+    assert "| feature | 256 |" in tiny and "| meg fc=0.5 | 128 |" in tiny  # 4x8x8 latents
     assert all(p.stat().st_size > 0 for p in paths)
 
 

@@ -10,7 +10,8 @@ and ``{out_dir}/ppo/fig10.csv`` (written by `meg train-ppo`); writes PNG and PDF
   noiseless channel when the sweep included ``none``);
 - ``fig8_psnr_fc`` / ``fig9_fid_fc``: heatmaps of the `meg` scheme's PSNR and FID over fc x SNR;
 - ``fig10_fid_power``: FID against the power budget per power-allocation policy;
-- ``table2.csv`` / ``table2.md``: Table II for the SD-v1.5 shapes (:mod:`.table2`).
+- ``table2.csv`` / ``table2.md``: Table II for the SD-v1.5 shapes (:mod:`.table2`), and
+  ``table2_tiny.*`` for the tiny preset when that is the configured model.
 
 A figure whose inputs are missing is skipped with a note (printed and returned).
 """
@@ -260,11 +261,28 @@ def make_figures(results_csv: Optional[Path], examples: Optional[Path], ppo_csv:
     return paths, notes
 
 
+def preset_table2(cfg: MegConfig, out: Path) -> list[Path]:
+    """Table II for the configured model too, when it can be built offline (the tiny preset):
+    its image and latent shapes (f_d from the VAE config), its generator and ``codec.arch``."""
+    if cfg.model != "tiny":
+        return []
+    from meg_lightning.evaluation.table2 import pipeline_params, table2, write_table2
+    from meg_lightning.generation import latent_shape
+    from meg_lightning.generation.tiny import build_tiny_pipeline
+
+    pipe = build_tiny_pipeline()
+    g = cfg.generation
+    rows = table2((3, g.height, g.width), latent_shape(pipe, g), arch=cfg.codec.arch,
+                  hidden=cfg.codec.hidden, generator_params=pipeline_params(pipe))
+    return write_table2(rows, out, name="table2_tiny")
+
+
 def main(cfg: MegConfig) -> list[Path]:
     """`meg figures`: regenerate every figure under ``{out_dir}/figures`` from saved results."""
     root = Path(cfg.out_dir)
     paths, notes = make_figures(root / "eval" / cfg.eval.results, root / "eval" / "examples",
                                 root / "ppo" / "fig10.csv", root / "figures")
+    paths += preset_table2(cfg, root / "figures")
     for n in notes:
         print(f"meg figures: {n}")
     print(f"meg figures: wrote {len(paths)} files to {root / 'figures'}")
