@@ -96,7 +96,8 @@ def test_fid_bootstrap_interval_and_count():
     fake = real + 0.5 * torch.randn(30, 8, generator=g)
     r = fid_with_ci(real, fake, bootstrap=50, seed=0, features="test")
     assert r.n_images == 30 and r.bootstrap == 50
-    assert r.ci_low <= r.ci_high and r.ci_low >= 0
+    assert 0 <= r.ci_low <= r.fid <= r.ci_high and r.se > 0
+    assert r.ci_high - r.fid == pytest.approx(1.959964 * r.se, rel=1e-5)
     d = r.as_dict()
     assert d["fid"] == r.fid and d["fid_n_images"] == 30 and d["fid_features"] == "test"
     assert fid_with_ci(real, fake, bootstrap=50, seed=0) == fid_with_ci(real, fake, bootstrap=50,

@@ -11,7 +11,8 @@ perfect images I_0 = D(z) (paper Sec. II-C):
   paper's FID; ``pixel-FID`` is an offline stand-in, not comparable);
 - ``latent_nmse`` / ``latent_mse`` of z_hat against z (latent schemes only) and, on AWGN,
   ``opta_latent_mse``: the Gaussian OPTA bound for the same symbol budget and the training
-  latents' covariance (no scheme can beat it on a Gaussian source with that covariance);
+  latents' covariance (no scheme can beat it on a Gaussian source with that covariance; nan
+  unless there are more training latents than |z|, as the sample covariance is singular then);
 - ``symbols``: real channel symbols per image (``channel_uses`` = complex uses = symbols / 2).
 
 Outputs under ``{out_dir}/eval/``: ``results.csv`` (tidy, one row per cell; the name is
@@ -74,7 +75,7 @@ FC_SCHEMES = ("meg", "linear", "digital")
 COLUMNS = [
     "cell", "scheme", "channel", "snr_db", "fc", "symbols", "channel_uses", "n_images",
     "psnr_db", "psnr_std", "psnr_capped", "psnr_cap_db",
-    "fid", "fid_ci_low", "fid_ci_high", "fid_ci_level", "fid_bootstrap", "fid_n_images",
+    "fid", "fid_se", "fid_ci_low", "fid_ci_high", "fid_ci_level", "fid_bootstrap", "fid_n_images",
     "fid_features", "latent_nmse", "latent_mse", "opta_latent_mse",
     "digital_success", "digital_bits", "digital_threshold_snr_db",
     "num_blocks", "equalizer", "seed", "codec_id", "config_hash", "time_s",
@@ -461,12 +462,16 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
         return cache["z_train"]
 
     def opta(symbols: int, snr_db: float) -> float:
-        """Gaussian OPTA latent MSE for this symbol budget on AWGN (codec.opta_mse)."""
+        """Gaussian OPTA latent MSE for this symbol budget on AWGN (codec.opta_mse), or nan when
+        there are fewer training latents than |z|: the sample covariance then has |z| - N + 1 zero
+        eigenvalues and the "bound" would be far below what any scheme reaches on new latents."""
         from meg_lightning.codec import opta_mse
 
+        numel = math.prod(latent_shape)
+        if len(z_train()) <= numel:
+            return float("nan")
         if "spectrum" not in cache:
             cache["spectrum"] = latent_spectrum(z_train())
-        numel = math.prod(latent_shape)
         return float(opta_mse(cache["spectrum"], min(1.0, symbols / numel), snr_db))
 
     schemes = _build_schemes(cfg, todo, decode_image=decode_image, latent_shape=latent_shape,
