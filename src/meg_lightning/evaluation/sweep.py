@@ -69,6 +69,9 @@ from meg_lightning.metrics import (
     psnr_per_image,
 )
 
+#: bumped when a change to the schemes or metrics makes earlier rows incomparable (part of the hash)
+RESULTS_VERSION = 2
+
 #: schemes whose cells are repeated for every fc in ``eval.fcs`` (``digital`` gets meg's budget)
 FC_SCHEMES = ("meg", "linear", "digital")
 
@@ -122,8 +125,8 @@ def sweep_hash(cfg: MegConfig) -> str:
     data = {k: v for k, v in d["data"].items()
             if k not in ("num_workers", "gen_batch_size", "batch_size", "shard_size", "cache_dir")}
     gen = {k: v for k, v in d["generation"].items() if k != "device"}
-    return config_hash({"model": d["model"], "seed": d["seed"], "generation": gen,
-                        "data": data, "eval": ev,
+    return config_hash({"version": RESULTS_VERSION, "model": d["model"], "seed": d["seed"],
+                        "generation": gen, "data": data, "eval": ev,
                         "channel": {k: d["channel"][k] for k in ("num_blocks", "equalizer")}})
 
 
