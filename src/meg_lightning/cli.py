@@ -28,6 +28,14 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "bench": ("meg_lightning.bench", "main", "run the benchmarks under benchmarks/"),
 }
 
+_OVERRIDES: list[str] = []
+
+
+def current_overrides() -> list[str]:
+    """The ``key=value`` arguments of the running command (for commands that re-compose)."""
+    return list(_OVERRIDES)
+
+
 USAGE = "usage: meg <command> [key=value ...]   (meg --help, meg <command> --help)"
 
 
@@ -86,6 +94,7 @@ def run(argv: list[str]) -> int:
     from meg_lightning.config import load_config
 
     module, func, _ = COMMANDS[command]
+    _OVERRIDES[:] = args
     try:
         cfg = load_config(args)
         fn: Callable[[Any], Any] = getattr(importlib.import_module(module), func)
