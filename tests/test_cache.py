@@ -148,9 +148,11 @@ def test_other_settings_are_refused(make_cfg):
 def test_datamodule_reads_only_and_splits_deterministically(make_cfg):
     cfg = make_cfg("data.num_prompts=10", "data.shard_size=4", "generation.num_inference_steps=2",
                    "data.batch_size=3")
-    dm = build_datamodule(cfg)
     with pytest.raises(UserError, match="no latent cache"):
-        dm.setup("fit")  # setup never generates
+        build_datamodule(cfg).setup("fit")  # setup never generates
+    with pytest.raises(UserError, match="no latent cache"):
+        build_datamodule(cfg).prepare_data()  # neither does prepare_data by default
+    dm = build_datamodule(cfg, generate=True)
     dm.prepare_data()
     dm.setup("fit")
     assert dm.latent_shape == (4, 8, 8)

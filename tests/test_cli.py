@@ -44,7 +44,7 @@ def _cache_args(tmp_path, *extra):
     (["latents", "codec.fc=1.2"], "codec.fc=1.2"),
     (["latents", "channel.snr_db=nan"], "channel.snr_db=nan"),
     (["train-codec", "data.num_prompts=4"], "no latent cache"),              # missing cache
-    (["latents", "model=mini"], "model='mini'"),
+    (["latents", "data.val_fraction=0.6", "data.test_fraction=0.5"], "a sum below 1"),
 ])
 def test_bad_input_exits_2_with_one_line_and_no_files(tmp_path, capsys, args, needle):
     argv = [args[0], f"data.cache_dir={tmp_path / 'cache'}", f"out_dir={tmp_path / 'runs'}",

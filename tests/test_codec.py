@@ -232,12 +232,14 @@ def test_ddp_two_cpu_processes(tmp_path):
 
 @pytest.mark.slow
 def test_cli_train_codec_on_the_tiny_latent_cache(tmp_path):
-    """`meg train-codec` end to end: generates the tiny latent cache, trains, checkpoints."""
+    """`meg latents` then `meg train-codec` end to end: trains, checkpoints."""
     from meg_lightning.cli import run
 
     args = ["model=tiny", "data.num_prompts=16", f"data.cache_dir={tmp_path / 'cache'}",
             f"out_dir={tmp_path / 'runs'}", "logger=csv", "trainer.max_epochs=2",
             "trainer.accelerator=cpu", "trainer.enable_progress_bar=false"]
+    assert run(["train-codec", *args]) == 2  # no cache yet: training never generates
+    assert run(["latents", *args]) == 0
     assert run(["train-codec", *args]) == 0
     best = tmp_path / "runs" / "codec" / "fc0.5" / "best.ckpt"
     model = load_codec(best, fc=0.5)

@@ -310,6 +310,7 @@ def test_meg_eval_and_figures_end_to_end_on_the_tiny_preset(tmp_path, monkeypatc
                      "data.test_fraction=0.3", "eval.schemes=[centralized,feature,linear,digital]",
                      "eval.snrs_db=[-10,10]", "eval.channels=[awgn,rayleigh]", "eval.num_images=6",
                      "eval.bootstrap=10", "eval.fid_features=pixels", "logger=wandb"]
+    assert run(["latents", *args]) == 0
     assert run(["eval", *args]) == 0
     rows = read_results(tmp_path / "runs" / "eval" / "results.csv")
     assert len(rows) == 2 * (2 + 2 + 2 + 2)

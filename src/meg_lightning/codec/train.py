@@ -83,8 +83,8 @@ def main(cfg: MegConfig, datamodule: Optional[L.LightningDataModule] = None) -> 
 
         datamodule = build_datamodule(cfg)
     if rank_zero_only.rank == 0 and hasattr(datamodule, "prepare_data"):
-        # The model's size depends on the latent shape, so the cache must exist before the
-        # Trainer would build it. DDP workers start inside fit(), after this has finished.
+        # Checks the cache (`meg latents` builds it): the model's size depends on the latent
+        # shape. DDP workers start inside fit(), after this has finished.
         datamodule.prepare_data()
     latent_shape = tuple(datamodule.latent_shape)
     model = CodecModule.from_config(cfg, latent_shape)

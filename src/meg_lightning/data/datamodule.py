@@ -81,13 +81,18 @@ class TensorLatentDataModule(L.LightningDataModule):
 
 
 class LatentDataModule(TensorLatentDataModule):
-    """Latents from the on-disk cache: ``prepare_data`` generates, ``setup`` only reads (mmap)."""
+    """Latents from the on-disk cache; ``setup`` only reads (memory-mapped).
 
-    def __init__(self, cfg):
+    ``prepare_data`` generates the missing latents when ``generate=True``; by default it only
+    checks that the cache holds them (settings, count, checksums) and otherwise says to run
+    `meg latents`: training and evaluation never start SD generation (GPU work) on their own.
+    """
+
+    def __init__(self, cfg, generate: bool = False):
         L.LightningDataModule.__init__(self)
         from meg_lightning.data.cache import LatentCache
 
-        self.cfg = cfg
+        self.cfg, self.generate = cfg, generate
         self.cache = LatentCache(cfg)
         d = cfg.data
         self.batch_size, self.num_workers = d.batch_size, d.num_workers
@@ -95,7 +100,9 @@ class LatentDataModule(TensorLatentDataModule):
         self.z = None
 
     def prepare_data(self) -> None:
-        self.cache.build()
+        if self.generate:
+            self.cache.build()
+        self.z = self.cache.open()
 
     def setup(self, stage: str | None = None) -> None:
         if self.z is None:
@@ -111,6 +118,6 @@ class LatentDataModule(TensorLatentDataModule):
         return LatentDataset(self.z, self.splits[split])
 
 
-def build_datamodule(cfg) -> LatentDataModule:
+def build_datamodule(cfg, generate: bool = False) -> LatentDataModule:
     """The cache-backed datamodule for ``cfg`` (``cfg.data`` + the generation settings)."""
-    return LatentDataModule(cfg)
+    return LatentDataModule(cfg, generate=generate)

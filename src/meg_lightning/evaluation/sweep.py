@@ -214,7 +214,7 @@ def _default_datamodule(cfg: MegConfig):
     from meg_lightning.data import build_datamodule
 
     dm = build_datamodule(cfg)
-    dm.prepare_data()  # builds the latent cache if missing (resumable), else only checks it
+    dm.prepare_data()  # checks the cache (settings, count, checksums); `meg latents` builds it
     dm.setup("test")
     return dm
 
