@@ -81,31 +81,32 @@ def test_rerun_is_a_noop_and_extending_n_reuses_shards(make_cfg):
 
 
 def test_sigkill_midrun_then_resume_equals_uninterrupted(make_cfg, tmp_path):
-    args = ["latents", "data.num_prompts=48", "data.shard_size=4", "data.gen_batch_size=1",
-            "generation.num_inference_steps=10", "logger=none", "generation.device=cpu"]
+    n, shard = 30, 2
+    args = [f"data.num_prompts={n}", f"data.shard_size={shard}", "data.gen_batch_size=1",
+            "generation.num_inference_steps=6", "logger=none", "generation.device=cpu"]
     killed = tmp_path / "killed"
-    p = _meg(*args, f"data.cache_dir={killed}")
+    p = _meg("latents", *args, f"data.cache_dir={killed}")
     deadline = time.time() + 120
     while not (killed / "shard-00001.json").exists():
         assert p.poll() is None, p.communicate()
         assert time.time() < deadline
-        time.sleep(0.02)
+        time.sleep(0.01)
     p.send_signal(signal.SIGKILL)
     p.wait()
     done = sorted(killed.glob("shard-*.json"))
-    assert 0 < len(done) < 12, "the kill must land mid-run"
-    assert not (killed / "manifest.json").exists() or \
-        json.loads((killed / "manifest.json").read_text())["num_samples"] < 48
-    p = _meg(*args, f"data.cache_dir={killed}")
+    assert 0 < len(done) < n // shard, "the kill must land mid-run"
+    p = _meg("latents", *args, f"data.cache_dir={killed}")
     out, err = p.communicate(timeout=300)
     assert p.returncode == 0, err
+    # the uninterrupted reference, in this process
     full = tmp_path / "full"
-    p = _meg(*args, f"data.cache_dir={full}")
-    assert p.wait(timeout=300) == 0
+    LatentCache(make_cfg(*args, f"data.cache_dir={full}")).build(progress=False)
     a, b = json.loads((killed / "manifest.json").read_text()), json.loads((full / "manifest.json").read_text())
     assert a["samples"] == b["samples"]  # nothing lost, nothing duplicated, same prompts and seeds
-    assert [s["index"] for s in a["samples"]] == list(range(48))
-    np.testing.assert_array_equal(_latents(killed), _latents(full))
+    assert [s["index"] for s in a["samples"]] == list(range(n))
+    za, zb = _latents(killed), _latents(full)
+    assert za.shape == zb.shape == (n, 4, 8, 8)
+    assert np.abs(za - zb).max() <= 1e-5 * np.abs(zb).max()  # same thread count: in practice equal
     assert not list(killed.glob(".tmp-*"))
 
 
