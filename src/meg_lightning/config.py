@@ -160,7 +160,7 @@ class PPOConfig:
     total_frames: int = 2_000_000  # total environment steps
     lr: float = 3e-4  # Adam learning rate (actor and critic)
     gamma: float = 1.0  # discount (finite horizon, terminal reward)
-    lmbda: float = 0.95  # GAE lambda
+    lmbda: float = 0.9  # GAE lambda (0.9: the critic is accurate, see power/train.py)
     clip_epsilon: float = 0.2  # PPO clip range (eq. 38)
     entropy_coef: float = 1e-3  # c2 in eq. 37
     critic_coef: float = 1.0  # c1 in eq. 37

@@ -158,7 +158,11 @@ class MEGPowerEnv(EnvBase):
 
     Observation keys (all with leading batch dim N): ``g`` (N, 1) ``|h_t|^2``, ``h`` (N, 2) real and
     imaginary part of ``h_t``, ``budget`` (N, 1) remaining power / P_max, ``t`` (N, 1) t/B,
-    ``seed`` (N, S) summary of block t; state: ``fading`` (N, B, 2), ``power`` (N, B) fractions of
+    ``share`` (N, 1) remaining power / (equal share x blocks left), ``log_g`` (N, 1) log10 g_t,
+    ``seed`` (N, S) summary of block t, ``history`` (N, B) ``log(1 + received SNR)`` of the blocks
+    already sent (0 for the others: what the transmitter knows about the distortion already
+    incurred; the critic reads it), ``gains`` (N, B) log10 g_b of ALL blocks (privileged, future
+    included: for the critic's input-driven baseline only, never a policy input); state: ``fading`` (N, B, 2), ``power`` (N, B) fractions of
     P_max spent per block, ``step`` (N, 1), ``seed_blocks`` (N, B, S); per-episode results (zero
     until the last block): ``latent_mse``, ``expected_mse`` (the noise-averaged MSE of unit-power
     Gaussian symbols given p and g, the proxy of the baselines), ``psnr``, ``fid``.
@@ -217,8 +221,9 @@ class MEGPowerEnv(EnvBase):
         unit = lambda *s: Bounded(low=0.0, high=1.0, shape=(N, *s), dtype=f32, device=self.device)  # noqa: E731
         free = lambda *s: Unbounded(shape=(N, *s), dtype=f32, device=self.device)  # noqa: E731
         self.observation_spec = Composite(
-            g=free(1), h=free(2), budget=unit(1), t=unit(1), seed=free(S),
-            fading=free(B, 2), power=unit(B), seed_blocks=free(B, S),
+            g=free(1), h=free(2), budget=unit(1), t=unit(1), seed=free(S), share=free(1),
+            log_g=free(1),
+            history=free(B), gains=free(B), fading=free(B, 2), power=unit(B), seed_blocks=free(B, S),
             step=Bounded(low=0, high=B, shape=(N, 1), dtype=torch.int64, device=self.device),
             latent_mse=free(1), expected_mse=free(1), psnr=free(1), fid=free(1),
             shape=(N,), device=self.device)
@@ -242,14 +247,26 @@ class MEGPowerEnv(EnvBase):
         return torch.nn.functional.adaptive_avg_pool1d(e, self.seed_features).reshape(
             N, self.num_blocks, self.seed_features)
 
-    def _observe(self, fading: torch.Tensor, seed_blocks: torch.Tensor, step: torch.Tensor
-                 ) -> dict[str, torch.Tensor]:
+    def _observe(self, fading: torch.Tensor, seed_blocks: torch.Tensor, step: torch.Tensor,
+                 power: torch.Tensor, budget: torch.Tensor) -> dict[str, torch.Tensor]:
         """The per-block part of the observation at block ``step`` (clamped at the last block)."""
-        t = step.clamp(max=self.num_blocks - 1)  # (N, 1)
+        B = self.num_blocks
+        t = step.clamp(max=B - 1)  # (N, 1)
         h = fading.gather(1, t[:, :, None].expand(-1, 1, 2)).squeeze(1)  # (N, 2)
         seed = seed_blocks.gather(1, t[:, :, None].expand(-1, 1, self.seed_features)).squeeze(1)
-        return {"h": h, "g": h.square().sum(-1, keepdim=True), "seed": seed,
-                "t": step.float() / self.num_blocks}
+        past = torch.arange(B, device=step.device)[None, :] < step  # (N, B) blocks already sent
+        # received SNR of each block sent, p_b g_b / sigma2, as log(1 + SNR) (0 for the future):
+        # smooth in the powers, and exp(-x) is the MMSE distortion of a unit-power Gaussian symbol
+        snr_b = power * B * fading.square().sum(-1) / theory.noise_var_from_snr_db(self.snr_db)
+        history = torch.log1p(snr_b) * past
+        # remaining power relative to an equal split over the blocks left (1 = on the tie path):
+        # a function of (budget, t) that the optimal causal policy scales with
+        share = budget * B / (B - step).clamp_min(1).float()
+        g = h.square().sum(-1, keepdim=True)
+        # log10 g as well: the optimal allocation changes fastest for weak channels (g << 1)
+        gains = fading.square().sum(-1).clamp_min(1e-6).log10()  # (N, B) all blocks, privileged
+        return {"h": h, "g": g, "log_g": g.clamp_min(1e-6).log10(), "seed": seed,
+                "t": step.float() / B, "share": share, "history": history, "gains": gains}
 
     def _reset(self, tensordict: Optional[TensorDictBase] = None, **kwargs: Any) -> TensorDictBase:
         N, B = self.batch_size[0], self.num_blocks
@@ -260,10 +277,11 @@ class MEGPowerEnv(EnvBase):
         seed_blocks = self._summaries(self._x).float()
         step = torch.zeros(N, 1, dtype=torch.int64, device=self.device)
         zeros = torch.zeros(N, 1, device=self.device)
-        out = {"fading": fading, "seed_blocks": seed_blocks, "step": step,
-               "power": torch.zeros(N, B, device=self.device), "budget": torch.ones(N, 1, device=self.device),
-               "latent_mse": zeros, "expected_mse": zeros, "psnr": zeros, "fid": zeros,
-               **self._observe(fading, seed_blocks, step)}
+        power = torch.zeros(N, B, device=self.device)
+        budget = torch.ones(N, 1, device=self.device)
+        out = {"fading": fading, "seed_blocks": seed_blocks, "step": step, "power": power,
+               "budget": budget, "latent_mse": zeros, "expected_mse": zeros, "psnr": zeros,
+               "fid": zeros, **self._observe(fading, seed_blocks, step, power, budget)}
         return TensorDict(out, batch_size=self.batch_size, device=self.device)
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
@@ -282,7 +300,7 @@ class MEGPowerEnv(EnvBase):
         out = {"fading": fading, "seed_blocks": seed_blocks, "step": step, "power": power,
                "budget": budget, "reward": zeros, "latent_mse": zeros, "expected_mse": zeros,
                "psnr": zeros, "fid": zeros, "done": done, "terminated": done.clone(),
-               **self._observe(fading, seed_blocks, step)}
+               **self._observe(fading, seed_blocks, step, power, budget)}
         if bool(done.any()):
             out.update(self._finish(fading, power, done))
         return TensorDict(out, batch_size=self.batch_size, device=self.device)

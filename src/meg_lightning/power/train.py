@@ -36,7 +36,17 @@ from meg_lightning.io import atomic_path, atomic_write_json, clean_tmp
 from meg_lightning.power.baselines import EqualPolicy
 from meg_lightning.power.env import MEGPowerEnv, make_env, make_source
 
-OBS_KEYS = ("g", "budget", "t", "seed")  # the policy's view of s_t (eq. 31)
+OBS_KEYS = ("g", "log_g", "budget", "share", "t", "seed")  # the policy's view of s_t (eq. 31)
+# The critic also reads (1) the received SNR of the blocks already sent and (2) the gains of ALL
+# B blocks. The reward comes only at the end (eq. 34) and sums the distortion of every block, so
+# V(s_t) alone can predict neither the part already incurred nor the luck of the blocks to come,
+# and that unexplained variance swamps the effect of one action. The fading is an exogenous input
+# process that no action changes, so a baseline that knows it keeps the policy gradient unbiased
+# (input-driven baselines, Mao et al., ICLR 2019) while removing most of its variance. The actor
+# keeps the causal state of eq. 31.
+CRITIC_KEYS = (*OBS_KEYS, "history", "gains")
+LOG_KEYS = ("loss_objective", "loss_critic", "loss_entropy", "explained_variance", "kl_approx",
+            "clip_fraction")
 # PPO settings that change the networks: a checkpoint with other values cannot be resumed.
 ARCH_KEYS = ("num_blocks", "seed_features", "hidden")
 
@@ -49,6 +59,7 @@ def wrap_env(env: MEGPowerEnv, reward_scale: float = 1.0) -> TransformedEnv:
     """The env as the agent sees it: ``observation`` concatenated, rewards multiplied by a scale."""
     return TransformedEnv(env, Compose(
         CatTensors(in_keys=list(OBS_KEYS), out_key="observation", del_keys=False),
+        CatTensors(in_keys=list(CRITIC_KEYS), out_key="critic_observation", del_keys=False),
         RewardScaling(loc=0.0, scale=reward_scale)))
 
 
@@ -70,9 +81,10 @@ def build_models(cfg: MegConfig, env: EnvBase) -> tuple[ProbabilisticActor, Valu
         TensorDictModule(actor_net, in_keys=["observation"], out_keys=["loc", "scale"]),
         in_keys=["loc", "scale"], spec=env.action_spec, distribution_class=TanhNormal,
         distribution_kwargs={"low": 0.0, "high": 1.0}, return_log_prob=True)
+    critic_dim = env.observation_spec["critic_observation"].shape[-1]
     critic = ValueOperator(
-        MLP(in_features=obs_dim, out_features=1, num_cells=[h, h], activation_class=nn.Tanh),
-        in_keys=["observation"])
+        MLP(in_features=critic_dim, out_features=1, num_cells=[h, h], activation_class=nn.Tanh),
+        in_keys=["critic_observation"])
     return actor, critic
 
 
@@ -186,9 +198,13 @@ def _main(cfg: MegConfig) -> dict[str, Any]:
     # Create the logger
     logger = make_logger(cfg, folder / "logs", f"ppo-{config_hash(p)}")
 
-    def update(batch) -> dict[str, float]:
+    def update(batch, frames: int) -> dict[str, float]:
         """Algorithm 3 lines 19-22: num_epochs passes of minibatch PPO over one collected batch."""
-        stats: dict[str, list[float]] = {"loss_objective": [], "loss_critic": [], "loss_entropy": []}
+        # linear learning-rate decay to 0 at total_frames: the late, small steps fine-tune the
+        # allocation (a constant rate leaves the policy jittering around the optimum)
+        for group in optim.param_groups:
+            group["lr"] = p.lr * max(1.0 - frames / p.total_frames, 0.0)
+        stats: dict[str, list[float]] = {"lr": [optim.param_groups[0]["lr"]]}
         for _ in range(p.num_epochs):
             with torch.no_grad():
                 advantage(batch)  # GAE with the current critic (values refreshed each epoch)
@@ -196,13 +212,14 @@ def _main(cfg: MegConfig) -> dict[str, Any]:
             for _ in range(frames_per_batch // minibatch):
                 mb = buffer.sample()
                 losses = loss_module(mb)
-                loss = losses["loss_objective"] + losses["loss_critic"] + losses["loss_entropy"]
+                loss = sum(v for k, v in losses.items() if k.startswith("loss_"))  # eq. 37
                 optim.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(loss_module.parameters(), 1.0)
                 optim.step()
-                for k in stats:
-                    stats[k].append(float(losses[k].detach()))
+                for k in LOG_KEYS:
+                    if k in losses.keys():
+                        stats.setdefault(k, []).append(float(losses[k].detach().mean()))
         return {k: sum(v) / max(len(v), 1) for k, v in stats.items()}
 
     def save(frames: int) -> None:
@@ -216,9 +233,9 @@ def _main(cfg: MegConfig) -> dict[str, Any]:
     bar = tqdm(total=p.total_frames, initial=min(frames_done, p.total_frames), unit="frame",
                desc="train-ppo", dynamic_ncols=True)
     for batch in collector or ():
-        frames_done += batch.numel()
         last = batch["next", "done"].squeeze(-1)  # (N, T) episode ends
-        log = update(batch)
+        log = update(batch, frames_done)
+        frames_done += batch.numel()
         log["episode_reward"] = float(batch["next", "reward"][last].mean()) if last.any() else math.nan
         log["latent_mse"] = float(batch["next", "latent_mse"][last].mean()) if last.any() else math.nan
         log["fps"] = frames_done / max(time.perf_counter() - t0, 1e-9)
