@@ -17,7 +17,7 @@ COMMON = model=$(MODEL) data.num_prompts=$(N) $(ARGS)
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup latents train-codec train-ppo eval figures demo test test-slow bench clean
+.PHONY: help setup latents train-codec train-ppo eval figures demo test test-slow bench clean train-mini
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ test: setup ## the fast test suite (no network, CPU, < 10 min)
 
 test-slow: setup ## the slow tests (real weights when present, long training checks)
 	$(BIN)/python -m pytest -q -m slow
+
+train-mini: setup ## train and save the shipped mini text-to-image model + classifier (~1 h on 2 CPU cores)
+	$(BIN)/python -m meg_lightning.mini.train $(ARGS)
 
 bench: setup ## the benchmarks under benchmarks/ (numbers go to docs/BENCHMARKS.md)
 	$(BIN)/meg bench $(ARGS)

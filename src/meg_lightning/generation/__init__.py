@@ -67,8 +67,16 @@ def load_pipeline(cfg: MegConfig, device: torch.device | None = None):
 
         pipe = build_tiny_pipeline()
     elif cfg.model == "mini":
-        raise UserError("model='mini' is not available yet (planned: a small trained model shipped "
-                        "with the package); use model=tiny offline or model=paper with weights")
+        # the shipped diffusers folder, loaded exactly like any local SD-v1.5 folder
+        from dataclasses import replace
+
+        from meg_lightning.mini import PIPELINE_DIR
+
+        if not (PIPELINE_DIR / "model_index.json").exists():
+            raise MissingWeightsError(f"model='mini': its weights are missing from "
+                                      f"{str(PIPELINE_DIR)!r} (a broken install?): reinstall "
+                                      "meg_lightning or run `make train-mini` to train them")
+        return load_pipeline(replace(cfg, model=str(PIPELINE_DIR)), device)
     else:
         name = model_id(cfg.model)
         looks_local = name.startswith((".", "/", "~")) or os.path.isdir(os.path.expanduser(name))
