@@ -299,3 +299,11 @@ def test_ppo_closes_80_percent_of_the_gap_to_causal_dp(tmp_path):
     assert pol["equal"] > pol["causal_dp"] > pol["oracle"]
     assert res["gap_closed"] >= 0.8
     assert took < 600
+
+
+def test_ppo_yaml_equals_the_defaults():
+    from dataclasses import asdict
+
+    from meg_lightning.config import PPOConfig
+
+    assert asdict(load_config([]).ppo) == asdict(PPOConfig())

@@ -1,10 +1,12 @@
 """`meg train-ppo`: PPO for seed power allocation (paper Sec. IV-C, Algorithm 3, eqs. 35-40).
 
-One straight script. The actor is a tanh-squashed Gaussian on [0, 1] (the action a_t of eq. 32),
-the critic a value MLP; both read ``observation`` = [g_t, remaining budget, t/B, seed summary].
-Rewards are divided by the magnitude of the equal-power reward (measured once on a training
-batch), so the terminal reward is O(1) for every reward kind and SNR; advantages are normalised
-per minibatch as well.
+One straight script. The actor is a tanh-squashed Gaussian on [0, 1] (the action a_t of eq. 32)
+reading the causal state of eq. 31, ``observation`` = [g_t, log10 g_t, remaining budget, remaining
+budget per block left, t/B, seed summary]; it starts near the tie allocation a_t = 1/B. The critic
+also reads the received SNR of the blocks already sent and the gains of all blocks (see
+``CRITIC_KEYS``). Rewards are divided by the magnitude of the equal-power reward (measured once on
+a training batch), so the terminal reward is O(1) for every reward kind and SNR; advantages are
+normalised per minibatch; the learning rate decays linearly to 0.
 
 Outputs under ``{out_dir}/ppo/``: ``checkpoint.pt`` (written atomically after every batch; a rerun
 resumes from it), ``config.yaml``, ``eval.json`` (held-out comparison with the baselines) and the
@@ -230,8 +232,8 @@ def _main(cfg: MegConfig) -> dict[str, Any]:
 
     # Train
     t0 = time.perf_counter()
-    bar = tqdm(total=p.total_frames, initial=min(frames_done, p.total_frames), unit="frame",
-               desc="train-ppo", dynamic_ncols=True)
+    bar = tqdm(total=frames_done + (collector.total_frames if collector else 0), initial=frames_done,
+               unit="frame", desc="train-ppo", dynamic_ncols=True)
     for batch in collector or ():
         last = batch["next", "done"].squeeze(-1)  # (N, T) episode ends
         log = update(batch, frames_done)
@@ -245,8 +247,6 @@ def _main(cfg: MegConfig) -> dict[str, Any]:
         bar.update(batch.numel())
         bar.set_postfix(mse=f"{log['latent_mse']:.4g}", reward=f"{log['episode_reward']:.3f}")
         save(frames_done)
-        if frames_done >= p.total_frames:
-            break
     bar.close()
     if collector is not None:
         collector.shutdown()
