@@ -228,6 +228,11 @@ def test_codec_checkpoint_for_another_latent_shape(tmp_path, monkeypatch):
     cfg = small_cfg(tmp_path, "ppo.scheme=meg")  # no checkpoint at all
     with pytest.raises(ConfigError, match="codec.checkpoint"):
         make_env(cfg)
+    good = CodecModule((4, 4, 4), fc=0.5, arch="mlp")  # the right shape: seeds of k = 32
+    torch.save({"hyper_parameters": dict(good.hparams), "state_dict": good.state_dict()}, ckpt)
+    env = make_env(small_cfg(tmp_path, "ppo.scheme=meg", f"codec.checkpoint={ckpt}"), num_envs=4)
+    assert env.source.seed_dim == 32
+    assert env.rollout(B).shape == (4, B)
 
 
 @pytest.mark.parametrize("override", ["ppo.p_max_mw=0", "ppo.reward=ssim", "ppo.num_blocks=7",

@@ -356,8 +356,9 @@ def snr_from_budget(p_max_mw: float, num_blocks: int, noise_power_mw: float,
 def make_source(cfg: Any, split: str = "train") -> SeedSource:
     """The seed source of ``cfg.ppo.scheme`` (a :class:`~meg_lightning.config.MegConfig`).
 
-    Latent schemes read the cache (generating what is missing, as Lightning's ``prepare_data``)
-    and serve ``split``; ``source.with_split("test")`` gives the held-out latents.
+    Latent schemes read the latent cache (written by ``meg latents``; a missing cache is a
+    UserError saying so) and serve ``split``; ``source.with_split("test")`` gives the held-out
+    latents.
     """
     scheme = cfg.ppo.scheme
     if scheme == "gaussian":
@@ -370,7 +371,9 @@ def make_source(cfg: Any, split: str = "train") -> SeedSource:
     dm.prepare_data()
     dm.setup("fit")
     ds = dm.dataset("train")
-    z = ds.z.float()  # (M, C, h, w), the whole cache; the splits index into it
+    # (M, C, h, w): the whole cache (a tensor, or the memory-mapped cache); splits index into it
+    z = ds.z.stack() if hasattr(ds.z, "stack") else torch.as_tensor(ds.z)
+    z = z.float()
     codec = None
     if scheme == "meg":
         if not cfg.codec.checkpoint:
@@ -407,6 +410,10 @@ def make_env(cfg: Any, *, num_envs: Optional[int] = None, seed: Optional[int] = 
     except (ImportError, AttributeError) as e:
         raise UserError(f"ppo.scheme={p.scheme!r} needs the latent cache and codec modules "
                         f"({type(e).__name__}: {e}); use ppo.scheme=gaussian") from None
+    if fid_extractor is None and (p.reward == "fid" or image_metrics):
+        from meg_lightning.metrics.fid import make_feature_extractor
+
+        fid_extractor = make_feature_extractor(cfg.eval.fid_features)
     snr_db = snr_from_budget(p_max, p.num_blocks, cfg.channel.noise_power_mw, p.avg_snr_db)
     return MEGPowerEnv(source, num_envs=num_envs or p.num_envs, num_blocks=p.num_blocks,
                        p_max_mw=p_max, snr_db=snr_db, equalizer=p.equalizer, reward=p.reward,
