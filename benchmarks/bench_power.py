@@ -52,10 +52,11 @@ def time_batched(n: int, blocks: int, seed_dim: int, episodes_rounds: int) -> fl
 def time_loop(n: int, blocks: int, seed_dim: int) -> float:
     """Steps/s of the same episodes run one at a time in plain Python / torch."""
     from meg_lightning.power import GaussianSeeds
-    from meg_lightning.power.link import FadingLink
+    from meg_lightning.channel import Channel
 
     source = GaussianSeeds(seed_dim)
-    link = FadingLink(blocks, 20.0, "mmse", normalize=False)
+    link = Channel(kind="rayleigh", snr_db=20.0, num_blocks=blocks, equalizer="mmse",
+                   normalize=False)
     rng = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
     for _ in range(n):
@@ -69,7 +70,8 @@ def time_loop(n: int, blocks: int, seed_dim: int) -> float:
             power[t], budget = spend, max(budget - spend, 0.0)
             del g_t
         h = torch.complex(fading[..., 0], fading[..., 1])
-        x_hat = link(x, h, torch.tensor([power]) * blocks, generator=rng)
+        x_hat = link(x, mode="eval", power=torch.tensor([power]) * blocks, h=h,
+                     generator=rng)["x_hat"]
         float((source.decode(x_hat) - z).square().mean())  # the terminal latent MSE
     return n * blocks / (time.perf_counter() - t0)
 

@@ -225,8 +225,8 @@ def test_codec_checkpoint_for_another_latent_shape(tmp_path, monkeypatch):
     with pytest.raises(ConfigError) as e:
         make_env(cfg)
     assert e.value.key == "latent_shape"
-    cfg = small_cfg(tmp_path, "ppo.scheme=meg")  # no checkpoint at all
-    with pytest.raises(ConfigError, match="codec.checkpoint"):
+    cfg = small_cfg(tmp_path, "ppo.scheme=meg")  # no checkpoint at all, and none trained
+    with pytest.raises(UserError, match="no trained codec for fc=0.5.*codec.checkpoint"):
         make_env(cfg)
     good = CodecModule((4, 4, 4), fc=0.5, arch="mlp")  # the right shape: seeds of k = 32
     torch.save({"hyper_parameters": dict(good.hparams), "state_dict": good.state_dict()}, ckpt)

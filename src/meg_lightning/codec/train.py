@@ -7,6 +7,8 @@ exactly), ``config.yaml`` (the resolved config) and the logger's files.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -34,6 +36,21 @@ SMALL_EPOCHS = 30  # tiny / mini presets: a few seconds per epoch on a CPU
 def run_dir(cfg: MegConfig) -> Path:
     """``{out_dir}/codec/fc{fc}``, e.g. ``data/runs/codec/fc0.5``."""
     return Path(cfg.out_dir) / "codec" / f"fc{cfg.codec.fc:g}"
+
+
+def trained_checkpoint(cfg: MegConfig, fc: Optional[float] = None) -> Path:
+    """The codec for rate ``fc`` (default ``codec.fc``): ``codec.checkpoint`` when it is for that
+    rate, else `meg train-codec`'s output ``{out_dir}/codec/fc{fc}/best.ckpt`` (or ``last.ckpt``).
+    """
+    fc = cfg.codec.fc if fc is None else fc
+    if cfg.codec.checkpoint and math.isclose(cfg.codec.fc, fc):
+        return Path(cfg.codec.checkpoint)
+    folder = run_dir(dataclasses.replace(cfg, codec=dataclasses.replace(cfg.codec, fc=fc)))
+    for name in ("best.ckpt", "last.ckpt"):
+        if (folder / name).is_file():
+            return folder / name
+    raise UserError(f"no trained codec for fc={fc:g}: {str(folder)!r} holds no checkpoint; run "
+                    f"`meg train-codec codec.fc={fc:g}` first or set codec.checkpoint=<.ckpt>")
 
 
 def trainer_kwargs(cfg: MegConfig) -> dict[str, Any]:

@@ -32,7 +32,6 @@ numbers do not depend on which other cells ran before it.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import hashlib
 import io
 import math
@@ -221,8 +220,10 @@ def _default_datamodule(cfg: MegConfig):
 
 def codec_checkpoint(cfg: MegConfig, fc: float) -> Path:
     """Which codec checkpoint evaluates rate ``fc``: ``eval.codec_checkpoints[fc]``, else
-    ``codec.checkpoint`` when ``codec.fc == fc``, else ``meg train-codec``'s output
-    ``{out_dir}/codec/fc{fc}/best.ckpt`` (or ``last.ckpt``)."""
+    :func:`meg_lightning.codec.train.trained_checkpoint` (``codec.checkpoint`` or the output of
+    `meg train-codec codec.fc=<fc>`)."""
+    from meg_lightning.codec.train import trained_checkpoint
+
     for key, path in cfg.eval.codec_checkpoints.items():
         try:
             if math.isclose(float(key), fc):
@@ -231,17 +232,7 @@ def codec_checkpoint(cfg: MegConfig, fc: float) -> Path:
             raise ConfigError(f"eval.codec_checkpoints.{key}", path,
                               "keys that are compression rates, e.g. "
                               "'eval.codec_checkpoints={\"0.5\": <ckpt>}'") from None
-    if cfg.codec.checkpoint and math.isclose(cfg.codec.fc, fc):
-        return Path(cfg.codec.checkpoint)
-    from meg_lightning.codec.train import run_dir
-
-    folder = run_dir(dataclasses.replace(cfg, codec=dataclasses.replace(cfg.codec, fc=fc)))
-    for name in ("best.ckpt", "last.ckpt"):
-        if (folder / name).is_file():
-            return folder / name
-    raise UserError(f"eval.codec_checkpoints has no checkpoint for fc={fc:g} and {folder} holds "
-                    f"none: expected `meg train-codec codec.fc={fc:g}` to have run, or "
-                    f"'eval.codec_checkpoints={{\"{fc:g}\": <path to .ckpt>}}'")
+    return trained_checkpoint(cfg, fc)
 
 
 def _default_codec(cfg: MegConfig, fc: float, latent_shape, device):

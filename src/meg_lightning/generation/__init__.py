@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 
 from meg_lightning.config import GenerationConfig, MegConfig
-from meg_lightning.errors import ConfigError, MissingWeightsError, UserError
+from meg_lightning.errors import ConfigError, MissingWeightsError
 
 DEFAULT_HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -126,7 +126,7 @@ def generate_latents(pipe, prompts: Sequence[str], seeds: Sequence[int],
     One generator per sample makes each latent independent of its batch-mates: batching changes
     the result only through floating-point reduction order in the batched U-Net.
     """
-    device = pipe.device
+    # CPU generators: the same noise whatever device the U-Net runs on
     gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
     out = pipe(list(prompts), height=gen.height, width=gen.width,
                num_inference_steps=gen.num_inference_steps, guidance_scale=gen.guidance_scale,

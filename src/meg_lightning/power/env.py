@@ -45,9 +45,8 @@ from torch import nn
 from torchrl.data import Bounded, Composite, Unbounded
 from torchrl.envs import EnvBase
 
-from meg_lightning.channel import theory
+from meg_lightning.channel import Channel, theory
 from meg_lightning.errors import ConfigError, UserError
-from meg_lightning.power.link import FadingLink
 
 REWARDS = ("latent_mse", "psnr", "fid")
 SCHEMES = ("meg", "feature", "gaussian")
@@ -204,8 +203,9 @@ class MEGPowerEnv(EnvBase):
         self.seed_features = seed_features
         self.block_len = 2 * n_c // num_blocks  # real symbols per block (incl. padding)
         # Gaussian seeds are unit-power by construction; real seeds are normalised per sample.
-        self.link = FadingLink(num_blocks, snr_db, equalizer,
-                               normalize=not isinstance(source, GaussianSeeds))
+        # the project's channel layer, given the fading the agent observed (eq. 28-29)
+        self.link = Channel(kind="rayleigh", snr_db=snr_db, num_blocks=num_blocks,
+                            equalizer=equalizer, normalize=not isinstance(source, GaussianSeeds))
         self._fid_extractor = fid_extractor
         self._x: Optional[torch.Tensor] = None  # (N, k) seeds of the running episodes
         self._z: Optional[torch.Tensor] = None  # (N, ...) their latents
@@ -313,7 +313,8 @@ class MEGPowerEnv(EnvBase):
             raise RuntimeError("MEGPowerEnv.step before reset")
         h = torch.complex(fading[..., 0], fading[..., 1])  # (N, B)
         p_rel = power * self.num_blocks  # relative to the equal share P_max / B
-        x_hat = self.link(self._x, h, p_rel, generator=self.rng)  # (N, k)
+        x_hat = self.link(self._x, mode="eval", power=p_rel, h=h,
+                          generator=self.rng)["x_hat"]  # (N, k)
         z_hat = self.source.decode(x_hat)
         latent_mse = (z_hat - self._z).flatten(1).square().mean(1, keepdim=True)  # (N, 1)
         mse_fn = theory.mse_mmse if self.equalizer == "mmse" else theory.mse_zf
@@ -376,13 +377,10 @@ def make_source(cfg: Any, split: str = "train") -> SeedSource:
     z = z.float()
     codec = None
     if scheme == "meg":
-        if not cfg.codec.checkpoint:
-            raise ConfigError("codec.checkpoint", cfg.codec.checkpoint,
-                              "a trained codec .ckpt for ppo.scheme=meg (train one with "
-                              "`meg train-codec`), or ppo.scheme=gaussian|feature")
         from meg_lightning.codec.module import load_codec
+        from meg_lightning.codec.train import trained_checkpoint
 
-        codec = load_codec(cfg.codec.checkpoint, latent_shape=tuple(z.shape[1:]))
+        codec = load_codec(trained_checkpoint(cfg), latent_shape=tuple(z.shape[1:]))
     vae = None
     if cfg.ppo.reward != "latent_mse":
         from meg_lightning.generation import load_pipeline
