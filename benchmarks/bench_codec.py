@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import platform
 import resource
 import statistics
 import time
@@ -26,16 +25,7 @@ import warnings
 import torch
 from torch.nn import functional as F
 
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from meg_lightning.bench import cpu_model
 
 
 def make_loader(z: torch.Tensor, batch_size: int):

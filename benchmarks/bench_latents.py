@@ -11,22 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import tempfile
 import time
 
 import torch
 
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from meg_lightning.bench import machine
 
 
 def main() -> None:
@@ -74,8 +65,7 @@ def main() -> None:
             best[bs] = min(best[bs], cache_run(bs))
     shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"machine: {os.cpu_count()} CPU cores, {cpu_name()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; tiny preset, {args.n} latents, {args.steps} DDIM "
+    print(f"machine: {machine()}; tiny preset, {args.n} latents, {args.steps} DDIM "
           f"steps, best of {args.rounds} alternating rounds\n")
     print("| method | latents/s | ratio vs stock loop |")
     print("|---|---|---|")

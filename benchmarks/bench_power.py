@@ -17,23 +17,13 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
 import tempfile
 import time
 
 import torch
 
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from meg_lightning.bench import cpu_model
 
 
 def time_batched(n: int, blocks: int, seed_dim: int, episodes_rounds: int) -> float:

@@ -6,12 +6,34 @@ the obvious alternative in the same run and prints a ratio.
 
 from __future__ import annotations
 
+import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
 
 from meg_lightning.config import MegConfig
 from meg_lightning.errors import UserError
+
+
+def cpu_model() -> str:
+    """The CPU's model name (for the machine line every benchmark prints)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine() -> str:
+    """One line naming the machine a benchmark ran on."""
+    import torch
+
+    return (f"{os.cpu_count()} CPU cores, {cpu_model()}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads")
 
 
 def benchmarks_dir() -> Path:
