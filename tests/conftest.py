@@ -35,5 +35,10 @@ def tiny_pipe():
 
 
 @pytest.fixture(autouse=True)
-def _seed():
+def _seed_and_one_thread():
+    """Seed every test; run it on one intra-op thread (tiny models: see runtime.torch_threads)."""
+    from meg_lightning.runtime import torch_threads
+
     torch.manual_seed(0)
+    with torch_threads(1):
+        yield

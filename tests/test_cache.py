@@ -32,7 +32,9 @@ def _stock(pipe, cfg, i):
 
 
 def _meg(*args, env=None, **kw):
-    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", **(env or {})}
+    # one thread, as in this process (conftest): tiny models, and a fair comparison
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "meg_lightning.cli", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 

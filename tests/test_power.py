@@ -29,15 +29,6 @@ def gaussian_env(n: int = 5, seed: int = 0, **kw) -> MEGPowerEnv:
                        **kw)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: on the shared 2-core test machine extra threads only add contention
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def small_cfg(tmp_path, *extra: str):
     return load_config([f"out_dir={tmp_path}", "logger=csv", "ppo.num_envs=64",
                         "ppo.frames_per_batch=512", "ppo.total_frames=1024",

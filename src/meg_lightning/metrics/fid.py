@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from meg_lightning.errors import ConfigError, MissingWeightsError
+from meg_lightning.runtime import torch_threads
 
 # torch-fidelity's weight file (torch_fidelity.feature_extractor_inceptionv3.URL_INCEPTION_V3),
 # cached by torch.hub under <torch.hub.get_dir()>/checkpoints/.
@@ -145,12 +146,13 @@ def frechet_distance(real: Tensor, fake: Tensor) -> float:
     n, m = len(real), len(fake)
     if n < 2 or m < 2:
         raise ValueError(f"FID needs at least 2 images per set, got {n} real and {m} generated")
-    real, fake = real.double(), fake.double()
-    a, b = real - real.mean(0), fake - fake.mean(0)
-    mean_term = (real.mean(0) - fake.mean(0)).square().sum()
-    trace_term = a.square().sum() / (n - 1) + b.square().sum() / (m - 1)
-    cross = torch.linalg.svdvals(a @ b.T).sum() / math.sqrt((n - 1) * (m - 1))
-    return float((mean_term + trace_term - 2 * cross).clamp_min(0.0))
+    with torch_threads(1):  # (n x m) work: threads only add waiting (see runtime.torch_threads)
+        real, fake = real.double(), fake.double()
+        a, b = real - real.mean(0), fake - fake.mean(0)
+        mean_term = (real.mean(0) - fake.mean(0)).square().sum()
+        trace_term = a.square().sum() / (n - 1) + b.square().sum() / (m - 1)
+        cross = torch.linalg.svdvals(a @ b.T).sum() / math.sqrt((n - 1) * (m - 1))
+        return float((mean_term + trace_term - 2 * cross).clamp_min(0.0))
 
 
 def fid_torchmetrics(real_images: Tensor, fake_images: Tensor, extractor: nn.Module,

@@ -117,6 +117,10 @@ def fig10_sweep(cfg: Any, powers: Sequence[float] = FIG10_POWERS, *,
         cfg_p = copy.deepcopy(cfg)
         cfg_p.ppo.p_max_mw, cfg_p.ppo.avg_snr_db = float(p_max), None
         cfg_p.ppo.checkpoint, cfg_p.ppo.fig10_powers = None, None
+        if cfg.ppo.scheme == "meg":  # the codec stays the one trained under the main out_dir
+            from meg_lightning.codec.train import trained_checkpoint
+
+            cfg_p.codec.checkpoint = str(trained_checkpoint(cfg))
         cfg_p.out_dir = str(Path(cfg.out_dir) / "fig10" / f"p{p_max:g}")
         env = make_env(cfg_p, source=source, num_envs=n, seed=cfg.seed + 1_000_003,
                        fid_extractor=fid_extractor, image_metrics=images)

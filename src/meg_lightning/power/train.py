@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from meg_lightning.config import MegConfig, config_hash, save_resolved, to_dict
 from meg_lightning.errors import ConfigError, UserError
+from meg_lightning.runtime import torch_threads
 from meg_lightning.io import atomic_path, atomic_write_json, clean_tmp
 from meg_lightning.power.baselines import EqualPolicy
 from meg_lightning.power.env import MEGPowerEnv, make_env, make_source
@@ -136,12 +137,8 @@ def load_checkpoint(path: Path, cfg: MegConfig) -> dict[str, Any]:
 def main(cfg: MegConfig) -> dict[str, Any]:
     # The networks are tiny: on a shared CPU extra intra-op threads cost far more than they
     # save (measured ~10x slower updates with 2 threads on the 2-core test machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return _main(cfg)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _main(cfg: MegConfig) -> dict[str, Any]:
