@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from meg_lightning.codec.components import _latent_shape, check_latents, code_length
+from meg_lightning.codec.components import check_code, check_latents, code_length
 from meg_lightning.errors import ConfigError
 
 
@@ -106,10 +106,7 @@ class LinearCode(nn.Module):
                  latent_shape: Sequence[int], k: int, total_var: float,
                  channel: Optional[nn.Module] = None):
         super().__init__()
-        self.latent_shape = _latent_shape(latent_shape)
-        self.numel = math.prod(self.latent_shape)
-        if not 0 < k <= self.numel:
-            raise ConfigError("code length k", k, f"an integer in [1, |z|={self.numel}]")
+        self.latent_shape, self.numel = check_code(latent_shape, k)
         self.k = k
         self.register_buffer("mean", mean.reshape(-1).float())  # (|z|,)
         self.register_buffer("eigvecs", eigvecs[:, :k].float())  # (|z|, r), r <= k

@@ -58,6 +58,15 @@ def _latent_shape(latent_shape: Sequence[int]) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
+def check_code(latent_shape: Sequence[int], k: int) -> tuple[tuple[int, int, int], int]:
+    """``(latent_shape, |z|)`` after checking both and that the code length k is in [1, |z|]."""
+    shape = _latent_shape(latent_shape)
+    numel = math.prod(shape)
+    if not 0 < k <= numel:
+        raise ConfigError("code length k", k, f"an integer in [1, |z|={numel}]")
+    return shape, numel
+
+
 def check_latents(z: torch.Tensor, latent_shape: tuple[int, ...]) -> None:
     """One-line ConfigError when ``z`` is not a batch (B, C, h, w) of the codec's latent shape."""
     if z.ndim != 4 or tuple(z.shape[1:]) != tuple(latent_shape):
@@ -70,10 +79,7 @@ class CompressionEncoder(nn.Module):
 
     def __init__(self, latent_shape: Sequence[int], k: int):
         super().__init__()
-        self.latent_shape = _latent_shape(latent_shape)
-        self.numel = math.prod(self.latent_shape)
-        if not 0 < k <= self.numel:
-            raise ConfigError("code length k", k, f"an integer in [1, |z|={self.numel}]")
+        self.latent_shape, self.numel = check_code(latent_shape, k)
         self.k = k
         self.flatten = nn.Flatten()
         self.linear = nn.Linear(self.numel, k)
@@ -127,10 +133,8 @@ class CompressionDecoder(nn.Module):
     def __init__(self, latent_shape: Sequence[int], k: int, hidden: int | None = None,
                  arch: str = "paper"):
         super().__init__()
-        self.latent_shape = _latent_shape(latent_shape)
-        self.numel = n = math.prod(self.latent_shape)
-        if not 0 < k <= n:
-            raise ConfigError("code length k", k, f"an integer in [1, |z|={n}]")
+        self.latent_shape, self.numel = check_code(latent_shape, k)
+        n = self.numel
         if arch not in ARCHS:
             raise ConfigError("codec.arch", arch, f"one of {', '.join(ARCHS)}")
         hidden = default_hidden(n) if hidden is None else int(hidden)
