@@ -354,12 +354,13 @@ def snr_from_budget(p_max_mw: float, num_blocks: int, noise_power_mw: float,
     return float(theory.avg_snr_db(p_max_mw, num_blocks, noise_power_mw))
 
 
-def make_source(cfg: Any, split: str = "train") -> SeedSource:
+def make_source(cfg: Any, split: str = "train", images: Optional[bool] = None) -> SeedSource:
     """The seed source of ``cfg.ppo.scheme`` (a :class:`~meg_lightning.config.MegConfig`).
 
     Latent schemes read the latent cache (written by ``meg latents``; a missing cache is a
     UserError saying so) and serve ``split``; ``source.with_split("test")`` gives the held-out
-    latents.
+    latents. ``images`` loads the VAE so that episodes end in UE images (default: only when the
+    reward needs them; the Fig. 10 evaluation asks for them to report FID and PSNR).
     """
     scheme = cfg.ppo.scheme
     if scheme == "gaussian":
@@ -382,7 +383,7 @@ def make_source(cfg: Any, split: str = "train") -> SeedSource:
 
         codec = load_codec(trained_checkpoint(cfg), latent_shape=tuple(z.shape[1:]))
     vae = None
-    if cfg.ppo.reward != "latent_mse":
+    if images if images is not None else cfg.ppo.reward != "latent_mse":
         from meg_lightning.generation import load_pipeline
 
         vae = load_pipeline(cfg, device=torch.device("cpu")).vae

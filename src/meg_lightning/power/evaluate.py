@@ -109,7 +109,7 @@ def fig10_sweep(cfg: Any, powers: Sequence[float] = FIG10_POWERS, *,
     unknown = set(policies) - {"ppo", "equal", "causal_dp", "oracle"}
     if unknown:
         raise ConfigError("policies", list(policies), "names from ppo, equal, causal_dp, oracle")
-    source = make_source(cfg, split="test")
+    source = make_source(cfg, split="test", images=True)  # FID / PSNR when a model exists
     images = source.images is not None
     n = num_images or (cfg.eval.num_images if images else cfg.ppo.eval_episodes)
     rows: list[dict[str, Any]] = []
