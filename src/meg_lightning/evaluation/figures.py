@@ -125,7 +125,8 @@ def fig_heatmap(rows: list[dict], metric: str, path_stem: Path, scheme: str = "m
     kinds = _channels(rows)
     if not kinds:
         return []
-    fig, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.6 * len(kinds), 4), squeeze=False,
+                             layout="constrained")  # keeps each colour bar off the next panel
     for ax, kind in zip(axes[0], kinds):
         sub = [r for r in rows if r["channel"] == kind]
         fcs = sorted({float(r["fc"]) for r in sub})
@@ -157,7 +158,8 @@ def fig_examples(rows: list[dict], examples: Path, path_stem: Path,
     snrs = sorted({float(r["snr_db"]) for r in sub})
     cell = {(label(r), float(r["snr_db"])): r["cell"] for r in sub}
     fig, axes = plt.subplots(len(labels), len(snrs) + 1, squeeze=False,
-                             figsize=(1.4 * (len(snrs) + 1), 1.5 * len(labels)))
+                             figsize=(1.4 * (len(snrs) + 1), 1.5 * len(labels)),
+                             layout="constrained")  # the title sits on the grid, not above a gap
     for i, lbl in enumerate(labels):
         axes[i][0].imshow(np.asarray(Image.open(ref)))
         axes[i][0].set_ylabel(lbl, fontsize=7)
