@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from meg_lightning.config import MegConfig, load_config, save_resolved
+from meg_lightning.runtime import torch_threads
 
 #: The demo's short defaults (overridable: `meg demo key=value`).
 DEMO_DEFAULTS = [
@@ -129,13 +130,21 @@ def write_report(cfg: MegConfig, timings: dict[str, float]) -> Path:
 def main(cfg: MegConfig, overrides: list[str] | None = None) -> Path:
     """Run the demo. ``cfg`` is the CLI's config; the demo re-composes it on its own defaults."""
     from meg_lightning.cli import current_overrides
+
+    cfg = demo_config(current_overrides() if overrides is None else overrides)
+    save_resolved(cfg, cfg.out_dir)
+    if cfg.model in ("tiny", "mini"):  # small models: one thread is as fast, and far faster
+        with torch_threads(1):         # when the CPU is shared (runtime.torch_threads)
+            return _run(cfg)
+    return _run(cfg)
+
+
+def _run(cfg: MegConfig) -> Path:
     from meg_lightning.codec import train as codec_train
     from meg_lightning.data import cache
     from meg_lightning.evaluation import figures, sweep
     from meg_lightning.power import train as ppo_train
 
-    cfg = demo_config(current_overrides() if overrides is None else overrides)
-    save_resolved(cfg, cfg.out_dir)
     timings: dict[str, float] = {}
     _, timings["latents"] = _stage("latents", cache.main, cfg)
     t = 0.0
