@@ -45,12 +45,13 @@ COLORS = {  # name -> RGB; far apart so the names stay unambiguous after jitter 
     "white": (240, 240, 240),
     "black": (20, 20, 20),
 }
-SIZES = {"small": 18, "large": 30}  # name -> extent in pixels (circle diameter, square side, ...)
+SIZES = {"small": 22, "large": 32}  # name -> extent in pixels (circle diameter, square side, ...)
+# (below ~20 px, 2.5 latent cells, the x8 VAE rounds small squares into circles)
 POSITIONS = {  # name -> (x, y) of the shape's centre in pixels
-    "top left": (19, 19),
-    "top right": (45, 19),
-    "bottom left": (19, 45),
-    "bottom right": (45, 45),
+    "top left": (20, 20),
+    "top right": (44, 20),
+    "bottom left": (20, 44),
+    "bottom right": (44, 44),
     "center": (32, 32),
 }
 CENTER_JITTER = 3  # +- pixels on each coordinate of the centre

@@ -8,11 +8,12 @@ interrupted one from its ``last.ckpt``):
 1. ``vae``: ``AutoencoderKL`` on rendered shapes, MSE reconstruction + a small KL term. Then the
    training images are encoded once (posterior mean and std cached to ``latents.pt``) and the
    ``scaling_factor`` is set to 1 / std of the latents, as SD did with 0.18215.
-2. ``unet``: ``UNet2DConditionModel`` + ``CLIPTextModel`` trained jointly on the cached latents
+2. ``classifier``: the attribute CNN of :mod:`meg_lightning.mini.classifier` (independent of
+   the generator; trained on all 900 combinations, since it is the judge, not the student).
+3. ``unet``: ``UNet2DConditionModel`` + ``CLIPTextModel`` trained jointly on the cached latents
    with the epsilon objective of SD-v1.5 (same noise schedule), captions dropped to "" with
    probability ``caption_dropout`` so that classifier-free guidance works; EMA weights are kept.
-   The EMA weights are saved as a ``StableDiffusionPipeline`` (safetensors, DDIM scheduler).
-3. ``classifier``: the attribute CNN of :mod:`meg_lightning.mini.classifier`.
+   The EMA weights are saved as a ``StableDiffusionPipeline`` (safetensors, float16, DDIM).
 4. ``eval``: I_0 for the held-out prompts through the project's own generation path
    (:func:`~meg_lightning.generation.load_pipeline` on the saved folder, ``generate_latents``,
    ``decode_latents``), judged by the classifier: semantic accuracy, saved to ``metrics.json``.
@@ -40,7 +41,7 @@ from meg_lightning.mini.dataset import ATTRIBUTES, ShapesDataset, heldout_prompt
 from meg_lightning.mini.model import (MiniModelConfig, build_text_encoder, build_unet, build_vae,
                                       encode_text, mini_tokenizer)
 
-STAGES = ("vae", "unet", "classifier", "eval")
+STAGES = ("vae", "classifier", "unet", "eval")
 
 
 @dataclass
@@ -60,16 +61,16 @@ class MiniTrainConfig:
     vae_lr: float = 2e-3  # AdamW peak learning rate (warm-up, then cosine to 10%)
     vae_kl_weight: float = 2e-5  # KL(q(z|x) || N(0, I)) per latent element, against MSE per pixel
     num_latents: int = 16384  # training images encoded once for the U-Net stage
-    # stage 2: U-Net + text encoder
+    # stage 2: classifier
+    classifier_steps: int = 2000  # optimiser steps on freshly rendered images of all combinations
+    classifier_batch_size: int = 64  # images per step
+    classifier_lr: float = 2e-3  # AdamW peak learning rate
+    # stage 3: U-Net + text encoder
     unet_steps: int = 4000  # optimiser steps
     unet_batch_size: int = 64  # latents per step
     unet_lr: float = 1e-3  # AdamW peak learning rate (warm-up, then cosine to 10%)
     caption_dropout: float = 0.1  # P(caption -> "") in training: the unconditional branch of CFG
     ema_decay: float = 0.999  # EMA of U-Net and text-encoder weights (what is saved)
-    # stage 3: classifier
-    classifier_steps: int = 800  # optimiser steps on freshly rendered images of all combinations
-    classifier_batch_size: int = 64  # images per step
-    classifier_lr: float = 2e-3  # AdamW peak learning rate
     # stage 4: evaluation of I_0 on held-out prompts
     eval_inference_steps: int = 25  # DDIM steps (the `mini` preset's default)
     eval_guidance_scale: float = 5.0  # CFG weight (the `mini` preset's default)
@@ -208,7 +209,7 @@ def augment(images: torch.Tensor, generator: torch.Generator | None = None) -> t
     from torchvision.transforms.v2.functional import gaussian_blur
 
     out = images.clone()
-    sigma = torch.rand(len(images), generator=generator) * 1.5
+    sigma = torch.rand(len(images), generator=generator) * 1.2
     for i, s in enumerate(sigma.tolist()):
         if s > 0.3:
             out[i] = gaussian_blur(out[i], kernel_size=[7, 7], sigma=[s, s])
@@ -312,7 +313,7 @@ def train_vae(cfg: MiniTrainConfig) -> dict:
 
 
 def train_unet(cfg: MiniTrainConfig) -> dict:
-    """Stage 2: U-Net + text encoder on the cached latents; saves the pipeline (EMA weights)."""
+    """Stage 3: U-Net + text encoder on the cached latents; saves the pipeline (EMA weights)."""
     from diffusers import AutoencoderKL, StableDiffusionPipeline
 
     from meg_lightning.generation.tiny import sd_ddim_scheduler
@@ -360,7 +361,7 @@ def classifier_accuracy(model: AttributeClassifier, split: str, num: int, seed: 
 
 
 def train_classifier(cfg: MiniTrainConfig) -> dict:
-    """Stage 3: the attribute classifier, trained on all combinations; saves safetensors + json."""
+    """Stage 2: the attribute classifier, trained on all combinations; saves safetensors + json."""
     from meg_lightning.mini.classifier import save_classifier
 
     if (info := _done(cfg, "classifier")) is not None:
