@@ -74,11 +74,6 @@ def test_missing_local_folder_says_how_to_get_weights(make_cfg, tmp_path):
     assert "\n" not in msg and "model=tiny" in msg and "HF_HUB_OFFLINE" in msg
 
 
-def test_mini_is_refused_clearly(make_cfg):
-    with pytest.raises(UserError, match="mini"):
-        load_pipeline(make_cfg("model=mini"))
-
-
 @pytest.mark.slow
 def test_paper_weights_load_when_present(make_cfg):
     """Real SD-v1.5 weights (needs them in the HF cache or a local folder)."""
