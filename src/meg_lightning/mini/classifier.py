@@ -10,7 +10,7 @@ five caption attributes. It serves two purposes:
   Inception FID of the paper and must never be reported as such.
 
     image (B, 3, 64, 64) --4 conv stages--> (B, 64, 4, 4) --flatten, linear--> features (B, 128)
-                                                               --5 linear heads--> logits per attribute
+        features --5 linear heads--> logits per attribute
 
 It is trained with blur and noise augmentation so that it judges decoded (slightly soft) images
 by their content, not by their sharpness.
@@ -87,7 +87,8 @@ def load_classifier(path: str | Path = CLASSIFIER_WEIGHTS) -> AttributeClassifie
         from meg_lightning.errors import MissingWeightsError
 
         raise MissingWeightsError(f"mini classifier weights not found at {str(path)!r} (and "
-                                  f"{cfg_path.name} beside it): run `make train-mini` to train them")
+                                  f"{cfg_path.name} beside it): run `make train-mini` to train "
+                                  "them")
     cfg = json.loads(cfg_path.read_text())
     model = AttributeClassifier(width=cfg["width"], num_features=cfg["num_features"])
     model.load_state_dict(load_file(str(path)))
@@ -103,7 +104,8 @@ def save_classifier(model: AttributeClassifier, path: str | Path = CLASSIFIER_WE
 
     path = Path(path)
     with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+        tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(tensors, str(tmp))
     atomic_write_json(path.with_suffix(".json"), {**model.config, "attributes": VOCABULARY,
                                                   **({"metrics": metrics} if metrics else {})})
     return path

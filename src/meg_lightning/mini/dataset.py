@@ -67,7 +67,7 @@ VOCABULARY: dict[str, tuple[str, ...]] = {
     "position": tuple(POSITIONS),
 }
 HELDOUT_MODULUS, HELDOUT_RESIDUE = 10, 1  # held out iff sum of value indices % 10 == 1
-SPLITS = ("train", "heldout", "all")  # "all": both (the classifier, a judge, sees every combination)
+SPLITS = ("train", "heldout", "all")  # "all": both (the classifier is a judge: it sees everything)
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,8 @@ class Attributes:
 
     @property
     def caption(self) -> str:
-        return f"a {self.size} {self.color} {self.shape} on a {self.background} background, {self.position}"
+        return (f"a {self.size} {self.color} {self.shape} on a {self.background} background, "
+                f"{self.position}")
 
     @property
     def indices(self) -> tuple[int, ...]:

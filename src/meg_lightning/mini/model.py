@@ -58,7 +58,7 @@ def _learn_merges(words: list[str]) -> list[tuple[str, str]]:
 
 
 def mini_tokenizer(max_length: int = MAX_LENGTH) -> CLIPTokenizer:
-    """Word-level CLIP tokenizer: one token per caption word; other text falls back to characters."""
+    """Word-level CLIP tokenizer: one token per caption word; other text falls back to chars."""
     chars = string.ascii_lowercase + string.digits + string.punctuation
     tokens = [BOS, EOS] + list(chars) + [c + "</w>" for c in chars]
     merges = _learn_merges(caption_words())
@@ -118,7 +118,7 @@ def build_unet(cfg: MiniModelConfig, latent_size: int = 8) -> UNet2DConditionMod
 
 def encode_text(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, captions: list[str]
                 ) -> torch.Tensor:
-    """Caption embeddings (B, MAX_LENGTH, text_dim) exactly as ``StableDiffusionPipeline`` makes them.
+    """Caption embeddings (B, MAX_LENGTH, text_dim) as ``StableDiffusionPipeline`` makes them.
 
     Padding to the tokenizer's full length and no attention mask, as the pipeline does for CLIP,
     so that training sees the same embeddings (padding included) as sampling.

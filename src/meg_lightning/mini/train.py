@@ -143,7 +143,7 @@ class VAEModule(L.LightningModule):
 
 
 class LatentDataset(Dataset):
-    """Cached posterior (mean, std) of training images with their captions; z is drawn per access."""
+    """Cached posterior (mean, std) of training images and their captions; z is drawn per item."""
 
     def __init__(self, mean: torch.Tensor, std: torch.Tensor, captions: list[str]):
         self.mean, self.std, self.captions = mean, std, captions
@@ -180,7 +180,8 @@ class DiffusionModule(L.LightningModule):
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
         emb = encode_text(self.tokenizer, self.text_encoder, captions)  # (B, L, text_dim)
         noise = torch.randn_like(z0)
-        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(z0),), device=z0.device)
+        num_t = self.scheduler.config.num_train_timesteps
+        t = torch.randint(0, num_t, (len(z0),), device=z0.device)
         z_t = self.scheduler.add_noise(z0, noise, t)
         loss = F.mse_loss(self.unet(z_t, t, emb).sample, noise)
         self.log("train/loss", loss, prog_bar=True)
@@ -480,7 +481,8 @@ def parse_args(argv: list[str]) -> MiniTrainConfig:
         if "=" not in a:
             raise ConfigError("override", a, "key=value (e.g. unet_steps=3000)")
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(MiniTrainConfig), OmegaConf.from_dotlist(argv))
+        overrides = OmegaConf.from_dotlist(argv)
+        merged = OmegaConf.merge(OmegaConf.structured(MiniTrainConfig), overrides)
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "override"
