@@ -183,6 +183,7 @@ def test_sweep_produces_every_cell_and_resumes(make_cfg, tiny_pipe):
     r = by["feature_awgn_snr0"]
     assert r["fid_n_images"] == 6 and r["fid_features"] == "pixel-FID"
     assert r["fid_ci_low"] <= r["fid_ci_high"]
+    assert math.isnan(r["semantic_accuracy"])  # tiny has no judge
     assert (res.csv_path.parent / "examples" / "meg_fc0.5_awgn_snr0.png").stat().st_size > 0
     assert (res.csv_path.parent / "config.yaml").is_file()
 
@@ -199,6 +200,44 @@ def test_sweep_produces_every_cell_and_resumes(make_cfg, tiny_pipe):
     redo = {x["cell"]: x for x in read_results(res.csv_path)}["feature_awgn_snr0"]
     assert redo["psnr_db"] == pytest.approx(r["psnr_db"], rel=1e-6)
     assert redo["fid"] == pytest.approx(r["fid"], rel=1e-6)
+
+
+def test_sweep_semantic_accuracy_with_an_injected_judge(make_cfg, tiny_pipe):
+    """semantic_accuracy is the judge's mean over the cell's images; the reference is I_0's."""
+    import json
+
+    from PIL import Image
+
+    from meg_lightning.data.datamodule import TensorLatentDataModule
+    from meg_lightning.evaluation.sweep import EXAMPLES
+    from meg_lightning.generation import decode_latents
+
+    cfg = _sweep_cfg(make_cfg, "eval.schemes=[centralized,feature]", "eval.channels=[awgn,none]",
+                     "eval.snrs_db=[-30]", "eval.num_images=12", "data.num_prompts=40")
+    dm = TensorLatentDataModule(torch.randn(40, *LATENT), test_fraction=0.3)
+    ref_images = {}
+
+    def judge(images, index):  # "correct" iff the image is (close to) that index's I_0
+        return torch.stack([(images[k] - ref_images[int(i)]).abs().max() < 1e-3
+                            for k, i in enumerate(index)])
+
+    def decode(z):
+        return decode_latents(tiny_pipe.vae, z)
+
+    ds = dm.dataset("test")
+    for k in range(12):
+        ref_images[int(ds[k]["index"])] = decode(ds[k]["z"][None])[0]
+    res = run_sweep(cfg, datamodule=dm, decode_image=decode, judge=judge, progress=False)
+    by = {r["cell"]: r for r in read_results(res.csv_path)}
+    assert by["feature_none_snrinf"]["semantic_accuracy"] == 1.0  # identical to I_0
+    assert by["centralized_none_snrinf"]["semantic_accuracy"] == 1.0
+    assert by["centralized_awgn_snr-30"]["semantic_accuracy"] == 0.0  # -30 dB: all noise
+    assert {r["semantic_accuracy_ref"] for r in by.values()} == {1.0}
+    ev = res.csv_path.parent / "examples"
+    strip = np.asarray(Image.open(ev / "feature_awgn_snr-30.png"))
+    assert strip.shape == (64, 64 * min(EXAMPLES, 12), 3)  # the first images side by side
+    assert json.loads((ev / "index.json").read_text())["test_indices"] == \
+        [int(ds[k]["index"]) for k in range(12)]
 
 
 def test_linear_scheme_is_above_the_opta_bound(make_cfg, tiny_pipe):
@@ -234,7 +273,9 @@ def test_figures_from_a_synthetic_results_csv(make_cfg):
                     rows.append({"cell": cell.key, "scheme": scheme, "channel": kind,
                                  "snr_db": snr, "fc": fc, "psnr_db": 20 + snr / 2, "n_images": 8,
                                  "fid": 5 - snr / 5, "fid_ci_low": 4 - snr / 5,
-                                 "fid_ci_high": 6 - snr / 5, "fid_features": "pixel-FID"})
+                                 "fid_ci_high": 6 - snr / 5, "fid_features": "pixel-FID",
+                                 "semantic_accuracy": 0.5 + snr / 40,
+                                 "semantic_accuracy_ref": 1.0})
                     Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(
                         ev / "examples" / f"{cell.key}.png")
     for scheme, fc, capped in (("feature", None, 8), ("meg", 0.5, 0)):  # noiseless references
@@ -251,7 +292,8 @@ def test_figures_from_a_synthetic_results_csv(make_cfg):
     paths = figures.main(cfg)
     names = {p.name for p in paths}
     for stem in ("fig5_examples", "fig6_psnr", "fig7_fid", "fig8_psnr_fc", "fig9_fid_fc",
-                 "fig10_fid_power"):
+                 "fig10_fid_power", "fig_semantic", "grid_awgn_snr-10", "grid_awgn_snr0",
+                 "grid_rayleigh_snr10"):
         assert {f"{stem}.png", f"{stem}.pdf"} <= names, stem
     assert {"table2.csv", "table2.md", "table2_tiny.csv", "table2_tiny.md"} <= names
     tiny = (ev.parent / "figures" / "table2_tiny.md").read_text()

@@ -215,6 +215,42 @@ def test_classifier_is_a_fid_feature_extractor(classifier):
         classifier(images[:, :1])
 
 
+def test_mini_fid_is_the_default_for_mini_and_named_so():
+    from meg_lightning.config import load_config
+    from meg_lightning.errors import ConfigError
+    from meg_lightning.metrics import feature_name, make_feature_extractor
+    from meg_lightning.mini.classifier import AttributeClassifier
+
+    for kind, model in (("auto", "mini"), ("mini", "tiny"), ("mini", None)):
+        ext = make_feature_extractor(kind, model)
+        assert isinstance(ext, AttributeClassifier), (kind, model)
+        assert feature_name(ext) == "mini-FID" and "ncept" not in feature_name(ext)
+    assert load_config(["eval.fid_features=mini"]).eval.fid_features == "mini"
+    with pytest.raises(ConfigError, match="one of auto, inception, pixels, mini"):
+        load_config(["eval.fid_features=clip"])
+
+
+def test_sweep_on_mini_reports_mini_fid_and_semantic_accuracy(make_cfg):
+    """The real judge in the sweep: I_0 of the shipped model matches its prompts, an identical
+    image keeps that accuracy, and -30 dB centralised transmission destroys it."""
+    from meg_lightning.data import cache
+    from meg_lightning.evaluation.sweep import read_results, run_sweep
+
+    cfg = make_cfg("model=mini", "data.num_prompts=24", "data.test_fraction=0.5",
+                   "data.val_fraction=0.1", "eval.schemes=[centralized,feature]",
+                   "eval.channels=[none,awgn]", "eval.snrs_db=[-30]", "eval.num_images=12",
+                   "eval.bootstrap=0")
+    cache.main(cfg)
+    res = run_sweep(cfg, progress=False)
+    by = {r["cell"]: r for r in read_results(res.csv_path)}
+    ref = by["feature_none_snrinf"]["semantic_accuracy_ref"]
+    assert ref >= 0.9  # held-out accuracy of the shipped model is 1.0 (docs/MINI.md)
+    assert by["feature_none_snrinf"]["semantic_accuracy"] == ref  # the same images
+    assert by["centralized_awgn_snr-30"]["semantic_accuracy"] <= 0.25
+    assert {r["fid_features"] for r in by.values()} == {"mini-FID"}
+    assert by["feature_none_snrinf"]["fid"] < 1e-6 < by["centralized_awgn_snr-30"]["fid"]
+
+
 def test_semantic_accuracy_checks_lengths(classifier):
     from meg_lightning.mini.classifier import semantic_accuracy
 

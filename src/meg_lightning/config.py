@@ -210,7 +210,7 @@ class EvalConfig:
     num_images: int = 64  # test images per cell (FID needs many; the count is reported)
     batch_size: int = 16  # latents per forward pass in the sweep (memory vs speed)
     bootstrap: int = 200  # bootstrap resamples for the FID confidence interval
-    fid_features: str = "auto"  # auto | inception | pixels (auto: Inception if weights exist)
+    fid_features: str = "auto"  # auto | inception | pixels | mini (auto: see metrics.fid)
     codec_checkpoints: dict[str, str] = field(default_factory=dict)  # fc -> codec checkpoint path
     digital_codec: str = "png"  # png | jpeg: source code of the `digital` scheme
     results: str = "results.csv"  # results file name inside out_dir
@@ -230,7 +230,8 @@ class EvalConfig:
         _check(f"{p}.batch_size", self.batch_size, self.batch_size > 0, "a positive integer")
         _check(f"{p}.bootstrap", self.bootstrap, self.bootstrap >= 0, "an integer >= 0")
         _check(f"{p}.fid_features", self.fid_features,
-               self.fid_features in ("auto", "inception", "pixels"), "one of auto, inception, pixels")
+               self.fid_features in ("auto", "inception", "pixels", "mini"),
+               "one of auto, inception, pixels, mini")
         _check(f"{p}.digital_codec", self.digital_codec, self.digital_codec in ("png", "jpeg"),
                "one of png, jpeg")
 

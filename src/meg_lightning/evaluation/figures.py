@@ -5,9 +5,13 @@ and ``{out_dir}/ppo/fig10.csv`` (written by `meg train-ppo`); writes PNG and PDF
 ``{out_dir}/figures/``:
 
 - ``fig5_examples``: the first test image for every scheme (rows) and SNR (columns), AWGN;
+- ``grid_<channel>_snr<s>``: image grids, the first test images (columns) of I_0 and of every
+  scheme (rows) at a few SNRs (-10, 0 and 10 dB when swept);
 - ``fig6_psnr`` / ``fig7_fid``: PSNR and FID against SNR per scheme, one panel per channel kind
   (the FID panel shades the bootstrap interval; a dotted line marks a scheme's value over the
   noiseless channel when the sweep included ``none``);
+- ``fig_semantic``: semantic accuracy against SNR (model ``mini``: the share of images whose
+  attributes all still match the prompt; dashed: I_0);
 - ``fig8_psnr_fc`` / ``fig9_fid_fc``: heatmaps of the `meg` scheme's PSNR and FID over fc x SNR;
 - ``fig10_fid_power``: FID against the power budget per power-allocation policy;
 - ``table2.csv`` / ``table2.md``: Table II for the SD-v1.5 shapes (:mod:`.table2`), and
@@ -60,13 +64,13 @@ def fid_label(rows: list[dict]) -> str:
     return "FID"
 
 
-def save(fig, path_stem: Path) -> list[Path]:
+def save(fig, path_stem: Path, dpi: int = 150) -> list[Path]:
     """Write ``fig`` as ``path_stem.png`` and ``.pdf`` (atomically) and close it."""
     paths = []
     for fmt in FORMATS:
         p = path_stem.with_suffix(f".{fmt}")
         with atomic_path(p) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
         paths.append(p)
     plt.close(fig)
     return paths
@@ -76,10 +80,14 @@ def _channels(rows: list[dict]) -> list[str]:
     return [c for c in ("awgn", "rayleigh") if any(r["channel"] == c for r in rows)]
 
 
+METRIC_NAMES = {"psnr_db": "PSNR", "fid": "FID", "semantic_accuracy": "Semantic accuracy"}
+
+
 def fig_vs_snr(rows: list[dict], metric: str, path_stem: Path) -> list[Path]:
-    """Figs. 6-7: ``metric`` (psnr_db | fid) against SNR, one line per scheme (and fc)."""
+    """Figs. 6-7: ``metric`` (psnr_db | fid | semantic_accuracy) against SNR, one line per scheme
+    (and fc). Nothing when no row has a finite value of ``metric``."""
     kinds = _channels(rows)
-    if not kinds:
+    if not kinds or not any(_finite(r.get(metric)) for r in rows if r["channel"] in kinds):
         return []
     # noiseless values, except PSNRs at the cap (identical images), which would flatten the axes
     noiseless = {label(r): float(r[metric]) for r in rows
@@ -104,14 +112,19 @@ def fig_vs_snr(rows: list[dict], metric: str, path_stem: Path) -> list[Path]:
                 hi = np.array([float(r.get("fid_ci_high") or np.nan) for r in pts])
                 if np.isfinite(lo).any():
                     ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
+        refs = {float(r["semantic_accuracy_ref"]) for r in rows if r["channel"] == kind
+                and _finite(r.get("semantic_accuracy_ref"))}
+        if metric == "semantic_accuracy" and refs:  # the ceiling: the perfect images I_0
+            ax.axhline(max(refs), color="k", ls="--", lw=1, label="$I_0$ (no channel)")
         ax.set_title(kind.upper() if kind == "awgn" else kind.capitalize())
         ax.set_xlabel("SNR (dB)")
         ax.grid(alpha=0.3)
-    ylabel = "PSNR (dB), higher is better" if metric == "psnr_db" else \
-        f"{fid_label(rows)}, lower is better"
+    ylabel = {"psnr_db": "PSNR (dB), higher is better",
+              "semantic_accuracy": "all attributes match the prompt (share), higher is better"
+              }.get(metric, f"{fid_label(rows)}, lower is better")
     axes[0][0].set_ylabel(ylabel)
     n = {r.get("n_images") for r in rows}
-    fig.suptitle(f"{'PSNR' if metric == 'psnr_db' else 'FID'} against SNR "
+    fig.suptitle(f"{METRIC_NAMES.get(metric, metric)} against SNR "
                  f"({'/'.join(str(v) for v in sorted(x for x in n if x is not None))} images per point)",
                  fontsize=10)
     axes[0][-1].legend(fontsize=8)
@@ -145,11 +158,18 @@ def fig_heatmap(rows: list[dict], metric: str, path_stem: Path, scheme: str = "m
     return save(fig, path_stem)
 
 
+def _tiles(path: Path, n: Optional[int] = None) -> np.ndarray:
+    """The first ``n`` square tiles (all when None) of an example strip, side by side (H, n H, 3)."""
+    from PIL import Image
+
+    strip = np.asarray(Image.open(path).convert("RGB"))
+    h = strip.shape[0]
+    return strip if n is None else strip[:, :n * h]
+
+
 def fig_examples(rows: list[dict], examples: Path, path_stem: Path,
                  channel: str = "awgn") -> list[Path]:
     """Fig. 5: the first test image per scheme (rows) and SNR (columns), beside I_0."""
-    from PIL import Image
-
     sub = [r for r in rows if r["channel"] == channel and (examples / f"{r['cell']}.png").is_file()]
     ref = examples / "reference.png"
     if not sub or not ref.is_file():
@@ -161,12 +181,12 @@ def fig_examples(rows: list[dict], examples: Path, path_stem: Path,
                              figsize=(1.4 * (len(snrs) + 1), 1.5 * len(labels)),
                              layout="constrained")  # the title sits on the grid, not above a gap
     for i, lbl in enumerate(labels):
-        axes[i][0].imshow(np.asarray(Image.open(ref)))
+        axes[i][0].imshow(_tiles(ref, 1))
         axes[i][0].set_ylabel(lbl, fontsize=7)
         for j, snr in enumerate(snrs):
             key = cell.get((lbl, snr))
             if key:
-                axes[i][j + 1].imshow(np.asarray(Image.open(examples / f"{key}.png")))
+                axes[i][j + 1].imshow(_tiles(examples / f"{key}.png", 1))
             if i == 0:
                 axes[i][j + 1].set_title(f"{snr:g} dB", fontsize=7)
     axes[0][0].set_title("$I_0$", fontsize=7)
@@ -175,6 +195,48 @@ def fig_examples(rows: list[dict], examples: Path, path_stem: Path,
         ax.set_yticks([])
     fig.suptitle(f"Generated images per scheme and SNR ({channel})", fontsize=9)
     return save(fig, path_stem)
+
+
+GRID_SNRS = (-10.0, 0.0, 10.0)
+
+
+def fig_grid(rows: list[dict], examples: Path, path_stem: Path, channel: str,
+             snr_db: float) -> list[Path]:
+    """An image grid: the saved test images (columns) of I_0 and of every scheme (rows) at one
+    channel kind and SNR, each row labelled with its PSNR and, when measured, semantic accuracy."""
+    sub = [r for r in rows if r["channel"] == channel and _finite(r.get("snr_db"))
+           and math.isclose(float(r["snr_db"]), snr_db)
+           and (examples / f"{r['cell']}.png").is_file()]
+    ref = examples / "reference.png"
+    if not sub or not ref.is_file():
+        return []
+    sub.sort(key=lambda r: _sort_key(label(r)))
+    strips = [("$I_0$ (no channel)", _tiles(ref))]
+    for r in sub:
+        text = f"{label(r)}\n{float(r['psnr_db']):.1f} dB"
+        if _finite(r.get("semantic_accuracy")):
+            text += f", acc {float(r['semantic_accuracy']):.2f}"
+        strips.append((text, _tiles(examples / f"{r['cell']}.png")))
+    width = min(s.shape[1] for _, s in strips)
+    height = strips[0][1].shape[0]
+    dpi = 100  # the tiles at about their own pixel size: noisy images compress badly
+    fig, axes = plt.subplots(len(strips), 1, squeeze=False, layout="constrained",
+                             figsize=(1.6 + width / dpi, (height / dpi + 0.12) * len(strips)))
+    for ax, (text, strip) in zip(axes[:, 0], strips):
+        ax.imshow(strip[:, :width])
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(text, fontsize=6, rotation=0, ha="right", va="center")
+    fig.suptitle(f"{channel.upper() if channel == 'awgn' else channel.capitalize()}, "
+                 f"{snr_db:g} dB SNR: the same test images through every scheme", fontsize=8)
+    return save(fig, path_stem, dpi=dpi)
+
+
+def grid_snrs(rows: list[dict]) -> list[float]:
+    """The grid SNRs (``GRID_SNRS``) present in the sweep, else its median SNR."""
+    swept = sorted({float(r["snr_db"]) for r in rows if _finite(r.get("snr_db"))})
+    got = [s for s in GRID_SNRS if any(math.isclose(s, x) for x in swept)]
+    return got or swept[len(swept) // 2:len(swept) // 2 + 1]
 
 
 def read_fig10(path: Path) -> list[dict]:
@@ -238,14 +300,19 @@ def make_figures(results_csv: Optional[Path], examples: Optional[Path], ppo_csv:
         rows = read_results(results_csv)
         for name, fn in (("fig6_psnr", lambda p: fig_vs_snr(rows, "psnr_db", p)),
                          ("fig7_fid", lambda p: fig_vs_snr(rows, "fid", p)),
+                         ("fig_semantic", lambda p: fig_vs_snr(rows, "semantic_accuracy", p)),
                          ("fig8_psnr_fc", lambda p: fig_heatmap(rows, "psnr_db", p)),
                          ("fig9_fid_fc", lambda p: fig_heatmap(rows, "fid", p)),
                          ("fig5_examples", lambda p: fig_examples(rows, examples or Path(), p))):
             got = fn(out / name)
             paths += got
-            if not got:
+            if not got and name != "fig_semantic":  # semantic accuracy: mini model only
                 notes.append(f"{name}: skipped (no matching rows / example images in "
                              f"{results_csv.parent})")
+        for kind in _channels(rows):
+            for snr in grid_snrs([r for r in rows if r["channel"] == kind]):
+                paths += fig_grid(rows, examples or Path(), out / f"grid_{kind}_snr{snr:g}",
+                                  kind, snr)
     else:
         notes.append(f"figs 5-9: skipped, no results at {results_csv} (run `meg eval` first)")
     if ppo_csv is not None and ppo_csv.is_file():

@@ -14,7 +14,8 @@ from pathlib import Path
 from meg_lightning.config import MegConfig, to_dict
 from meg_lightning.loggers import wandb_mode
 
-LINE_METRICS = {"psnr_db": "PSNR (dB)", "fid": "FID", "latent_nmse": "latent NMSE"}
+LINE_METRICS = {"psnr_db": "PSNR (dB)", "fid": "FID", "latent_nmse": "latent NMSE",
+                "semantic_accuracy": "semantic accuracy"}  # (mini only; skipped when all nan)
 
 
 def line_series(rows: list[dict], kind: str, metric: str) -> tuple[list, list, list]:
@@ -34,7 +35,7 @@ def line_series(rows: list[dict], kind: str, metric: str) -> tuple[list, list, l
 
 def log_to_wandb(cfg: MegConfig, rows: list[dict], eval_dir: Path) -> None:
     """One W&B run ``eval``: table ``eval/results``, line plots ``eval/<metric>_<channel>`` and
-    images ``eval/examples_<channel>`` (the first test image of every cell)."""
+    images ``eval/examples_<channel>`` (the first test images of every cell, side by side)."""
     import wandb
 
     from meg_lightning.evaluation.sweep import COLUMNS

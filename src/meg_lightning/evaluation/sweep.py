@@ -9,6 +9,10 @@ perfect images I_0 = D(z) (paper Sec. II-C):
 - ``fid`` (eq. 8) over the ``fid_n_images`` pairs, with a paired bootstrap interval
   ``[fid_ci_low, fid_ci_high]`` and the extractor in ``fid_features`` (``inception`` is the
   paper's FID; ``pixel-FID`` is an offline stand-in, not comparable);
+- ``semantic_accuracy`` (model ``mini`` or an injected judge): the share of UE images whose
+  attributes *all* still match their prompt, judged by the mini model's shipped classifier
+  (:func:`meg_lightning.mini.classifier.attribute_matches`); ``semantic_accuracy_ref`` is the same
+  share for I_0 (the ceiling); nan for models without a judge;
 - ``latent_nmse`` / ``latent_mse`` of z_hat against z (latent schemes only) and, on AWGN,
   ``opta_latent_mse``: the Gaussian OPTA bound for the same symbol budget and the training
   latents' covariance (no scheme can beat it on a Gaussian source with that covariance; nan
@@ -17,7 +21,8 @@ perfect images I_0 = D(z) (paper Sec. II-C):
 
 Outputs under ``{out_dir}/eval/``: ``results.csv`` (tidy, one row per cell; the name is
 ``eval.results``), ``results.json`` (rows + resolved config), ``config.yaml`` and
-``examples/`` (the first test image of every cell as PNG, for Fig. 5). After each cell the CSV and
+``examples/`` (the first ``EXAMPLES`` test images of every cell side by side in one PNG, and of
+I_0 in ``reference.png``, for Fig. 5 and the image grids). After each cell the CSV and
 JSON are rewritten atomically, so an interrupted sweep resumes where it stopped: a cell whose key is
 already in the CSV with the same ``config_hash`` is skipped. The hash covers every setting that
 changes a cell's numbers (model, data, channel blocks/equaliser, eval settings) but not the lists
@@ -69,7 +74,10 @@ from meg_lightning.metrics import (
 )
 
 #: bumped when a change to the schemes or metrics makes earlier rows incomparable (part of the hash)
-RESULTS_VERSION = 2
+RESULTS_VERSION = 3
+
+#: test images per cell saved as PNG under ``examples/`` (side by side)
+EXAMPLES = 8
 
 #: schemes whose cells are repeated for every fc in ``eval.fcs`` (``digital`` gets meg's budget)
 FC_SCHEMES = ("meg", "linear", "digital")
@@ -78,7 +86,7 @@ COLUMNS = [
     "cell", "scheme", "channel", "snr_db", "fc", "symbols", "channel_uses", "n_images",
     "psnr_db", "psnr_std", "psnr_capped", "psnr_cap_db",
     "fid", "fid_se", "fid_ci_low", "fid_ci_high", "fid_ci_level", "fid_bootstrap", "fid_n_images",
-    "fid_features", "latent_nmse", "latent_mse", "opta_latent_mse",
+    "fid_features", "semantic_accuracy", "semantic_accuracy_ref", "latent_nmse", "latent_mse", "opta_latent_mse",
     "digital_success", "digital_bits", "digital_threshold_snr_db",
     "num_blocks", "equalizer", "seed", "codec_id", "config_hash", "time_s",
 ]
@@ -262,6 +270,24 @@ def latent_spectrum(z_train: Tensor) -> np.ndarray:
     return np.pad(lam, (0, z_train[0].numel() - lam.size))
 
 
+def _default_judge(cfg: MegConfig) -> Optional[Callable[[Tensor, Tensor], Tensor]]:
+    """For model ``mini``: (images, cache indices) -> (b,) bool, whether each image's five
+    attributes all match its prompt (the shipped classifier); None for other models."""
+    if cfg.model != "mini":
+        return None
+    from meg_lightning.data.prompts import get_prompts
+    from meg_lightning.mini.classifier import attribute_matches, load_classifier
+
+    prompts = get_prompts(cfg.data.prompts, cfg.data.num_prompts, cfg.data.prompt_column)
+    clf = load_classifier()
+
+    def judge(images: Tensor, index: Tensor) -> Tensor:
+        matches = attribute_matches(images.cpu(), [prompts[int(i)] for i in index], clf)
+        return torch.stack(list(matches.values())).all(0)
+
+    return judge
+
+
 def _default_channel(cfg: MegConfig, kind: str, snr_db: float):
     from meg_lightning.channel import Channel
 
@@ -290,13 +316,15 @@ def _test_latents(dm, n: int) -> tuple[Tensor, Tensor]:
     return torch.stack([it["z"] for it in items]), torch.stack([it["index"] for it in items])
 
 
-def _save_png(path: Path, image: Tensor) -> None:
+def _save_png(path: Path, images: Tensor) -> None:
+    """Images (n, 3, H, W) in [0, 1] side by side as one (H, n W) PNG."""
     from PIL import Image
 
     from meg_lightning.io import atomic_path
 
+    strip = np.concatenate(list(to_uint8(images)), axis=1)  # (H, n W, 3)
     with atomic_path(path) as tmp:
-        Image.fromarray(to_uint8(image[None])[0]).save(tmp, format="PNG")
+        Image.fromarray(strip).save(tmp, format="PNG")
 
 
 def _build_schemes(cfg, cells, *, decode_image, latent_shape, z_train, device, codecs,
@@ -334,12 +362,14 @@ def _build_schemes(cfg, cells, *, decode_image, latent_shape, z_train, device, c
 
 @torch.no_grad()
 def run_cell(cell: Cell, scheme: Scheme, channel, z: Tensor, i_0: Tensor, feats_0: Tensor, *,
-             extractor, batch_size: int, seed: int, bootstrap: int, device) -> tuple[dict, Tensor]:
-    """Metrics of one cell (a results row without the bookkeeping columns) and its first image."""
+             extractor, batch_size: int, seed: int, bootstrap: int, device,
+             index: Optional[Tensor] = None, judge=None) -> tuple[dict, Tensor]:
+    """Metrics of one cell (a results row without the bookkeeping columns) and its first
+    ``EXAMPLES`` images; ``judge(images, index[batch])`` -> (b,) bool gives semantic accuracy."""
     gen = torch.Generator(device=device).manual_seed(seed)
     snr = None if math.isinf(cell.snr_db) else cell.snr_db
-    psnr, capped, nmse, lmse, feats, info = [], [], [], [], [], {}
-    first, symbols = None, 0
+    psnr, capped, nmse, lmse, feats, sem, info = [], [], [], [], [], [], {}
+    first, symbols = [], 0
     for s in range(0, len(z), batch_size):
         zb = z[s:s + batch_size].to(device)  # (b, C, h, w)
         ib = i_0[s:s + batch_size].to(device)  # (b, 3, H, W)
@@ -352,10 +382,12 @@ def run_cell(cell: Cell, scheme: Scheme, channel, z: Tensor, i_0: Tensor, feats_
             nmse.append(latent_nmse_per_sample(out.z_hat.cpu(), zb.cpu()))
             lmse.append(latent_mse_per_sample(out.z_hat.cpu(), zb.cpu()))
         feats.append(extract_features(extractor, images))
+        if judge is not None:
+            sem.append(judge(images, index[s:s + batch_size]).cpu())
         for k, v in out.info.items():
             info.setdefault(k, []).append(v.cpu())
-        if first is None:
-            first = images[0].cpu()
+        if sum(len(f) for f in first) < EXAMPLES:
+            first.append(images[:EXAMPLES].cpu())
         symbols = out.symbols
     psnr_t = torch.cat(psnr)
     fid = fid_with_ci(feats_0, torch.cat(feats), bootstrap=bootstrap, seed=seed,
@@ -367,11 +399,12 @@ def run_cell(cell: Cell, scheme: Scheme, channel, z: Tensor, i_0: Tensor, feats_
         "psnr_capped": int(torch.cat(capped).sum()), "psnr_cap_db": PSNR_CAP_DB,
         "latent_nmse": float(torch.cat(nmse).mean()) if nmse else nan,
         "latent_mse": float(torch.cat(lmse).mean()) if lmse else nan,
+        "semantic_accuracy": float(torch.cat(sem).float().mean()) if sem else nan,
     }
     row.update(fid.as_dict() if fid else {"fid": nan, "fid_n_images": len(z)})
     for k, v in info.items():
         row[k] = float(torch.cat(v).double().mean())
-    return row, first
+    return row, torch.cat(first)[:EXAMPLES]
 
 
 def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
@@ -380,6 +413,7 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
               linear_codes: Optional[dict[float, Any]] = None,
               feature_extractor=None,
               channel_factory: Optional[Callable[[str, float], Any]] = None,
+              judge: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
               progress: bool = True) -> SweepResult:
     """Run (or resume) the sweep of ``cfg.eval``; see the module docstring for the outputs.
 
@@ -387,7 +421,9 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
     ``datamodule`` (:func:`meg_lightning.data.build_datamodule`), ``vae`` (the pipeline's VAE) or
     directly ``decode_image`` (z -> images in [0, 1]), ``codecs`` (fc -> module with
     ``encode``/``decode``, from :func:`codec_checkpoint`), ``linear_codes`` (fc -> module),
-    ``feature_extractor`` (``eval.fid_features``), ``channel_factory(kind, snr_db)``.
+    ``feature_extractor`` (``eval.fid_features``), ``channel_factory(kind, snr_db)``, ``judge``
+    ((images, cache indices) -> (b,) bool, for semantic accuracy; by default the mini model's
+    classifier when ``model=mini``, else none).
     """
     from tqdm.auto import tqdm
 
@@ -438,13 +474,15 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
             return decode_latents(vae, zz).float()
 
     extractor = (feature_extractor if feature_extractor is not None
-                 else make_feature_extractor(cfg.eval.fid_features)).to(device).eval()
+                 else make_feature_extractor(cfg.eval.fid_features, cfg.model)).to(device).eval()
     z, index = _test_latents(dm, cfg.eval.num_images)
     bs = cfg.eval.batch_size
     i_0 = torch.cat([decode_image(z[s:s + bs].to(device)).float().cpu()
                      for s in range(0, len(z), bs)])  # (N, 3, H, W) perfect images I_0
     feats_0 = extract_features(extractor, i_0.to(device))
-    _save_png(out / "examples" / "reference.png", i_0[0])
+    judge = judge if judge is not None else _default_judge(cfg)
+    sem_ref = float(judge(i_0, index).float().mean()) if judge is not None else float("nan")
+    _save_png(out / "examples" / "reference.png", i_0[:EXAMPLES])
     atomic_write_json(out / "examples" / "index.json", {"example_index": int(index[0]),
                                                         "test_indices": index.tolist()})
     channel_factory = channel_factory or (lambda kind, snr: _default_channel(cfg, kind, snr))
@@ -481,7 +519,9 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
         metrics, first = run_cell(cell, schemes[(cell.scheme, cell.fc, cell.channel)],
                                   channel_factory(cell.channel, cell.snr_db), z, i_0, feats_0,
                                   extractor=extractor, batch_size=bs, seed=seed,
-                                  bootstrap=cfg.eval.bootstrap, device=device)
+                                  bootstrap=cfg.eval.bootstrap, device=device, index=index,
+                                  judge=judge)
+        metrics["semantic_accuracy_ref"] = sem_ref
         if cell.channel == "awgn" and cell.scheme in ("feature", "meg", "linear"):
             metrics["opta_latent_mse"] = opta(metrics["symbols"], cell.snr_db)
         row = {"cell": cell.key, "scheme": cell.scheme, "channel": cell.channel,

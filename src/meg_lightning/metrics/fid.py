@@ -13,7 +13,11 @@ Feature extractors (``eval.fid_features``):
   way to get them instead of hanging on a download.
 - ``pixels``: average-pooled RGB pixels (``PixelFeatures``). Not Inception FID: it is reported as
   ``pixel-FID`` and its numbers are not comparable with the paper's.
-- ``auto``: Inception if its weights are present, otherwise pixels (with a warning).
+- ``mini``: the penultimate features (128-d) of the shipped attribute classifier of the ``mini``
+  model (:mod:`meg_lightning.mini.classifier`), a feature space trained on that domain. Reported
+  as ``mini-FID``; not Inception FID either.
+- ``auto``: ``mini`` when the model is ``mini`` (Inception was never trained on its shapes);
+  otherwise Inception if its weights are present, else pixels (with a warning).
 
 Every FID is reported with the number of images it was computed over and, optionally, a
 bootstrap confidence interval (:func:`fid_with_ci`).
@@ -100,22 +104,28 @@ class PixelFeatures(nn.Module):
         return F.adaptive_avg_pool2d(images.float(), self.size).flatten(1)
 
 
-def make_feature_extractor(kind: str = "auto") -> nn.Module:
-    """The FID feature extractor for ``eval.fid_features`` (auto | inception | pixels)."""
+def make_feature_extractor(kind: str = "auto", model: Optional[str] = None) -> nn.Module:
+    """The FID feature extractor for ``eval.fid_features`` (auto | inception | pixels | mini);
+    ``model`` is the configured generator (``auto`` picks ``mini`` for the mini model)."""
     if kind == "pixels":
         return PixelFeatures()
     if kind == "inception":
         return InceptionFeatures()
+    if kind == "mini" or (kind == "auto" and model == "mini"):
+        from meg_lightning.mini.classifier import load_classifier
+
+        return load_classifier()
     if kind == "auto":
         if inception_weights_path() is not None:
             return InceptionFeatures()
         warnings.warn(_missing_inception_message() + "; falling back to pixel-FID", stacklevel=2)
         return PixelFeatures()
-    raise ConfigError("eval.fid_features", kind, "one of auto, inception, pixels")
+    raise ConfigError("eval.fid_features", kind, "one of auto, inception, pixels, mini")
 
 
 def feature_name(extractor: nn.Module) -> str:
-    """How FIDs from ``extractor`` are labelled in results ("inception", "pixel-FID", or the class)."""
+    """How FIDs from ``extractor`` are labelled in results ("inception", "pixel-FID", "mini-FID",
+    or the class name)."""
     return getattr(extractor, "name", type(extractor).__name__)
 
 
@@ -183,7 +193,7 @@ class FIDResult:
     ci_high: float = float("nan")
     ci_level: float = 0.95
     bootstrap: int = 0  # resamples used for the interval
-    features: str = ""  # extractor label: "inception" (the paper's FID) or "pixel-FID"
+    features: str = ""  # extractor label: "inception" (the paper's FID), "pixel-FID", "mini-FID"
 
     def as_dict(self, prefix: str = "fid") -> dict:
         d = asdict(self)

@@ -40,6 +40,8 @@ class AttributeClassifier(nn.Module):
     or uint8 images in [0, 255] (``normalize=False``); other sizes are resized to 64x64.
     """
 
+    name = "mini-FID"  # how FIDs in its feature space are labelled (metrics.feature_name)
+
     def __init__(self, width: int = 32, num_features: int = 128):
         super().__init__()
         self.config = {"width": width, "num_features": num_features}

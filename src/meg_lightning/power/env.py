@@ -412,7 +412,7 @@ def make_env(cfg: Any, *, num_envs: Optional[int] = None, seed: Optional[int] = 
     if fid_extractor is None and (p.reward == "fid" or image_metrics):
         from meg_lightning.metrics.fid import make_feature_extractor
 
-        fid_extractor = make_feature_extractor(cfg.eval.fid_features)
+        fid_extractor = make_feature_extractor(cfg.eval.fid_features, cfg.model)
     snr_db = snr_from_budget(p_max, p.num_blocks, cfg.channel.noise_power_mw, p.avg_snr_db)
     return MEGPowerEnv(source, num_envs=num_envs or p.num_envs, num_blocks=p.num_blocks,
                        p_max_mw=p_max, snr_db=snr_db, equalizer=p.equalizer, reward=p.reward,
