@@ -18,23 +18,26 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
+
+import numpy as np
 
 from meg_lightning.config import MegConfig, load_config, save_resolved
 from meg_lightning.runtime import torch_threads
 
 #: The demo's short defaults (overridable: `meg demo key=value`).
 DEMO_DEFAULTS = [
+    "model=mini",  # the shipped small text-to-image model (docs/MINI.md); model=tiny also runs
     "out_dir=data/demo",
     "data.cache_dir=data/demo/latents",
-    "data.num_prompts=192",
-    "data.gen_batch_size=16",
+    "data.num_prompts=900",  # every mini caption once (shuffled): 675 train, 225 test
+    "data.gen_batch_size=64",
     "data.test_fraction=0.25",
     "data.batch_size=16",
     "trainer.max_epochs=40",
     "eval.fcs=[0.25,0.5,0.75]",
     "eval.snrs_db=[-30,-20,-10,0,10,20,30]",
-    "eval.num_images=48",
+    "eval.num_images=128",
     "eval.bootstrap=100",
     "ppo.scheme=meg",
     "ppo.num_envs=128",
@@ -64,6 +67,151 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _is_nan(v: Any) -> bool:
+    return v is None or v == "" or (isinstance(v, float) and math.isnan(v))
+
+
+def _name(r: dict) -> str:
+    fc = r.get("fc")
+    return r["scheme"] if _is_nan(fc) else f"{r['scheme']} fc={float(fc):g}"
+
+
+def _verdict(a: float, b: float) -> str:
+    """Higher is better: "yes" when ``a`` beats ``b``, "tie" when equal (to print precision)."""
+    return "tie" if abs(a - b) < 5e-3 else "yes" if a > b else "no"
+
+
+def _interp(points: dict[float, float], x: float) -> Optional[float]:
+    """Linear interpolation in x over the swept points; None outside their range."""
+    xs = sorted(points)
+    if not xs or x < xs[0] or x > xs[-1]:
+        return None
+    return float(np.interp(x, xs, [points[k] for k in xs]))
+
+
+def low_snr_claim(rows: list[dict], max_snr_db: float = 0.0,
+                  schemes: tuple[str, ...] = ("meg", "feature")) -> list[dict]:
+    """The paper's central claim, cell by cell: at SNR <= ``max_snr_db``, does each of ``schemes``
+    (every fc) beat ``centralized`` on the same channel and SNR in PSNR and, where measured, in
+    semantic accuracy? One dict per (channel, SNR, scheme) with the values of both and the verdicts
+    ``psnr`` / ``sem`` ("yes", "no", "tie"; ``sem`` None without semantic accuracy).
+
+    Equal SNR per symbol is the paper's comparison, but ``centralized`` sends every pixel: with
+    ``symbols`` real symbols against the scheme's ``k`` it spends ``symbols / k`` times the energy
+    per image. ``equal_energy_snr_db`` = SNR - 10 log10(symbols / k) is the SNR at which it would
+    spend the same energy as the scheme; ``*_equal_energy`` are centralized's PSNR and semantic
+    accuracy there, linearly interpolated between swept SNRs (None outside the sweep)."""
+    central = {(r["channel"], float(r["snr_db"])): r for r in rows
+               if r["scheme"] == "centralized" and not _is_nan(r.get("snr_db"))}
+    curve: dict[tuple[str, str], dict[float, float]] = {}
+    for (channel, snr), c in central.items():
+        if math.isfinite(snr):
+            for m in ("psnr_db", "semantic_accuracy"):
+                if not _is_nan(c.get(m)):
+                    curve.setdefault((channel, m), {})[snr] = float(c[m])
+    out = []
+    for r in rows:
+        if r["scheme"] not in schemes or _is_nan(r.get("snr_db")):
+            continue
+        key = (r["channel"], float(r["snr_db"]))
+        c = central.get(key)
+        if c is None or key[1] > max_snr_db or math.isinf(key[1]):
+            continue
+        sem, sem_c = r.get("semantic_accuracy"), c.get("semantic_accuracy")
+        has_sem = not (_is_nan(sem) or _is_nan(sem_c))
+        d = {"channel": key[0], "snr_db": key[1], "scheme": _name(r),
+             "psnr_db": float(r["psnr_db"]), "psnr_centralized": float(c["psnr_db"]),
+             "semantic_accuracy": float(sem) if has_sem else None,
+             "semantic_centralized": float(sem_c) if has_sem else None,
+             "psnr": _verdict(float(r["psnr_db"]), float(c["psnr_db"])),
+             "sem": _verdict(float(sem), float(sem_c)) if has_sem else None,
+             "equal_energy_snr_db": None, "psnr_equal_energy": None,
+             "semantic_equal_energy": None}
+        k, n_c = r.get("symbols"), c.get("symbols")
+        if not (_is_nan(k) or _is_nan(n_c)) and float(k) > 0:
+            snr_e = key[1] - 10 * math.log10(float(n_c) / float(k))
+            d["equal_energy_snr_db"] = snr_e
+            d["psnr_equal_energy"] = _interp(curve.get((key[0], "psnr_db"), {}), snr_e)
+            if has_sem:
+                d["semantic_equal_energy"] = _interp(
+                    curve.get((key[0], "semantic_accuracy"), {}), snr_e)
+        out.append(d)
+    return sorted(out, key=lambda d: (d["channel"], d["snr_db"], d["scheme"]))
+
+
+def _tally(verdicts: list[str]) -> str:
+    return (f"better in {verdicts.count('yes')}, tied in {verdicts.count('tie')}, worse in "
+            f"{verdicts.count('no')} of {len(verdicts)} cells")
+
+
+def _claim_lines(rows: list[dict]) -> list[str]:
+    claim = low_snr_claim(rows)
+    if not claim:
+        return []
+    has_sem = any(c["sem"] is not None for c in claim)
+    mark = {"yes": "yes", "tie": "tie", "no": "**no**"}
+    lines = ["## The paper's central claim at low SNR", "",
+             "Do `meg` (the learned seed) and `feature` (the uncompressed latent) beat "
+             "`centralized` (the image sent pixel by pixel) at the same SNR, 0 dB and below? "
+             "(tie: equal to two decimals)", "",
+             "| channel | SNR | scheme | PSNR (dB) | centralized | better |"
+             + (" semantic acc. | centralized | better |" if has_sem else ""),
+             "|---|---|---|---|---|---|" + ("---|---|---|" if has_sem else "")]
+    for c in claim:
+        line = (f"| {c['channel']} | {c['snr_db']:g} dB | {c['scheme']} | {c['psnr_db']:.2f} | "
+                f"{c['psnr_centralized']:.2f} | {mark[c['psnr']]} |")
+        if has_sem:
+            line += (f" {c['semantic_accuracy']:.2f} | {c['semantic_centralized']:.2f} | "
+                     f"{mark[c['sem']]} |" if c["sem"] is not None else " | | |")
+        lines.append(line)
+    text = [f"**At equal SNR**, in PSNR the schemes are {_tally([c['psnr'] for c in claim])}."]
+    sem = [c for c in claim if c["sem"] is not None]
+    if sem:
+        text.append(f"In semantic accuracy they are {_tally([c['sem'] for c in sem])}.")
+    holds = all(c["psnr"] == "yes" and c["sem"] in (None, "yes") for c in claim)
+    text.append("The claim holds in every low-SNR cell of this run." if holds else
+                "So the claim does **not** hold in every low-SNR cell of this run (marked "
+                "**no** / tie above).")
+    lines += ["", " ".join(text), ""]
+    fair = [c for c in claim if c["psnr_equal_energy"] is not None]
+    if fair:
+        lines += ["**At equal energy per image.** `centralized` sends every pixel "
+                  f"({int(_symbols(rows, 'centralized'))} real symbols per image here), "
+                  "many times the symbols of a seed, so at the same SNR per symbol it spends that "
+                  "many times the energy. Below, centralized is read at the SNR where it would "
+                  "spend the scheme's energy (linearly interpolated between swept SNRs; cells "
+                  "outside the sweep are left out):", "",
+                  "| channel | SNR | scheme | equal-energy SNR | PSNR | centralized | better |"
+                  + (" semantic acc. | centralized | better |" if has_sem else ""),
+                  "|---|---|---|---|---|---|---|" + ("---|---|---|" if has_sem else "")]
+        verdicts, sem_verdicts = [], []
+        for c in fair:
+            v = _verdict(c["psnr_db"], c["psnr_equal_energy"])
+            verdicts.append(v)
+            line = (f"| {c['channel']} | {c['snr_db']:g} dB | {c['scheme']} | "
+                    f"{c['equal_energy_snr_db']:.1f} dB | {c['psnr_db']:.2f} | "
+                    f"{c['psnr_equal_energy']:.2f} | {mark[v]} |")
+            if has_sem and c["semantic_equal_energy"] is not None:
+                sv = _verdict(c["semantic_accuracy"], c["semantic_equal_energy"])
+                sem_verdicts.append(sv)
+                line += (f" {c['semantic_accuracy']:.2f} | {c['semantic_equal_energy']:.2f} | "
+                         f"{mark[sv]} |")
+            elif has_sem:
+                line += " | | |"
+            lines.append(line)
+        text = [f"At equal energy, in PSNR the schemes are {_tally(verdicts)}."]
+        if sem_verdicts:
+            text.append(f"In semantic accuracy they are {_tally(sem_verdicts)}.")
+        lines += ["", " ".join(text), ""]
+    return lines
+
+
+def _symbols(rows: list[dict], scheme: str) -> float:
+    """The symbols per image of ``scheme`` in the results (its first row with a count)."""
+    return next((float(r["symbols"]) for r in rows
+                 if r["scheme"] == scheme and not _is_nan(r.get("symbols"))), float("nan"))
+
+
 def write_report(cfg: MegConfig, timings: dict[str, float]) -> Path:
     from meg_lightning.evaluation.sweep import eval_dir, read_results
     from meg_lightning.io import atomic_write_text
@@ -76,12 +224,26 @@ def write_report(cfg: MegConfig, timings: dict[str, float]) -> Path:
     if cfg.model == "tiny":
         lines += ["> The `tiny` preset has random weights: its images are noise, so these curves "
                   "check that every stage runs, not the paper's claims.", ""]
+    if cfg.model == "mini":
+        lines += ["> Model `mini`: the small text-to-image model this project trains and ships "
+                  "(docs/MINI.md), 64x64 images of one coloured shape, 4x8x8 latents. FID here is "
+                  "**mini-FID** (the shipped attribute classifier's features), not the Inception "
+                  "FID of the paper; semantic accuracy is the share of images whose five "
+                  "attributes (shape, colour, background, size, position) all still match the "
+                  "prompt, judged by the same classifier. Absolute numbers do not transfer to "
+                  "SD-v1.5; the comparison between schemes at equal SNR is the point.", ""]
     lines += ["## Stages", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in timings.items()]
-    lines += ["", "## PSNR (dB) and FID against SNR", ""]
+    lines += ["", "## PSNR (dB), FID and semantic accuracy against SNR", ""]
+    lines += _claim_lines(rows)
     snrs = sorted({r["snr_db"] for r in rows})
+    fid_name = rows[0].get("fid_features") if rows else None
+    metrics = [("psnr_db", "PSNR (dB)"), ("fid", "FID" if fid_name in (None, "inception")
+                                          else f"{fid_name} (not Inception FID)")]
+    if any(not _is_nan(r.get("semantic_accuracy")) for r in rows):
+        metrics.append(("semantic_accuracy", "Semantic accuracy"))
     for channel in sorted({r["channel"] for r in rows}):
-        for metric, title in (("psnr_db", "PSNR (dB)"), ("fid", "FID")):
+        for metric, title in metrics:
             lines += [f"### {title}, {channel}", "",
                       "| scheme | " + " | ".join(f"{s:g} dB" for s in snrs) + " |",
                       "|---|" + "---|" * len(snrs)]
@@ -99,6 +261,10 @@ def write_report(cfg: MegConfig, timings: dict[str, float]) -> Path:
         lines += [f"FID over {n} images per cell ({rows[0].get('fid_features', 'features')}); "
                   "the CSV has bootstrap confidence intervals. PSNR of identical images is "
                   f"capped at {rows[0].get('psnr_cap_db')} dB.", ""]
+        ref = rows[0].get("semantic_accuracy_ref")
+        if not _is_nan(ref):
+            lines += [f"Semantic accuracy of the perfect images I_0 (no channel, the ceiling): "
+                      f"{float(ref):.3f} over the same {n} test prompts.", ""]
     ppo_eval = root / "ppo" / "eval.json"
     if ppo_eval.exists():
         ppo = json.loads(ppo_eval.read_text())
@@ -115,6 +281,14 @@ def write_report(cfg: MegConfig, timings: dict[str, float]) -> Path:
                       "optimum."]
         lines.append("")
     figs = sorted((root / "figures").glob("*.png"))
+    grids = [f for f in figs if f.stem.startswith("grid_")]
+    if grids:
+        lines += ["## Image grids", "", "The same test images (columns) through every scheme "
+                  "(rows), with each row's PSNR and, for `mini`, semantic accuracy over all "
+                  "test images of the cell.", ""]
+        lines += [f"![{f.stem}](figures/{f.name})" for f in grids]
+        lines.append("")
+    figs = [f for f in figs if f not in grids]
     if figs:
         lines += ["## Figures", ""]
         lines += [f"![{f.stem}](figures/{f.name})" for f in figs]
