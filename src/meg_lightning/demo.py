@@ -234,8 +234,10 @@ def write_report(cfg: MegConfig, timings: dict[str, float]) -> Path:
                   "SD-v1.5; the comparison between schemes at equal SNR is the point.", ""]
     lines += ["## Stages", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in timings.items()]
-    lines += ["", "## PSNR (dB), FID and semantic accuracy against SNR", ""]
+    lines += [f"| total | {sum(timings.values()):.1f} |"]
+    lines.append("")
     lines += _claim_lines(rows)
+    lines += ["## PSNR (dB), FID and semantic accuracy against SNR", ""]
     snrs = sorted({r["snr_db"] for r in rows})
     fid_name = rows[0].get("fid_features") if rows else None
     metrics = [("psnr_db", "PSNR (dB)"), ("fid", "FID" if fid_name in (None, "inception")

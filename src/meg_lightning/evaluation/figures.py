@@ -80,6 +80,7 @@ def _channels(rows: list[dict]) -> list[str]:
     return [c for c in ("awgn", "rayleigh") if any(r["channel"] == c for r in rows)]
 
 
+LINESTYLES = {"linear": "--", "digital": ":"}  # more than 10 lines: the colours repeat
 METRIC_NAMES = {"psnr_db": "PSNR", "fid": "FID", "semantic_accuracy": "Semantic accuracy"}
 
 
@@ -103,7 +104,8 @@ def fig_vs_snr(rows: list[dict], metric: str, path_stem: Path) -> list[Path]:
             pts = sorted(series[lbl], key=lambda r: float(r["snr_db"]))
             x = np.array([float(r["snr_db"]) for r in pts])
             y = np.array([float(r[metric]) for r in pts])
-            (line,) = ax.plot(x, y, marker="o", ms=3, label=lbl)
+            (line,) = ax.plot(x, y, marker="o", ms=3, label=lbl,  # baselines dashed / dotted
+                              ls=LINESTYLES.get(lbl.partition(" ")[0], "-"))
             ref = noiseless.get(lbl)
             if ref is not None:  # the same scheme over the noiseless channel, dotted
                 ax.axhline(ref, color=line.get_color(), ls=":", lw=1)
