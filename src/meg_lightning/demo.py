@@ -144,6 +144,12 @@ def _tally(verdicts: list[str]) -> str:
             f"{verdicts.count('no')} of {len(verdicts)} cells")
 
 
+def _header(cols: list[str], has_sem: bool) -> list[str]:
+    """A Markdown table header, with the three semantic-accuracy columns when measured."""
+    cols = cols + (["semantic acc.", "centralized", "better"] if has_sem else [])
+    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+
+
 def _claim_lines(rows: list[dict]) -> list[str]:
     claim = low_snr_claim(rows)
     if not claim:
@@ -154,9 +160,7 @@ def _claim_lines(rows: list[dict]) -> list[str]:
              "Do `meg` (the learned seed) and `feature` (the uncompressed latent) beat "
              "`centralized` (the image sent pixel by pixel) at the same SNR, 0 dB and below? "
              "(tie: equal to two decimals)", "",
-             "| channel | SNR | scheme | PSNR (dB) | centralized | better |"
-             + (" semantic acc. | centralized | better |" if has_sem else ""),
-             "|---|---|---|---|---|---|" + ("---|---|---|" if has_sem else "")]
+             *_header(["channel", "SNR", "scheme", "PSNR (dB)", "centralized", "better"], has_sem)]
     for c in claim:
         line = (f"| {c['channel']} | {c['snr_db']:g} dB | {c['scheme']} | {c['psnr_db']:.2f} | "
                 f"{c['psnr_centralized']:.2f} | {mark[c['psnr']]} |")
@@ -181,9 +185,8 @@ def _claim_lines(rows: list[dict]) -> list[str]:
                   "many times the energy. Below, centralized is read at the SNR where it would "
                   "spend the scheme's energy (linearly interpolated between swept SNRs; cells "
                   "outside the sweep are left out):", "",
-                  "| channel | SNR | scheme | equal-energy SNR | PSNR | centralized | better |"
-                  + (" semantic acc. | centralized | better |" if has_sem else ""),
-                  "|---|---|---|---|---|---|---|" + ("---|---|---|" if has_sem else "")]
+                  *_header(["channel", "SNR", "scheme", "equal-energy SNR", "PSNR", "centralized",
+                            "better"], has_sem)]
         verdicts, sem_verdicts = [], []
         for c in fair:
             v = _verdict(c["psnr_db"], c["psnr_equal_energy"])
