@@ -1,10 +1,11 @@
-"""Latent cache throughput (tiny preset) against a plain loop of stock diffusers calls.
+"""Latent cache throughput (tiny or mini preset) against a plain loop of stock diffusers calls.
 
 Both sides generate the same prompts with the same per-sample seeds in the same process; the
 cache adds batching across prompts, sharded atomic writes and checksums. Rounds alternate between
 the two sides so that load from other processes hits both alike. Prints a Markdown table.
 
     python benchmarks/bench_latents.py --n 32 --batch-sizes 1 4 16 --rounds 3
+    python benchmarks/bench_latents.py --model mini --steps 25 --batch-sizes 1 16 64 --threads 1
 """
 
 from __future__ import annotations
@@ -26,20 +27,24 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="DDIM steps")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (best is kept)")
+    ap.add_argument("--model", default="tiny", choices=["tiny", "mini"], help="offline preset")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from meg_lightning.config import load_config
     from meg_lightning.data.cache import LatentCache
-    from meg_lightning.data.prompts import builtin_prompts
+    from meg_lightning.data.prompts import get_prompts
     from meg_lightning.generation import load_pipeline, seed_for
 
     tmp = tempfile.mkdtemp(prefix="bench-latents-")
-    base = [f"data.num_prompts={args.n}", f"generation.num_inference_steps={args.steps}",
+    base = [f"model={args.model}", f"data.num_prompts={args.n}", f"generation.num_inference_steps={args.steps}",
             "generation.device=cpu", "logger=none", f"data.shard_size={args.n}"]
     cfg0 = load_config(base)
     pipe = load_pipeline(cfg0)
     g = cfg0.generation
-    prompts = builtin_prompts(args.n)
+    prompts = get_prompts(cfg0.data.prompts, args.n, cfg0.data.prompt_column)
 
     def stock_loop() -> float:
         t = time.perf_counter()
@@ -65,7 +70,7 @@ def main() -> None:
             best[bs] = min(best[bs], cache_run(bs))
     shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"machine: {machine()}; tiny preset, {args.n} latents, {args.steps} DDIM "
+    print(f"machine: {machine()}; {args.model} preset, {args.n} latents, {args.steps} DDIM "
           f"steps, best of {args.rounds} alternating rounds\n")
     print("| method | latents/s | ratio vs stock loop |")
     print("|---|---|---|")
