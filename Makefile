@@ -56,7 +56,7 @@ test: setup ## the fast test suite (no network, CPU, < 10 min)
 test-slow: setup ## the slow tests (real weights when present, long training checks)
 	$(BIN)/python -m pytest -q -m slow
 
-train-mini: setup ## train and save the shipped mini text-to-image model + classifier (~75 min on 2 CPU cores)
+train-mini: setup ## train and save the shipped mini text-to-image model + classifier (~60 min on 2 idle CPU cores)
 	$(BIN)/python -m meg_lightning.mini.train $(ARGS)
 
 bench: setup ## the benchmarks under benchmarks/ (numbers go to docs/BENCHMARKS.md)
