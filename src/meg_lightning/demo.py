@@ -240,13 +240,15 @@ def write_report(cfg: MegConfig, timings: dict[str, float]) -> Path:
     lines += [f"| total | {sum(timings.values()):.1f} |"]
     lines.append("")
     lines += _claim_lines(rows)
-    lines += ["## PSNR (dB), FID and semantic accuracy against SNR", ""]
     snrs = sorted({r["snr_db"] for r in rows})
     fid_name = rows[0].get("fid_features") if rows else None
     metrics = [("psnr_db", "PSNR (dB)"), ("fid", "FID" if fid_name in (None, "inception")
                                           else f"{fid_name} (not Inception FID)")]
     if any(not _is_nan(r.get("semantic_accuracy")) for r in rows):
         metrics.append(("semantic_accuracy", "Semantic accuracy"))
+    names = [t.split(" (")[0] for _, t in metrics]
+    names[-1] = names[-1].lower() if metrics[-1][0] == "semantic_accuracy" else names[-1]
+    lines += [f"## {', '.join(names[:-1])} and {names[-1]} against SNR", ""]
     for channel in sorted({r["channel"] for r in rows}):
         for metric, title in metrics:
             lines += [f"### {title}, {channel}", "",
