@@ -54,7 +54,8 @@ def _missing_weights(model: str, why: str) -> MissingWeightsError:
         f"(1) with network access, log in to Hugging Face and run once with model={DEFAULT_HUB_ID} "
         f"(they are then cached; set HF_HUB_OFFLINE=1 to reuse the cache offline); "
         f"(2) model=/path/to/a/local/diffusers/folder (e.g. from `huggingface-cli download "
-        f"{DEFAULT_HUB_ID}`); (3) offline without weights, use model=tiny (or `make demo`).")
+        f"{DEFAULT_HUB_ID}`); (3) offline without weights, use model=mini (a small trained "
+        "model shipped with the package, `make demo`) or model=tiny (random weights).")
 
 
 def load_pipeline(cfg: MegConfig, device: torch.device | None = None):
