@@ -243,3 +243,30 @@ def test_resume_refuses_a_checkpoint_of_another_architecture(make_cfg):
     train_main(_cfg(make_cfg, "trainer.max_epochs=1"), datamodule=_dm(z))
     with pytest.raises(UserError, match="arch='mlp'.*arch='paper'"):
         train_main(_cfg(make_cfg, "trainer.max_epochs=2", "codec.arch=paper"), datamodule=_dm(z))
+
+
+def test_a_codec_trained_on_other_latents_is_neither_resumed_nor_evaluated(make_cfg):
+    """The checkpoint records which latents it saw (config.data_id): another model, prompt
+    source or split in the same out_dir is refused in one line instead of silently reused."""
+    from meg_lightning.config import data_id
+
+    z = synthetic_latents(32)
+    cfg = _cfg(make_cfg, "trainer.max_epochs=1")
+    best = train_main(cfg, datamodule=_dm(z))
+    assert load_codec(best).hparams.data_id == data_id(cfg)
+    other = _cfg(make_cfg, "trainer.max_epochs=2", "model=mini")
+    assert data_id(other) != data_id(cfg)
+    assert data_id(_cfg(make_cfg, "data.batch_size=3", "data.cache_dir=/elsewhere")) == \
+        data_id(cfg)  # how latents are read is not which latents they are
+    with pytest.raises(UserError, match="trained with data_id=") as e:
+        train_main(other, datamodule=_dm(z))
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="trained on other latents") as e:
+        load_codec(best, data_id=data_id(other))
+    assert "\n" not in str(e.value)
+    assert load_codec(best, data_id=data_id(cfg)).k == 32
+    # a checkpoint from before the id was recorded still loads
+    ckpt = torch.load(best, map_location="cpu", weights_only=False)
+    del ckpt["hyper_parameters"]["data_id"]
+    torch.save(ckpt, best)
+    assert load_codec(best, data_id=data_id(other)).k == 32

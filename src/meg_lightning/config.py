@@ -343,6 +343,21 @@ def config_hash(section: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+#: data settings that change how latents are produced or stored, not which latents a run sees
+_DATA_IO_KEYS = ("num_workers", "gen_batch_size", "batch_size", "shard_size", "cache_dir")
+
+
+def data_id(cfg: MegConfig) -> str:
+    """Fingerprint of the latents and the train/val/test split a run sees: the model, the seed,
+    the generation settings (not the device) and the data settings except I/O ones. A codec
+    records it, so that one trained on other latents (another model, prompts or split) is not
+    silently resumed or evaluated."""
+    d = to_dict(cfg)
+    return config_hash({"model": d["model"], "seed": d["seed"],
+                        "generation": {k: v for k, v in d["generation"].items() if k != "device"},
+                        "data": {k: v for k, v in d["data"].items() if k not in _DATA_IO_KEYS}})
+
+
 def save_resolved(cfg: MegConfig, folder: str | Path, name: str = "config.yaml") -> Path:
     """Write the resolved config beside an output (atomically)."""
     from meg_lightning.io import atomic_write_text

@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from meg_lightning.channel import Channel
 from meg_lightning.codec.components import build_codec, check_latents, code_length
 from meg_lightning.config import ChannelConfig, CodecConfig
+from meg_lightning.config import data_id as config_data_id
 from meg_lightning.errors import ConfigError, UserError
 from meg_lightning.metrics.image import latent_nmse_per_sample
 
@@ -69,7 +70,8 @@ class CodecModule(L.LightningModule):
     def __init__(self, latent_shape: Sequence[int], fc: float = 0.5, arch: str = "paper",
                  hidden: Optional[int] = None, lr: float = 1e-3, weight_decay: float = 0.0,
                  val_snrs_db: Sequence[float] = (0.0, 10.0, 20.0),
-                 channel: Optional[dict[str, Any]] = None, seed: int = 0):
+                 channel: Optional[dict[str, Any]] = None, seed: int = 0,
+                 data_id: Optional[str] = None):
         super().__init__()
         latent_shape = [int(s) for s in latent_shape]
         channel = asdict(ChannelConfig()) if channel is None else dict(channel)
@@ -92,7 +94,7 @@ class CodecModule(L.LightningModule):
         c = cfg.codec
         return cls(latent_shape, fc=c.fc, arch=c.arch, hidden=c.hidden, lr=c.lr,
                    weight_decay=c.weight_decay, val_snrs_db=list(c.val_snrs_db),
-                   channel=asdict(cfg.channel), seed=cfg.seed)
+                   channel=asdict(cfg.channel), seed=cfg.seed, data_id=config_data_id(cfg))
 
     # -- the three public steps --------------------------------------------------------------
     def encode(self, z: torch.Tensor) -> torch.Tensor:
@@ -183,11 +185,14 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def load_codec(path: str | Path, latent_shape: Optional[Sequence[int]] = None,
-               fc: Optional[float] = None, map_location: Any = "cpu") -> CodecModule:
+               fc: Optional[float] = None, map_location: Any = "cpu",
+               data_id: Optional[str] = None) -> CodecModule:
     """A trained :class:`CodecModule` in eval mode from a checkpoint written by `meg train-codec`.
 
     Raises :class:`UserError` for a missing / unreadable file and :class:`ConfigError` when the
-    checkpoint was trained for another latent shape or compression rate fc than asked.
+    checkpoint was trained for another latent shape or compression rate fc than asked, and
+    :class:`UserError` when ``data_id`` is given (:func:`meg_lightning.config.data_id`) and the
+    checkpoint was trained on other latents (checkpoints from before the id was recorded pass).
     """
     path = Path(path)
     if not path.is_file():
@@ -205,6 +210,12 @@ def load_codec(path: str | Path, latent_shape: Optional[Sequence[int]] = None,
     if fc is not None and not math.isclose(float(fc), float(hp["fc"]), abs_tol=1e-9):
         raise ConfigError("codec.fc", fc, f"{hp['fc']}, the compression rate of checkpoint "
                           f"{str(path)!r} (train one with `meg train-codec codec.fc={fc}`)")
+    if data_id is not None and hp.get("data_id") not in (None, data_id):
+        raise UserError(f"codec checkpoint {str(path)!r} was trained on other latents (data id "
+                        f"{hp['data_id']}, this run's is {data_id}: another model, prompts, "
+                        "generation settings or split): train one for these settings with "
+                        "`meg train-codec` in another out_dir, or name it explicitly in "
+                        "eval.codec_checkpoints / codec.checkpoint")
     model = CodecModule(**hp)
     model.load_state_dict(ckpt["state_dict"])
     return model.to(map_location).eval()

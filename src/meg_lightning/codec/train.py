@@ -74,14 +74,19 @@ def resume_path(cfg: MegConfig, folder: Path) -> Optional[Path]:
 
 
 def check_resumable(path: Path, model: CodecModule) -> None:
-    """One-line UserError when ``path`` holds a codec of another shape than ``model``."""
+    """One-line UserError when ``path`` holds a codec of another shape than ``model``, or one
+    trained on other latents (``data_id``; checkpoints that predate it pass)."""
     hp = dict(read_checkpoint(path).get("hyper_parameters") or {})
-    for key in ("latent_shape", "fc", "arch", "hidden"):
-        want = model.hparams[key]
+    for key in ("latent_shape", "fc", "arch", "hidden", "data_id"):
+        want = model.hparams.get(key)
         have = hp.get(key)
+        if key == "data_id" and (have is None or want is None):
+            continue
         if (list(have) if key == "latent_shape" and have is not None else have) != want:
+            what = (" (the latents it saw: another model, prompts, generation settings or split)"
+                    if key == "data_id" else "")
             raise UserError(f"cannot resume from {str(path)!r}: it was trained with {key}={have!r}, "
-                            f"this run asks for {key}={want!r} (delete it or choose another "
+                            f"this run asks for {key}={want!r}{what} (delete it or choose another "
                             "out_dir / codec.checkpoint)")
 
 

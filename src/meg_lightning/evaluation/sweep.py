@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from meg_lightning.config import MegConfig, config_hash, save_resolved, to_dict
+from meg_lightning.config import MegConfig, config_hash, data_id, save_resolved, to_dict
 from meg_lightning.errors import ConfigError, UserError
 from meg_lightning.evaluation.schemes import (
     CentralizedScheme,
@@ -129,11 +129,7 @@ def sweep_hash(cfg: MegConfig) -> str:
     d = to_dict(cfg)
     ev = {k: v for k, v in d["eval"].items()
           if k not in ("schemes", "snrs_db", "fcs", "channels", "results", "codec_checkpoints")}
-    data = {k: v for k, v in d["data"].items()
-            if k not in ("num_workers", "gen_batch_size", "batch_size", "shard_size", "cache_dir")}
-    gen = {k: v for k, v in d["generation"].items() if k != "device"}
-    return config_hash({"version": RESULTS_VERSION, "model": d["model"], "seed": d["seed"],
-                        "generation": gen, "data": data, "eval": ev,
+    return config_hash({"version": RESULTS_VERSION, "data_id": data_id(cfg), "eval": ev,
                         "channel": {k: d["channel"][k] for k in ("num_blocks", "equalizer")}})
 
 
@@ -244,9 +240,14 @@ def codec_checkpoint(cfg: MegConfig, fc: float) -> Path:
 
 
 def _default_codec(cfg: MegConfig, fc: float, latent_shape, device):
+    """The codec for ``fc``; one that `meg train-codec` left in ``out_dir`` must have been trained
+    on this run's latents (an explicitly configured checkpoint is taken as it is)."""
     from meg_lightning.codec import load_codec
 
-    return load_codec(codec_checkpoint(cfg, fc), latent_shape=latent_shape, fc=fc).to(device)
+    explicit = any(math.isclose(float(k), fc) for k in cfg.eval.codec_checkpoints) or (
+        bool(cfg.codec.checkpoint) and math.isclose(cfg.codec.fc, fc))
+    return load_codec(codec_checkpoint(cfg, fc), latent_shape=latent_shape, fc=fc,
+                      data_id=None if explicit else data_id(cfg)).to(device)
 
 
 def train_latents(dm) -> Tensor:
