@@ -71,11 +71,6 @@ def _is_nan(v: Any) -> bool:
     return v is None or v == "" or (isinstance(v, float) and math.isnan(v))
 
 
-def _name(r: dict) -> str:
-    fc = r.get("fc")
-    return r["scheme"] if _is_nan(fc) else f"{r['scheme']} fc={float(fc):g}"
-
-
 def _verdict(a: float, b: float) -> str:
     """Higher is better: "yes" when ``a`` beats ``b``, "tie" when equal (to print precision)."""
     return "tie" if abs(a - b) < 5e-3 else "yes" if a > b else "no"
@@ -101,6 +96,8 @@ def low_snr_claim(rows: list[dict], max_snr_db: float = 0.0,
     per image. ``equal_energy_snr_db`` = SNR - 10 log10(symbols / k) is the SNR at which it would
     spend the same energy as the scheme; ``*_equal_energy`` are centralized's PSNR and semantic
     accuracy there, linearly interpolated between swept SNRs (None outside the sweep)."""
+    from meg_lightning.evaluation.figures import label
+
     central = {(r["channel"], float(r["snr_db"])): r for r in rows
                if r["scheme"] == "centralized" and not _is_nan(r.get("snr_db"))}
     curve: dict[tuple[str, str], dict[float, float]] = {}
@@ -119,7 +116,7 @@ def low_snr_claim(rows: list[dict], max_snr_db: float = 0.0,
             continue
         sem, sem_c = r.get("semantic_accuracy"), c.get("semantic_accuracy")
         has_sem = not (_is_nan(sem) or _is_nan(sem_c))
-        d = {"channel": key[0], "snr_db": key[1], "scheme": _name(r),
+        d = {"channel": key[0], "snr_db": key[1], "scheme": label(r),
              "psnr_db": float(r["psnr_db"]), "psnr_centralized": float(c["psnr_db"]),
              "semantic_accuracy": float(sem) if has_sem else None,
              "semantic_centralized": float(sem_c) if has_sem else None,
@@ -216,6 +213,7 @@ def _symbols(rows: list[dict], scheme: str) -> float:
 
 
 def write_report(cfg: MegConfig, timings: dict[str, float]) -> Path:
+    from meg_lightning.evaluation.figures import label
     from meg_lightning.evaluation.sweep import eval_dir, read_results
     from meg_lightning.io import atomic_write_text
 
@@ -259,8 +257,7 @@ def write_report(cfg: MegConfig, timings: dict[str, float]) -> Path:
             for scheme, fc in labels:
                 cells = {r["snr_db"]: r.get(metric) for r in rows
                          if r["channel"] == channel and r["scheme"] == scheme and r.get("fc") == fc}
-                name = scheme if fc in (None, "") or (isinstance(fc, float) and math.isnan(fc)) \
-                    else f"{scheme} fc={fc:g}"
+                name = label({"scheme": scheme, "fc": fc})
                 lines.append(f"| {name} | " + " | ".join(_fmt(cells.get(s, "")) for s in snrs) + " |")
             lines.append("")
     if rows:

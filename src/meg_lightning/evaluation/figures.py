@@ -44,9 +44,9 @@ FIG10_COLUMNS = ("p_max_mw", "policy", "fid", "psnr", "latent_mse", "n_images")
 
 
 def label(row: dict) -> str:
-    """Legend label of a row's scheme, e.g. ``meg fc=0.5``."""
+    """Legend label of a row's scheme, e.g. ``meg fc=0.5`` (just the scheme when fc is empty)."""
     fc = row.get("fc")
-    return f"{row['scheme']} fc={float(fc):g}" if fc not in (None, "") else str(row["scheme"])
+    return f"{row['scheme']} fc={float(fc):g}" if _finite(fc) else str(row["scheme"])
 
 
 def _sort_key(lbl: str) -> tuple:
