@@ -16,14 +16,6 @@ from meg_lightning.mini.dataset import (ATTRIBUTES, COLORS, POSITIONS, VOCABULAR
                                         heldout_prompts, is_heldout, make_images, parse_caption)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # small models: threads cost more than they give on a shared CPU
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def classifier():
     from meg_lightning.mini.classifier import load_classifier

@@ -17,8 +17,8 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from meg_lightning.codec.module import CodecModule, read_checkpoint
-from meg_lightning.config import MegConfig, save_resolved
+from meg_lightning.codec.module import CodecModule, load_codec, read_checkpoint
+from meg_lightning.config import MegConfig, data_id, save_resolved
 from meg_lightning.errors import UserError
 from meg_lightning.loggers import make_lightning_logger
 
@@ -38,19 +38,42 @@ def run_dir(cfg: MegConfig) -> Path:
     return Path(cfg.out_dir) / "codec" / f"fc{cfg.codec.fc:g}"
 
 
+def configured_checkpoint(cfg: MegConfig, fc: float) -> Optional[Path]:
+    """``codec.checkpoint`` when it is set and for rate ``fc``, else None."""
+    if cfg.codec.checkpoint and math.isclose(cfg.codec.fc, fc):
+        return Path(cfg.codec.checkpoint)
+    return None
+
+
 def trained_checkpoint(cfg: MegConfig, fc: Optional[float] = None) -> Path:
     """The codec for rate ``fc`` (default ``codec.fc``): ``codec.checkpoint`` when it is for that
     rate, else `meg train-codec`'s output ``{out_dir}/codec/fc{fc}/best.ckpt`` (or ``last.ckpt``).
     """
     fc = cfg.codec.fc if fc is None else fc
-    if cfg.codec.checkpoint and math.isclose(cfg.codec.fc, fc):
-        return Path(cfg.codec.checkpoint)
+    configured = configured_checkpoint(cfg, fc)
+    if configured is not None:
+        return configured
     folder = run_dir(dataclasses.replace(cfg, codec=dataclasses.replace(cfg.codec, fc=fc)))
     for name in ("best.ckpt", "last.ckpt"):
         if (folder / name).is_file():
             return folder / name
     raise UserError(f"no trained codec for fc={fc:g}: {str(folder)!r} holds no checkpoint; run "
                     f"`meg train-codec codec.fc={fc:g}` first or set codec.checkpoint=<.ckpt>")
+
+
+def load_trained_codec(cfg: MegConfig, fc: Optional[float] = None, *,
+                       latent_shape: Optional[tuple[int, ...]] = None,
+                       path: Optional[Path] = None) -> CodecModule:
+    """The codec for rate ``fc`` (default ``codec.fc``; the checkpoint's rate is checked only when
+    ``fc`` is given). A checkpoint named explicitly (``path``, or ``codec.checkpoint``) is taken as
+    it is; one that `meg train-codec` left in ``out_dir`` must have been trained on this run's
+    latents (:func:`meg_lightning.config.data_id`)."""
+    rate = cfg.codec.fc if fc is None else fc
+    explicit = path or configured_checkpoint(cfg, rate)
+    if explicit is not None:
+        return load_codec(explicit, latent_shape=latent_shape, fc=fc)
+    return load_codec(trained_checkpoint(cfg, rate), latent_shape=latent_shape, fc=fc,
+                      data_id=data_id(cfg))
 
 
 def trainer_kwargs(cfg: MegConfig) -> dict[str, Any]:

@@ -11,7 +11,7 @@ perfect images I_0 = D(z) (paper Sec. II-C):
   paper's FID; ``pixel-FID`` is an offline stand-in, not comparable);
 - ``semantic_accuracy`` (model ``mini`` or an injected judge): the share of UE images whose
   attributes *all* still match their prompt, judged by the mini model's shipped classifier
-  (:func:`meg_lightning.mini.classifier.attribute_matches`); ``semantic_accuracy_ref`` is the same
+  (:func:`meg_lightning.mini.classifier.all_match`); ``semantic_accuracy_ref`` is the same
   share for I_0 (the ceiling); nan for models without a judge;
 - ``latent_nmse`` / ``latent_mse`` of z_hat against z (latent schemes only) and, on AWGN,
   ``opta_latent_mse``: the Gaussian OPTA bound for the same symbol budget and the training
@@ -86,7 +86,8 @@ COLUMNS = [
     "cell", "scheme", "channel", "snr_db", "fc", "symbols", "channel_uses", "n_images",
     "psnr_db", "psnr_std", "psnr_capped", "psnr_cap_db",
     "fid", "fid_se", "fid_ci_low", "fid_ci_high", "fid_ci_level", "fid_bootstrap", "fid_n_images",
-    "fid_features", "semantic_accuracy", "semantic_accuracy_ref", "latent_nmse", "latent_mse", "opta_latent_mse",
+    "fid_features", "semantic_accuracy", "semantic_accuracy_ref",
+    "latent_nmse", "latent_mse", "opta_latent_mse",
     "digital_success", "digital_bits", "digital_threshold_snr_db",
     "num_blocks", "equalizer", "seed", "codec_id", "config_hash", "time_s",
 ]
@@ -222,12 +223,8 @@ def _default_datamodule(cfg: MegConfig):
     return dm
 
 
-def codec_checkpoint(cfg: MegConfig, fc: float) -> Path:
-    """Which codec checkpoint evaluates rate ``fc``: ``eval.codec_checkpoints[fc]``, else
-    :func:`meg_lightning.codec.train.trained_checkpoint` (``codec.checkpoint`` or the output of
-    `meg train-codec codec.fc=<fc>`)."""
-    from meg_lightning.codec.train import trained_checkpoint
-
+def _eval_checkpoint(cfg: MegConfig, fc: float) -> Optional[Path]:
+    """``eval.codec_checkpoints[fc]``, or None when it names none for that rate."""
     for key, path in cfg.eval.codec_checkpoints.items():
         try:
             if math.isclose(float(key), fc):
@@ -236,18 +233,25 @@ def codec_checkpoint(cfg: MegConfig, fc: float) -> Path:
             raise ConfigError(f"eval.codec_checkpoints.{key}", path,
                               "keys that are compression rates, e.g. "
                               "'eval.codec_checkpoints={\"0.5\": <ckpt>}'") from None
-    return trained_checkpoint(cfg, fc)
+    return None
+
+
+def codec_checkpoint(cfg: MegConfig, fc: float) -> Path:
+    """Which codec checkpoint evaluates rate ``fc``: ``eval.codec_checkpoints[fc]``, else
+    :func:`meg_lightning.codec.train.trained_checkpoint` (``codec.checkpoint`` or the output of
+    `meg train-codec codec.fc=<fc>`)."""
+    from meg_lightning.codec.train import trained_checkpoint
+
+    return _eval_checkpoint(cfg, fc) or trained_checkpoint(cfg, fc)
 
 
 def _default_codec(cfg: MegConfig, fc: float, latent_shape, device):
-    """The codec for ``fc``; one that `meg train-codec` left in ``out_dir`` must have been trained
-    on this run's latents (an explicitly configured checkpoint is taken as it is)."""
-    from meg_lightning.codec import load_codec
+    """The codec of :func:`codec_checkpoint`; one that `meg train-codec` left in ``out_dir``
+    must have been trained on this run's latents (codec.train.load_trained_codec)."""
+    from meg_lightning.codec.train import load_trained_codec
 
-    explicit = any(math.isclose(float(k), fc) for k in cfg.eval.codec_checkpoints) or (
-        bool(cfg.codec.checkpoint) and math.isclose(cfg.codec.fc, fc))
-    return load_codec(codec_checkpoint(cfg, fc), latent_shape=latent_shape, fc=fc,
-                      data_id=None if explicit else data_id(cfg)).to(device)
+    return load_trained_codec(cfg, fc, latent_shape=latent_shape,
+                              path=_eval_checkpoint(cfg, fc)).to(device)
 
 
 def train_latents(dm) -> Tensor:
@@ -277,14 +281,13 @@ def _default_judge(cfg: MegConfig) -> Optional[Callable[[Tensor, Tensor], Tensor
     if cfg.model != "mini":
         return None
     from meg_lightning.data.prompts import get_prompts
-    from meg_lightning.mini.classifier import attribute_matches, load_classifier
+    from meg_lightning.mini.classifier import all_match, load_classifier
 
     prompts = get_prompts(cfg.data.prompts, cfg.data.num_prompts, cfg.data.prompt_column)
     clf = load_classifier()
 
     def judge(images: Tensor, index: Tensor) -> Tensor:
-        matches = attribute_matches(images.cpu(), [prompts[int(i)] for i in index], clf)
-        return torch.stack(list(matches.values())).all(0)
+        return all_match(images.cpu(), [prompts[int(i)] for i in index], clf)
 
     return judge
 

@@ -145,8 +145,14 @@ def attribute_matches(images: Tensor, prompts: Sequence[str],
     return {a: pred[a] == target[:, j] for j, a in enumerate(ATTRIBUTES)}
 
 
+def all_match(images: Tensor, prompts: Sequence[str],
+              classifier: AttributeClassifier | None = None) -> Tensor:
+    """Per image, whether all five of its attributes match its prompt's: (B,) bool."""
+    matches = attribute_matches(images, prompts, classifier)
+    return torch.stack(list(matches.values())).all(0)
+
+
 def semantic_accuracy(images: Tensor, prompts: Sequence[str],
                       classifier: AttributeClassifier | None = None) -> float:
     """Share of images whose five attributes all match their prompt's (parsed from the caption)."""
-    matches = attribute_matches(images, prompts, classifier)
-    return float(torch.stack(list(matches.values())).all(0).float().mean())
+    return float(all_match(images, prompts, classifier).float().mean())

@@ -378,12 +378,9 @@ def make_source(cfg: Any, split: str = "train", images: Optional[bool] = None) -
     z = z.float()
     codec = None
     if scheme == "meg":
-        from meg_lightning.codec.module import load_codec
-        from meg_lightning.codec.train import trained_checkpoint
-        from meg_lightning.config import data_id
+        from meg_lightning.codec.train import load_trained_codec
 
-        codec = load_codec(trained_checkpoint(cfg), latent_shape=tuple(z.shape[1:]),
-                           data_id=None if cfg.codec.checkpoint else data_id(cfg))
+        codec = load_trained_codec(cfg, latent_shape=tuple(z.shape[1:]))
     vae = None
     if images if images is not None else cfg.ppo.reward != "latent_mse":
         from meg_lightning.generation import load_pipeline
