@@ -163,6 +163,21 @@ def test_shipped_pipeline_loads_offline_and_generates(make_cfg):
     assert image.shape == (1, 3, 64, 64)
 
 
+def test_seed_dependence_pairs_images_of_one_prompt():
+    from meg_lightning.mini.train import seed_dependence
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(2, 3, 8, 8, generator=g), torch.rand(3, 8, 8, generator=g)
+    images = torch.stack([a[0], a[1], b, a[0]])  # prompts p, q, p, q
+    dep = seed_dependence(images, ["p", "q", "p", "q"])
+    mse = ((a[0] - b) ** 2).mean().item(), ((a[1] - a[0]) ** 2).mean().item()
+    expected = np.mean([10 * np.log10(1 / m) for m in mse])
+    assert dep["pairs"] == 2 and dep["prompts"] == 2
+    assert dep["psnr_mean"] == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="two images of one prompt"):
+        seed_dependence(images[:2], ["p", "q"])
+
+
 def test_shipped_weights_are_small_and_in_the_wheel():
     files = [p for p in WEIGHTS_DIR.rglob("*") if p.is_file()]
     total = sum(p.stat().st_size for p in files)
