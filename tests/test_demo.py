@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 from meg_lightning.cli import run
@@ -22,8 +23,13 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path):
     for section in ("(model=mini)", "## Stages", "### PSNR (dB), awgn",
                     "### mini-FID (not Inception FID), awgn", "### Semantic accuracy, awgn",
                     "## The paper's central claim at low SNR", "| awgn | -10 dB | meg fc=0.5 |",
-                    "## Image grids", "## Power control", "## Figures", "Table II"):
+                    "## Image grids", "## Power control", "## Figures", "Table II",
+                    "## How much the noise seed decides"):
         assert section in report, section
+    seed_ref = json.loads((out / "eval" / "seed_reference.json").read_text())
+    assert seed_ref["n_images"] == 6 and 0 <= seed_ref["semantic_accuracy"] <= 1
+    assert 0 < seed_ref["psnr_db"] < 40  # another seed draws another picture (mini v2)
+    assert f"PSNR **{seed_ref['psnr_db']:.2f} dB** against I_0" in report
     rows = read_results(out / "eval" / "results.csv")
     assert {r["scheme"] for r in rows} == {"centralized", "feature", "meg", "linear", "digital"}
     assert len(rows) == 5 * 2

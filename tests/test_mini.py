@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from meg_lightning.mini import PIPELINE_DIR, WEIGHTS_DIR
-from meg_lightning.mini.dataset import (ATTRIBUTES, COLORS, POSITIONS, VOCABULARY, Attributes,
-                                        ShapesDataset, all_combinations, combinations,
-                                        heldout_prompts, is_heldout, make_images, parse_caption)
+from meg_lightning.mini.dataset import (ATTRIBUTES, COLORS, POSITIONS, SIZES, VOCABULARY,
+                                        Attributes, ShapesDataset, all_combinations, combinations,
+                                        heldout_prompts, is_heldout, make_images, parse_caption,
+                                        render)
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +61,30 @@ def test_images_show_what_the_caption_says():
     images, captions, _ = make_images("all", 64, seed=1)
     for img, caption in zip(images.permute(0, 2, 3, 1).numpy(), captions):  # (H, W, 3)
         attrs = parse_caption(caption)
-        x, y = POSITIONS[attrs.position]
-        # the shape covers its nominal centre (triangles: a bit below it, where they are wide)
-        assert _nearest_color(img[y + 2, x]) == attrs.color, caption
-        # the image corner farthest from the shape is background
-        corner = (0 if y > 32 else 63, 0 if x > 32 else 63)  # (row, column)
-        assert _nearest_color(img[corner]) == attrs.background, caption
+        # the shape: pixels close to its colour (jitter +-10 per channel, anti-aliased edges)
+        fg = np.abs(img.astype(float) - np.array(COLORS[attrs.color])).sum(-1) < 45  # (H, W)
+        rows, cols = np.nonzero(fg)
+        x0, y0, jitter = POSITIONS[attrs.position]
+        # its centroid lies in the named region (+2 px: a large shape may lose a corner to the edge)
+        assert abs(cols.mean() - x0) <= jitter + 2 and abs(rows.mean() - y0) <= jitter + 2, caption
+        lo, hi = SIZES[attrs.size]
+        area = {"circle": np.pi / 4, "square": 1.0, "triangle": 0.5}[attrs.shape]
+        # its area fits the size class (a large shape in a corner may lose a few px to the edge)
+        assert 0.6 * area * lo ** 2 <= fg.sum() <= 1.1 * area * hi ** 2, caption
+        # the rest is the background colour where the stripes leave it (about a third of it;
+        # elsewhere they mix it towards black or white)
+        bg = np.abs(img[~fg].astype(float) - np.array(COLORS[attrs.background])).sum(-1) < 45
+        assert bg.mean() > 0.2, caption
+
+
+def test_the_noise_seed_decides_what_the_caption_leaves_open():
+    """Two draws of one caption differ a lot (v2: position, size, rotation, stripes)."""
+    psnr = []
+    for i, attrs in enumerate(combinations("heldout")[:40]):
+        a = render(attrs, np.random.default_rng(2 * i)).astype(float) / 255
+        b = render(attrs, np.random.default_rng(2 * i + 1)).astype(float) / 255
+        psnr.append(10 * np.log10(1 / np.mean((a - b) ** 2)))
+    assert np.mean(psnr) < 15, np.mean(psnr)
 
 
 def test_parse_caption_rejects_other_text():
@@ -161,6 +180,40 @@ def test_shipped_pipeline_loads_offline_and_generates(make_cfg):
     assert z.shape == (1, 4, 8, 8) and torch.isfinite(z).all()
     image = decode_latents(pipe.vae, z)
     assert image.shape == (1, 3, 64, 64)
+
+
+def test_shipped_model_draws_what_the_caption_says_and_the_seed_decides_the_rest(classifier):
+    """Issue 10's two properties on a small sample (docs/MINI.md has the 360-image numbers):
+    other seeds of one held-out prompt give other pictures (mean PSNR well below 15 dB; v1 gave
+    ~28 dB), all five attributes still match the prompt, and a wrong prompt does not."""
+    from meg_lightning.config import load_config
+    from meg_lightning.mini.classifier import semantic_accuracy
+    from meg_lightning.mini.train import generate_reference_images, seed_dependence
+
+    gen = load_config(["model=mini"]).generation
+    prompts = heldout_prompts()[::6] * 2  # 15 prompts x 2 seeds, every attribute value covered
+    images = generate_reference_images(PIPELINE_DIR, prompts, seed=3,
+                                       steps=gen.num_inference_steps,
+                                       guidance=gen.guidance_scale, batch_size=len(prompts))
+    dep = seed_dependence(images, prompts)
+    assert dep["pairs"] == 15 and dep["psnr_mean"] < 15, dep
+    assert semantic_accuracy(images, prompts, classifier) >= 0.9
+    assert semantic_accuracy(images, prompts[1:] + prompts[:1], classifier) <= 0.1
+
+
+def test_seed_dependence_pairs_images_of_one_prompt():
+    from meg_lightning.mini.train import seed_dependence
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(2, 3, 8, 8, generator=g), torch.rand(3, 8, 8, generator=g)
+    images = torch.stack([a[0], a[1], b, a[0]])  # prompts p, q, p, q
+    dep = seed_dependence(images, ["p", "q", "p", "q"])
+    mse = ((a[0] - b) ** 2).mean().item(), ((a[1] - a[0]) ** 2).mean().item()
+    expected = np.mean([10 * np.log10(1 / m) for m in mse])
+    assert dep["pairs"] == 2 and dep["prompts"] == 2
+    assert dep["psnr_mean"] == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="two images of one prompt"):
+        seed_dependence(images[:2], ["p", "q"])
 
 
 def test_shipped_weights_are_small_and_in_the_wheel():

@@ -3,7 +3,8 @@
 1. cache latents for N prompts (``meg latents``);
 2. train the codec at each demo compression rate (``meg train-codec``);
 3. train PPO power control on the MEG seeds, and the Fig. 10 sweep (``meg train-ppo``);
-4. evaluate every scheme over SNR x channel (``meg eval``);
+4. evaluate every scheme over SNR x channel (``meg eval``), and regenerate the test images from
+   their prompts with another noise seed (:func:`seed_reference`: how much the seed decides);
 5. regenerate every figure (``meg figures``) and write ``{out_dir}/REPORT.md``.
 
 Each stage is the same function its own command runs, so a rerun resumes each stage where it
@@ -212,6 +213,79 @@ def _symbols(rows: list[dict], scheme: str) -> float:
                  if r["scheme"] == scheme and not _is_nan(r.get("symbols"))), float("nan"))
 
 
+SEED_REFERENCE = "seed_reference.json"  # in the eval folder
+
+
+def seed_reference(cfg: MegConfig) -> dict:
+    """How much the noise seed decides: each test image regenerated from its prompt alone.
+
+    The first ``eval.num_images`` test prompts (the sweep's) are generated again with another
+    noise seed (``seed_for(seed + 1, index)`` instead of the cached ``seed_for(seed, index)``) and
+    compared with I_0 = D(z). This is what a UE that knows the prompt gets without receiving
+    anything about z: a scheme must beat this PSNR to carry information the prompt does not. On
+    SD-v1.5 it is low (another seed draws another picture); ``mini`` v2 is built to match that.
+    Written to ``<eval dir>/seed_reference.json``.
+    """
+    import torch
+
+    from meg_lightning.data.prompts import get_prompts
+    from meg_lightning.evaluation.sweep import (_default_datamodule, _default_judge, _test_latents,
+                                                eval_dir)
+    from meg_lightning.generation import (decode_latents, generate_latents, load_pipeline,
+                                          resolve_device, seed_for)
+    from meg_lightning.io import atomic_write_json
+    from meg_lightning.metrics.image import psnr_per_image
+
+    z, index = _test_latents(_default_datamodule(cfg), cfg.eval.num_images)
+    pipe = load_pipeline(cfg, device=resolve_device(cfg.generation.device))
+    prompts = get_prompts(cfg.data.prompts, cfg.data.num_prompts, cfg.data.prompt_column)
+    bs = cfg.data.gen_batch_size
+    idx = index.tolist()
+    z_other = torch.cat([generate_latents(pipe, [prompts[i] for i in idx[s:s + bs]],
+                                          [seed_for(cfg.seed + 1, i) for i in idx[s:s + bs]],
+                                          cfg.generation).cpu()
+                         for s in range(0, len(idx), bs)])  # (N, C, h, w)
+    def decode(zz):
+        return torch.cat([decode_latents(pipe.vae, zz[s:s + bs].to(pipe.device)).float().cpu()
+                          for s in range(0, len(zz), bs)])
+
+    i_0, i_other = decode(z), decode(z_other)  # (N, 3, H, W) in [0, 1]
+    psnr, _ = psnr_per_image(i_other, i_0)
+    judge = _default_judge(cfg)
+    out = {"n_images": len(idx), "psnr_db": float(psnr.mean()),
+           "semantic_accuracy": (float(judge(i_other, index).float().mean())
+                                 if judge is not None else float("nan"))}
+    atomic_write_json(eval_dir(cfg) / SEED_REFERENCE, out)
+    return out
+
+
+def _seed_lines(cfg: MegConfig, rows: list[dict]) -> list[str]:
+    from meg_lightning.evaluation.sweep import eval_dir
+
+    f = eval_dir(cfg) / SEED_REFERENCE
+    if not f.exists():
+        return []
+    ref = json.loads(f.read_text())
+    psnr = ref["psnr_db"]
+    beat = sorted({(r["channel"], float(r["snr_db"])) for r in rows
+                   if r["scheme"] in ("meg", "feature") and not _is_nan(r.get("psnr_db"))
+                   and float(r["psnr_db"]) > psnr and not _is_nan(r.get("snr_db"))})
+    lines = ["## How much the noise seed decides", "",
+             f"Each of the {ref['n_images']} test images regenerated from its prompt alone, with "
+             f"another noise seed: PSNR **{psnr:.2f} dB** against I_0"]
+    if not _is_nan(ref.get("semantic_accuracy")):
+        lines[-1] += f", semantic accuracy {ref['semantic_accuracy']:.2f}"
+    lines[-1] += (". This is what a UE that knows the prompt gets without receiving anything "
+                  "about z; a scheme above this PSNR carries what the prompt leaves to the seed.")
+    if beat:
+        lows = {}
+        for channel, snr in beat:
+            lows[channel] = min(lows.get(channel, snr), snr)
+        lines[-1] += " The lowest swept SNR at which `meg` or `feature` beat it: " + ", ".join(
+            f"{snr:g} dB ({channel})" for channel, snr in sorted(lows.items())) + "."
+    return lines + [""]
+
+
 def write_report(cfg: MegConfig, timings: dict[str, float]) -> Path:
     from meg_lightning.evaluation.figures import label
     from meg_lightning.evaluation.sweep import eval_dir, read_results
@@ -238,6 +312,7 @@ def write_report(cfg: MegConfig, timings: dict[str, float]) -> Path:
     lines += [f"| total | {sum(timings.values()):.1f} |"]
     lines.append("")
     lines += _claim_lines(rows)
+    lines += _seed_lines(cfg, rows)
     snrs = sorted({r["snr_db"] for r in rows})
     fid_name = rows[0].get("fid_features") if rows else None
     metrics = [("psnr_db", "PSNR (dB)"), ("fid", "FID" if fid_name in (None, "inception")
@@ -333,6 +408,7 @@ def _run(cfg: MegConfig) -> Path:
     timings["train-codec"] = t
     _, timings["train-ppo"] = _stage("train-ppo", ppo_train.main, cfg)
     _, timings["eval"] = _stage("eval", sweep.main, cfg)
+    _, timings["seed reference"] = _stage("seed reference", seed_reference, cfg)
     _, timings["figures"] = _stage("figures", figures.main, cfg)
     report = write_report(cfg, timings)
     print(f"\nmeg demo: done in {sum(timings.values()):.0f} s -> {report}")

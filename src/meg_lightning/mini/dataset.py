@@ -1,15 +1,26 @@
-"""Procedural captioned shapes: the training data of the ``mini`` text-to-image model.
+"""Procedural captioned shapes: the training data of the ``mini`` text-to-image model (v2).
 
-Every image is one flat-coloured shape on a flat-coloured background, 64x64 RGB, drawn in code
-(no download) and captioned from its attributes::
+Every image is one flat-coloured shape on a striped background of a named colour, 64x64 RGB,
+drawn in code (no download) and captioned from its attributes::
 
     "a small red triangle on a blue background, top left"
        size  color shape       background       position
 
 Attribute vocabulary (deliberately small, so that a model trained on a 2-core CPU can learn it):
 3 shapes x 6 colors x 5 backgrounds (any color but the shape's) x 2 sizes x 5 positions = 900
-combinations. Within a combination, centre (+-3 px), extent (+-2 px) and both colors (+-10 per
-channel) are jittered, so a combination is a small distribution of images, not one picture.
+combinations.
+
+**What the caption fixes and what it leaves to chance.** As in Stable Diffusion, the caption fixes
+*what* is drawn and the noise seed decides much of *how* (v1 jittered the shape by a few pixels
+only, so two seeds of one prompt gave nearly the same image). Per image, drawn from the seed:
+
+- the exact centre, uniform over a 12x12 px square around the named corner (+-6 px; the centre
+  region is +-2 px, so regions stay 4 px apart and the position name is never ambiguous);
+- the extent within its size class (small 20-25 px, large 28-34 px);
+- the rotation (squares any angle in [0, 90), triangles any angle in [0, 360));
+- a background of soft stripes: orientation in [0, 180) degrees, period 24-48 px, phase, and
+  depth 0.3-0.45 (the background colour mixed towards black for light colours, white for dark);
+- both colours jittered by +-10 per channel.
 
 Held-out set: a combination with value indices (shape, color, background, size, position) is held
 out for evaluation iff their sum is 1 modulo 10 (:func:`is_heldout`): 90 combinations (10%) that
@@ -45,17 +56,18 @@ COLORS = {  # name -> RGB; far apart so the names stay unambiguous after jitter 
     "white": (240, 240, 240),
     "black": (20, 20, 20),
 }
-SIZES = {"small": 22, "large": 32}  # name -> extent in pixels (circle diameter, square side, ...)
+SIZES = {"small": (20, 25), "large": (28, 34)}  # name -> extent range in pixels (diameter, side)
 # (below ~20 px, 2.5 latent cells, the x8 VAE rounds small squares into circles)
-POSITIONS = {  # name -> (x, y) of the shape's centre in pixels
-    "top left": (20, 20),
-    "top right": (44, 20),
-    "bottom left": (20, 44),
-    "bottom right": (44, 44),
-    "center": (32, 32),
+POSITIONS = {  # name -> (x, y) of the region's centre in pixels, +- jitter on each coordinate
+    "top left": (20, 20, 6),
+    "top right": (44, 20, 6),
+    "bottom left": (20, 44, 6),
+    "bottom right": (44, 44, 6),
+    "center": (32, 32, 2),
 }
-CENTER_JITTER = 3  # +- pixels on each coordinate of the centre
-SIZE_JITTER = 2  # +- pixels on the extent
+ROTATION = {"circle": 0.0, "square": 90.0, "triangle": 360.0}  # rotation drawn in [0, this) deg
+STRIPE_PERIOD = (24.0, 48.0)  # background stripe period range, pixels (>= 3 latent cells)
+STRIPE_DEPTH = (0.3, 0.45)  # how far the stripes mix the background towards black / white
 COLOR_JITTER = 10  # +- per RGB channel, shape and background independently
 
 ATTRIBUTES = ("shape", "color", "background", "size", "position")  # label order everywhere
@@ -169,20 +181,29 @@ def _jitter_color(rgb: tuple[int, int, int], rng: np.random.Generator) -> np.nda
     return np.clip(np.asarray(rgb) + rng.integers(-COLOR_JITTER, COLOR_JITTER + 1, 3), 0, 255)
 
 
-def _shape_mask(shape: str, cx: float, cy: float, extent: float) -> np.ndarray:
-    """Coverage in [0, 1] of each pixel by the shape, (H, W), from a SUPERSAMPLE-x finer grid."""
+def _shape_mask(shape: str, cx: float, cy: float, extent: float, angle: float = 0.0
+                ) -> np.ndarray:
+    """Coverage in [0, 1] of each pixel by the shape, (H, W), from a SUPERSAMPLE-x finer grid.
+
+    ``angle`` (degrees) rotates the shape about its centre (cx, cy), the centroid of its area.
+    """
     n = IMAGE_SIZE * SUPERSAMPLE
     # sub-pixel sample centres, in pixel units
     c = (np.arange(n) + 0.5) / SUPERSAMPLE
-    x, y = np.meshgrid(c, c)  # (n, n) each; y grows downwards as in image rows
+    gx, gy = np.meshgrid(c, c)  # (n, n) each; y grows downwards as in image rows
+    # rotate the sample grid by -angle about the centre: the shape turns by +angle
+    a = np.deg2rad(angle)
+    x = cx + np.cos(a) * (gx - cx) + np.sin(a) * (gy - cy)
+    y = cy - np.sin(a) * (gx - cx) + np.cos(a) * (gy - cy)
     h = extent / 2
     if shape == "circle":
         inside = (x - cx) ** 2 + (y - cy) ** 2 <= h * h
     elif shape == "square":
         inside = (np.abs(x - cx) <= h) & (np.abs(y - cy) <= h)
     elif shape == "triangle":
-        # apex up, base = height = extent, centred on its bounding box
-        top, bottom = cy - h, cy + h
+        # apex up (before rotation), base = height = extent, centred on its centroid (a third of
+        # the height above the base), so that "position" means the same for every rotation
+        top, bottom = cy - 2 * extent / 3, cy + extent / 3
         half_width = h * (y - top) / extent  # grows linearly from 0 at the apex to h at the base
         inside = (y >= top) & (y <= bottom) & (np.abs(x - cx) <= half_width)
     else:
@@ -191,15 +212,34 @@ def _shape_mask(shape: str, cx: float, cy: float, extent: float) -> np.ndarray:
     return inside.reshape(IMAGE_SIZE, SUPERSAMPLE, IMAGE_SIZE, SUPERSAMPLE).mean(axis=(1, 3))
 
 
+def _stripes(bg: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The background (H, W, 3) float: colour ``bg`` with soft stripes of random orientation,
+    period, phase and depth, mixed towards black (light colours) or white (dark colours)."""
+    theta = rng.uniform(0, np.pi)
+    period = rng.uniform(*STRIPE_PERIOD)
+    phase = rng.uniform(0, 2 * np.pi)
+    depth = rng.uniform(*STRIPE_DEPTH)
+    c = np.arange(IMAGE_SIZE) + 0.5
+    x, y = np.meshgrid(c, c)  # (H, W)
+    # tanh(3 sin): nearly square stripes with soft edges (~period/6 px wide), which a x8 VAE keeps
+    wave = 0.5 + 0.5 * np.tanh(3 * np.sin(2 * np.pi * (x * np.cos(theta) + y * np.sin(theta))
+                                          / period + phase))
+    towards = 0.0 if bg @ np.array([0.299, 0.587, 0.114]) > 127.5 else 255.0  # luma
+    m = (depth * wave)[..., None]  # (H, W, 1)
+    return (1 - m) * bg + m * towards
+
+
 def render(attrs: Attributes, rng: np.random.Generator) -> np.ndarray:
-    """One image (H, W, 3) uint8 of ``attrs`` with jitter drawn from ``rng``."""
-    x0, y0 = POSITIONS[attrs.position]
-    cx = x0 + rng.uniform(-CENTER_JITTER, CENTER_JITTER)
-    cy = y0 + rng.uniform(-CENTER_JITTER, CENTER_JITTER)
-    extent = SIZES[attrs.size] + rng.uniform(-SIZE_JITTER, SIZE_JITTER)
+    """One image (H, W, 3) uint8 of ``attrs`` with everything the caption leaves open drawn
+    from ``rng`` (module docstring)."""
+    x0, y0, jitter = POSITIONS[attrs.position]
+    cx = x0 + rng.uniform(-jitter, jitter)
+    cy = y0 + rng.uniform(-jitter, jitter)
+    extent = rng.uniform(*SIZES[attrs.size])
+    angle = rng.uniform(0, ROTATION[attrs.shape]) if ROTATION[attrs.shape] else 0.0
     fg = _jitter_color(COLORS[attrs.color], rng)
-    bg = _jitter_color(COLORS[attrs.background], rng)
-    mask = _shape_mask(attrs.shape, cx, cy, extent)[..., None]  # (H, W, 1)
+    bg = _stripes(_jitter_color(COLORS[attrs.background], rng).astype(float), rng)
+    mask = _shape_mask(attrs.shape, cx, cy, extent, angle)[..., None]  # (H, W, 1)
     return np.round(mask * fg + (1 - mask) * bg).astype(np.uint8)
 
 
