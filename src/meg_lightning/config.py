@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -139,6 +140,8 @@ class CodecConfig:
         _check(f"{p}.lr", self.lr, _finite(self.lr) and self.lr > 0, "a number > 0")
         _check(f"{p}.weight_decay", self.weight_decay,
                _finite(self.weight_decay) and self.weight_decay >= 0, "a number >= 0")
+        _check(f"{p}.val_snrs_db", list(self.val_snrs_db), len(self.val_snrs_db) > 0,
+               "a non-empty list of finite dB values")
         for v in self.val_snrs_db:
             _check(f"{p}.val_snrs_db", list(self.val_snrs_db), _finite(v), "a list of finite dB values")
 
@@ -217,6 +220,10 @@ class EvalConfig:
 
     def validate(self, p: str) -> None:
         known = ("centralized", "feature", "meg", "linear", "digital")
+        for k in ("schemes", "snrs_db", "fcs", "channels"):
+            v = list(getattr(self, k))
+            # an empty list is a sweep of nothing: a typo, never what a user wants
+            _check(f"{p}.{k}", v, len(v) > 0, "a non-empty list")
         for s in self.schemes:
             _check(f"{p}.schemes", list(self.schemes), s in known, f"a list from {', '.join(known)}")
         for c in self.channels:
@@ -264,6 +271,11 @@ class MegConfig:
         _check("logger", self.logger, self.logger in ("wandb", "csv", "tensorboard", "none"),
                "one of wandb, csv, tensorboard, none")
         _check("model", self.model, bool(self.model), "a preset (tiny, paper, mini), hub id or folder")
+        # numpy and Lightning seed with an unsigned 32-bit integer
+        _check("seed", self.seed, 0 <= self.seed < 2**32, f"an integer in [0, {2**32 - 1}]")
+        for key in ("out_dir", "data.cache_dir"):
+            v = self.out_dir if key == "out_dir" else self.data.cache_dir
+            _check(key, v, bool(str(v).strip()), "a folder path")
         for name in ("generation", "data", "channel", "codec", "ppo", "eval"):
             getattr(self, name).validate(name)
         return self
@@ -283,12 +295,46 @@ def config_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "configs"  # source checkout / editable install
 
 
+#: OmegaConf's type names -> what a user types
+_TYPE_WORDS = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false",
+               "String": "a string"}
+
+
 def _omegaconf_error(e: OmegaConfBaseException, overrides: list[str]) -> ConfigError:
-    key = getattr(e, "full_key", None) or "?"
+    """One ConfigError from OmegaConf's exception, in our words: the key as the user typed it (an
+    unknown section ``trainr`` is reported as the override ``trainr.max_epochs``), the value that
+    was used (the last of duplicated keys) and what was expected."""
+    key = getattr(e, "full_key", None) or ""
     msg = str(e).splitlines()[0]
-    value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), None)
+    pairs = [o.split("=", 1) for o in overrides]
+    exact = [v for k, v in pairs if k == key]
+    below = [(k, v) for k, v in pairs if key and k.startswith(key + ".")]
+    if exact:
+        value: Any = exact[-1]
+    elif below:
+        key, value = below[-1]
+    else:
+        value = next((v for k, v in reversed(pairs) if k == key), None)
+    if not key:
+        # a merge error without a key: a whole section given a plain value (``data=5``)
+        sections = ("generation", "data", "channel", "codec", "ppo", "eval", "wandb", "trainer")
+        section = next((k for k, _ in reversed(pairs) if k in sections), None)
+        key, value = (section, dict(pairs).get(section)) if section else ("override", overrides)
+        return ConfigError(key, value, "a key inside this section (e.g. data.num_prompts=8; "
+                           "see `meg <command> --help`)")
     if "not in" in msg or "Key '" in msg and "not" in msg:
         return ConfigError(key, value, "a known key (see `meg <command> --help`)")
+    m = re.search(r"could not be converted to (\w+)", msg)
+    if m:
+        return ConfigError(key, value, _TYPE_WORDS.get(m.group(1), f"a {m.group(1).lower()}"))
+    if "ListConfig" in msg or "list, or tuple" in msg:
+        return ConfigError(key, value, "a list, e.g. [a,b]")
+    if "to Dict[" in msg:
+        return ConfigError(key, value, "a mapping, e.g. {key: value}")
+    if "DictConfig" in msg or "Merge error" in msg:
+        return ConfigError(key, value, "a key inside this section (see `meg <command> --help`)")
+    if "Non optional field" in msg or "None" in msg:
+        return ConfigError(key, value, "a value (this key cannot be null)")
     return ConfigError(key, value, msg)
 
 

@@ -183,21 +183,66 @@ def rows_to_csv(rows: Iterable[dict]) -> str:
     return buf.getvalue()
 
 
-def _parse(v: str) -> Any:
+#: column types of the results file; a column not listed is a float. Read back by name, never
+#: guessed from the text: a config hash such as ``6e30271160047847`` is a string, not 6e30271...
+#: (inf), and a 63-bit seed is an int, not a float64 that loses its last digits.
+STR_COLUMNS = ("cell", "scheme", "channel", "fid_features", "equalizer", "codec_id", "config_hash")
+INT_COLUMNS = ("symbols", "channel_uses", "n_images", "psnr_capped", "fid_bootstrap",
+               "fid_n_images", "num_blocks", "seed")
+#: columns a results file must have for the sweep to resume it and `meg figures` to plot it
+REQUIRED_COLUMNS = ("cell", "scheme", "channel", "snr_db", "fc", "config_hash")
+
+
+def _parse(column: str, v: str) -> Any:
+    """One field by its column's type (empty -> None); ValueError names what was expected."""
     if v == "":
         return None
-    try:
-        f = float(v)
-    except ValueError:
+    if column in STR_COLUMNS:
         return v
-    return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() and math.isfinite(f) \
-        else f
+    if column in INT_COLUMNS:
+        try:
+            return int(v)
+        except ValueError:
+            raise ValueError("an integer") from None
+    if column in COLUMNS:
+        try:
+            return float(v)
+        except ValueError:
+            raise ValueError("a number, inf or nan") from None
+    return v  # a column another version added: kept as text
 
 
 def read_results(path: str | Path) -> list[dict]:
-    """Rows of a results CSV with numbers parsed (empty fields -> None)."""
-    with open(path, newline="") as f:
-        return [{k: _parse(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    """Rows of a results CSV, each field typed by its column (empty fields -> None).
+
+    A file that is not a results CSV (not UTF-8 text, missing columns, a field of the wrong type)
+    raises :class:`UserError` naming the file, the row and what was expected.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{str(path)!r} is not a results CSV (byte {e.start} is not UTF-8): "
+                        "expected the file `meg eval` writes (delete or move it)") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise UserError(f"{str(path)!r} is not a results CSV (no column {', '.join(missing)}): "
+                        "expected the file `meg eval` writes (delete or move it)")
+    rows = []
+    for n, r in enumerate(reader, 2):
+        row = {}
+        for k, v in r.items():
+            if k is None or v is None:
+                raise UserError(f"{str(path)!r} line {n} has {len(reader.fieldnames or [])} "
+                                "columns in the header but not in this row: expected the file "
+                                "`meg eval` writes (delete or move it)")
+            try:
+                row[k] = _parse(k, v)
+            except ValueError as e:
+                raise UserError(f"{str(path)!r} line {n}: {k}={v!r}: expected {e}") from None
+        rows.append(row)
+    return rows
 
 
 # -- the pieces the sweep needs; each can be injected (tests, notebooks) ------------------------
@@ -320,6 +365,23 @@ def _test_latents(dm, n: int) -> tuple[Tensor, Tensor]:
     return torch.stack([it["z"] for it in items]), torch.stack([it["index"] for it in items])
 
 
+def _check_num_images(cfg: MegConfig, available: int) -> None:
+    """``eval.num_images`` asked on the command line and larger than the test split is an error
+    (FID over fewer images than asked is another metric); the default is an upper bound, noted."""
+    import sys
+
+    from meg_lightning.cli import current_overrides
+
+    n = cfg.eval.num_images
+    if available >= n:
+        return
+    if any(o.split("=", 1)[0] == "eval.num_images" for o in current_overrides()):
+        raise ConfigError("eval.num_images", n, f"at most {available}, the size of the test split "
+                          "(raise data.num_prompts or data.test_fraction)")
+    print(f"meg eval: note: eval.num_images={n} but the test split holds {available} latents: "
+          f"every cell uses {available}", file=sys.stderr)
+
+
 def _save_png(path: Path, images: Tensor) -> None:
     """Images (n, 3, H, W) in [0, 1] side by side as one (H, n W) PNG."""
     from PIL import Image
@@ -432,43 +494,39 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
     from tqdm.auto import tqdm
 
     out = eval_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    clean_tmp(out)
-    clean_tmp(out / "examples")
     csv_path = out / cfg.eval.results
     h = sweep_hash(cfg)
-    save_resolved(cfg, out)
 
-    # Resume: keep the rows of this hash, move the others aside
+    # Resume: keep the rows of this hash, set the others aside (written below, after every check)
     rows: list[dict] = []
+    stale: list[dict] = []
     if csv_path.exists():
+        if not csv_path.is_file():
+            raise ConfigError("eval.results", cfg.eval.results,
+                              f"a file name ({str(csv_path)!r} is not a file)")
         old = read_results(csv_path)
         rows = [r for r in old if r.get("config_hash") == h]
         stale = [r for r in old if r.get("config_hash") != h]
-        if stale:
-            hashes = sorted({str(r.get("config_hash")) for r in stale})
-            dest = out / f"{csv_path.stem}.stale-{'-'.join(hashes)}.csv"
-            atomic_write_text(dest, rows_to_csv(stale))
-            warnings.warn(f"{len(stale)} rows in {csv_path} came from another configuration "
-                          f"(hash {', '.join(hashes)} != {h}); moved to {dest}", stacklevel=2)
     ids = codec_ids(cfg, codecs)
     # a meg row made with another codec checkpoint than the one now configured is recomputed
-    rows = [r for r in rows if r["scheme"] != "meg" or r.get("fc") is None
+    kept = [r for r in rows if r["scheme"] != "meg" or r.get("fc") is None
             or float(r["fc"]) not in ids or r.get("codec_id") == ids[float(r["fc"])]]
+    changed = bool(stale) or len(kept) != len(rows)
+    rows = kept
     done = {r["cell"] for r in rows}
     cells = enumerate_cells(cfg)
     todo = [c for c in cells if c.key not in done]
     result = SweepResult(rows=rows, computed=[], skipped=[c.key for c in cells if c.key in done],
                          csv_path=csv_path)
-    if not todo:
-        _write(cfg, out, csv_path, rows, h)
-        return result
+    if not todo and not changed:
+        return result  # finished: a rerun writes nothing
 
-    # Create the data, the decoder D, the FID extractor and the reference images I_0
+    # Create the data, the decoder D, the FID extractor and the schemes: every input is checked
+    # (cache, weights, codec checkpoints) before the first file is written
     device = _device(cfg)
-    dm = datamodule if datamodule is not None else _default_datamodule(cfg)
-    latent_shape = tuple(dm.latent_shape)
-    if decode_image is None:
+    dm = datamodule if datamodule is not None else _default_datamodule(cfg) if todo else None
+    latent_shape = tuple(dm.latent_shape) if dm is not None else ()
+    if todo and decode_image is None:
         from meg_lightning.generation import decode_latents
 
         vae = vae if vae is not None else _default_vae(cfg, device)
@@ -477,9 +535,37 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
         def decode_image(zz: Tensor) -> Tensor:
             return decode_latents(vae, zz).float()
 
-    extractor = (feature_extractor if feature_extractor is not None
-                 else make_feature_extractor(cfg.eval.fid_features, cfg.model)).to(device).eval()
-    z, index = _test_latents(dm, cfg.eval.num_images)
+    cache: dict[str, Any] = {}
+
+    def z_train() -> Tensor:
+        if "z_train" not in cache:
+            cache["z_train"] = train_latents(dm)
+        return cache["z_train"]
+
+    schemes = _build_schemes(cfg, todo, decode_image=decode_image, latent_shape=latent_shape,
+                             z_train=z_train, device=device, codecs=dict(codecs or {}),
+                             linear_codes=dict(linear_codes or {})) if todo else {}
+    if todo:
+        extractor = (feature_extractor if feature_extractor is not None
+                     else make_feature_extractor(cfg.eval.fid_features, cfg.model)).to(device).eval()
+        z, index = _test_latents(dm, cfg.eval.num_images)
+        _check_num_images(cfg, len(z))
+
+    # Write: the resolved config, the rows set aside, then every cell as it finishes
+    out.mkdir(parents=True, exist_ok=True)
+    clean_tmp(out)
+    clean_tmp(out / "examples")
+    save_resolved(cfg, out)
+    if stale:
+        hashes = sorted({str(r.get("config_hash")) for r in stale})
+        dest = out / f"{csv_path.stem}.stale-{'-'.join(hashes)}.csv"
+        atomic_write_text(dest, rows_to_csv(stale))
+        warnings.warn(f"{len(stale)} rows in {csv_path} came from another configuration "
+                      f"(hash {', '.join(hashes)} != {h}); moved to {dest}", stacklevel=2)
+    if not todo:
+        _write(cfg, out, csv_path, rows, h)
+        return result
+
     bs = cfg.eval.batch_size
     i_0 = torch.cat([decode_image(z[s:s + bs].to(device)).float().cpu()
                      for s in range(0, len(z), bs)])  # (N, 3, H, W) perfect images I_0
@@ -490,13 +576,6 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
     atomic_write_json(out / "examples" / "index.json", {"example_index": int(index[0]),
                                                         "test_indices": index.tolist()})
     channel_factory = channel_factory or (lambda kind, snr: _default_channel(cfg, kind, snr))
-    cache: dict[str, Any] = {}
-
-    def z_train() -> Tensor:
-        if "z_train" not in cache:
-            cache["z_train"] = train_latents(dm)
-        return cache["z_train"]
-
     def opta(symbols: int, snr_db: float) -> float:
         """Gaussian OPTA latent MSE for this symbol budget on AWGN (codec.opta_mse), or nan when
         there are fewer training latents than |z|: the sample covariance then has |z| - N + 1 zero
@@ -509,10 +588,6 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
         if "spectrum" not in cache:
             cache["spectrum"] = latent_spectrum(z_train())
         return float(opta_mse(cache["spectrum"], min(1.0, symbols / numel), snr_db))
-
-    schemes = _build_schemes(cfg, todo, decode_image=decode_image, latent_shape=latent_shape,
-                             z_train=z_train, device=device, codecs=dict(codecs or {}),
-                             linear_codes=dict(linear_codes or {}))
 
     # Run the cells, rewriting the results after each one
     bar = tqdm(todo, desc="meg eval", unit="cell", disable=not progress)
@@ -550,6 +625,10 @@ def _write(cfg: MegConfig, out: Path, csv_path: Path, rows: list[dict], h: str) 
 def main(cfg: MegConfig) -> SweepResult:
     """`meg eval`: run / resume the sweep, print where the results are, log them (``cfg.logger``)."""
     res = run_sweep(cfg)
+    if not res.computed:
+        print(f"meg eval: all {len(res.skipped)} cells are already in {res.csv_path} "
+              "(nothing to do)")
+        return res
     print(f"meg eval: {len(res.computed)} cells computed, {len(res.skipped)} resumed -> "
           f"{res.csv_path}")
     if cfg.logger == "wandb":
