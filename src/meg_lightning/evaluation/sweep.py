@@ -287,7 +287,23 @@ def codec_checkpoint(cfg: MegConfig, fc: float) -> Path:
     `meg train-codec codec.fc=<fc>`)."""
     from meg_lightning.codec.train import trained_checkpoint
 
-    return _eval_checkpoint(cfg, fc) or trained_checkpoint(cfg, fc)
+    explicit = _eval_checkpoint(cfg, fc)
+    if explicit is not None:
+        return explicit
+    try:
+        return trained_checkpoint(cfg, fc)
+    except UserError as e:
+        raise _eval_advice(e, fc) from None
+
+
+def _eval_advice(e: UserError, fc: float) -> UserError:
+    """`meg eval` names a checkpoint per rate in eval.codec_checkpoints (codec.checkpoint only
+    counts when codec.fc is that rate): say so instead of train-codec's advice."""
+    msg = str(e)
+    if not msg.startswith("no trained codec"):
+        return e
+    return UserError(msg.split("; run ")[0] + f"; run `meg train-codec codec.fc={fc:g}` first "
+                     f"or set 'eval.codec_checkpoints={{\"{fc:g}\": <.ckpt>}}'")
 
 
 def _default_codec(cfg: MegConfig, fc: float, latent_shape, device):
@@ -295,8 +311,12 @@ def _default_codec(cfg: MegConfig, fc: float, latent_shape, device):
     must have been trained on this run's latents (codec.train.load_trained_codec)."""
     from meg_lightning.codec.train import load_trained_codec
 
-    return load_trained_codec(cfg, fc, latent_shape=latent_shape,
-                              path=_eval_checkpoint(cfg, fc)).to(device)
+    try:
+        codec = load_trained_codec(cfg, fc, latent_shape=latent_shape,
+                                   path=_eval_checkpoint(cfg, fc))
+    except UserError as e:
+        raise _eval_advice(e, fc) from None
+    return codec.to(device)
 
 
 def train_latents(dm) -> Tensor:
@@ -591,28 +611,30 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
 
     # Run the cells, rewriting the results after each one
     bar = tqdm(todo, desc="meg eval", unit="cell", disable=not progress)
-    for cell in bar:
-        bar.set_postfix_str(cell.key)
-        t0 = time.perf_counter()
-        seed = cell_seed(cfg.seed, cell.key)
-        metrics, first = run_cell(cell, schemes[(cell.scheme, cell.fc, cell.channel)],
-                                  channel_factory(cell.channel, cell.snr_db), z, i_0, feats_0,
-                                  extractor=extractor, batch_size=bs, seed=seed,
-                                  bootstrap=cfg.eval.bootstrap, device=device, index=index,
-                                  judge=judge)
-        metrics["semantic_accuracy_ref"] = sem_ref
-        if cell.channel == "awgn" and cell.scheme in ("feature", "meg", "linear"):
-            metrics["opta_latent_mse"] = opta(metrics["symbols"], cell.snr_db)
-        row = {"cell": cell.key, "scheme": cell.scheme, "channel": cell.channel,
-               "snr_db": cell.snr_db, "fc": cell.fc, "num_blocks": cfg.channel.num_blocks,
-               "equalizer": cfg.channel.equalizer, "seed": seed, "config_hash": h,
-               "codec_id": ids.get(cell.fc) if cell.scheme == "meg" else None, **metrics,
-               "time_s": round(time.perf_counter() - t0, 3)}
-        _save_png(out / "examples" / f"{cell.key}.png", first)
-        rows.append(row)
-        result.computed.append(cell.key)
-        _write(cfg, out, csv_path, rows, h)
-    bar.close()
+    try:  # closed before an interrupt propagates (see power.train)
+        for cell in bar:
+            bar.set_postfix_str(cell.key)
+            t0 = time.perf_counter()
+            seed = cell_seed(cfg.seed, cell.key)
+            metrics, first = run_cell(cell, schemes[(cell.scheme, cell.fc, cell.channel)],
+                                      channel_factory(cell.channel, cell.snr_db), z, i_0, feats_0,
+                                      extractor=extractor, batch_size=bs, seed=seed,
+                                      bootstrap=cfg.eval.bootstrap, device=device, index=index,
+                                      judge=judge)
+            metrics["semantic_accuracy_ref"] = sem_ref
+            if cell.channel == "awgn" and cell.scheme in ("feature", "meg", "linear"):
+                metrics["opta_latent_mse"] = opta(metrics["symbols"], cell.snr_db)
+            row = {"cell": cell.key, "scheme": cell.scheme, "channel": cell.channel,
+                   "snr_db": cell.snr_db, "fc": cell.fc, "num_blocks": cfg.channel.num_blocks,
+                   "equalizer": cfg.channel.equalizer, "seed": seed, "config_hash": h,
+                   "codec_id": ids.get(cell.fc) if cell.scheme == "meg" else None, **metrics,
+                   "time_s": round(time.perf_counter() - t0, 3)}
+            _save_png(out / "examples" / f"{cell.key}.png", first)
+            rows.append(row)
+            result.computed.append(cell.key)
+            _write(cfg, out, csv_path, rows, h)
+    finally:
+        bar.close()
     return result
 
 
