@@ -99,6 +99,10 @@ BAD_INPUTS = [
     ("latents", ["data=5"], ["data='5'", "a key inside this section"]),
     ("latents", ["channel.snr_db=[1,2]"], ["channel.snr_db='[1,2]'", "a number"]),
     ("latents", ["nonsense"], ["override='nonsense'", "key=value"]),
+    ("latents", ["generation.device=tpu"], ["generation.device='tpu'", "cuda:N"]),
+    ("latents", ["wandb.mode=foo"], ["wandb.mode='foo'"]),
+    ("latents", ["out_dir="], ["out_dir=", "cannot be empty"]),
+    ("latents", ["data.num_prompts=99999"], ["data.num_prompts=99999", "1..2304"]),
     # latents: files and folders
     ("latents", ["data.prompts={w}/files/latin1.txt"], ["data.prompts=", "latin1.txt", "UTF-8"]),
     ("latents", ["data.prompts={w}/files/binary.txt"], ["data.prompts=", "NUL bytes"]),
@@ -175,6 +179,7 @@ BAD_INPUTS = [
     ("eval", ["eval.schemes=[meg]", 'eval.codec_checkpoints={{"abc": "x.ckpt"}}'],
      ["eval.codec_checkpoints.abc", "compression rates"]),
     ("eval", ["data.cache_dir={w}/nocache"], ["no latent cache", "nocache"]),
+    ("eval", ["eval.results=../x.csv"], ["eval.results='../x.csv'", "a file name"]),
     ("eval", ["out_dir={w}/files/a_file"], ["out_dir=", "is a file"]),
     ("eval", ["out_dir={w}/out_csv_binary"], ["results.csv", "not UTF-8"]),
     # figures
@@ -416,6 +421,7 @@ def test_sigterm_in_a_real_process_exits_130_and_resumes(tmp_path):
     (MemoryError(), 2, "out of memory: lower data.gen_batch_size"),
     (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 GB"), 2,
      "out of memory: lower data.gen_batch_size"),
+    (FileNotFoundError(2, "No such file or directory", "/proc/x"), 2, "cannot use '/proc/x'"),
     (RuntimeError("something broke\nsecond line"), 1, "RuntimeError: something broke second line"),
 ])
 def test_runtime_failures_are_one_line(world, monkeypatch, capsys, exc, code, needle):
@@ -447,3 +453,29 @@ def test_long_prompts_warn_once(world, tmp_path, capfd):
     assert run(argv) == 0
     err = capfd.readouterr().err
     assert err.count("truncated") <= 1 and "very very very very very very very" not in err, err
+
+
+def test_torchrl_log_lines_carry_no_colour_codes_when_not_a_terminal():
+    """TorchRL logs through a colouring handler; inside a command (stdout not a terminal under
+    pytest) the handler formats plain text, and gets its formatter back afterwards."""
+    import logging
+
+    import torchrl  # noqa: F401 - installs the handler
+
+    from meg_lightning.runtime import quiet_noise
+
+    handlers = logging.getLogger("torchrl").handlers
+    record = logging.LogRecord("torchrl", logging.WARNING, __file__, 0, "a note", (), None)
+    coloured = [h for h in handlers if h.formatter and "\x1b[" in h.formatter.format(record)]
+    assert coloured  # what the command has to undo
+    with quiet_noise():
+        assert all("\x1b[" not in h.format(record) and "a note" in h.format(record)
+                   for h in handlers)
+    assert all("\x1b[" in h.formatter.format(record) for h in coloured)
+
+
+def test_finished_latents_rerun_writes_nothing(world, capsys):
+    before = _snapshot(world / "cache")
+    assert run(["latents", *_base(world)]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert _snapshot(world / "cache") == before

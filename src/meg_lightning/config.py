@@ -63,6 +63,9 @@ class GenerationConfig:
         _check(f"{p}.eta", self.eta, _finite(self.eta) and 0 <= self.eta <= 1, "a number in [0, 1]")
         _check(f"{p}.dtype", self.dtype, self.dtype in ("float32", "float16", "bfloat16"),
                "one of float32, float16, bfloat16")
+        _check(f"{p}.device", self.device, bool(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?",
+                                                             self.device)),
+               "auto, cpu, mps, cuda or cuda:N")
 
 
 @dataclass
@@ -241,6 +244,9 @@ class EvalConfig:
                "one of auto, inception, pixels, mini")
         _check(f"{p}.digital_codec", self.digital_codec, self.digital_codec in ("png", "jpeg"),
                "one of png, jpeg")
+        _check(f"{p}.results", self.results, self.results.endswith(".csv")
+               and Path(self.results).name == self.results and self.results != ".csv",
+               "a file name ending in .csv (it is written inside {out_dir}/eval)")
 
 
 @dataclass
@@ -278,6 +284,8 @@ class MegConfig:
             _check(key, v, bool(str(v).strip()), "a folder path")
         for name in ("generation", "data", "channel", "codec", "ppo", "eval"):
             getattr(self, name).validate(name)
+        _check("wandb.mode", self.wandb.mode, self.wandb.mode in ("offline", "online", "disabled"),
+               "one of offline, online, disabled")
         return self
 
     @property
@@ -334,7 +342,7 @@ def _omegaconf_error(e: OmegaConfBaseException, overrides: list[str]) -> ConfigE
     if "DictConfig" in msg or "Merge error" in msg:
         return ConfigError(key, value, "a key inside this section (see `meg <command> --help`)")
     if "Non optional field" in msg or "None" in msg:
-        return ConfigError(key, value, "a value (this key cannot be null)")
+        return ConfigError(key, value, "a value (this key cannot be empty or null)")
     return ConfigError(key, value, msg)
 
 

@@ -103,10 +103,10 @@ def _plain_torchrl_handlers() -> list:
     if "torchrl" not in sys.modules:
         import torchrl  # noqa: F401 - its logger and handler are created on import
     swapped = []
+    probe = logging.LogRecord("torchrl", logging.INFO, __file__, 0, "probe", (), None)
     for handler in logging.getLogger("torchrl").handlers:
         fmt = handler.formatter
-        if fmt is not None and "\x1b[" in str(getattr(fmt, "_fmt", "")) + str(
-                getattr(fmt, "FORMATS", "")):
+        if fmt is not None and "\x1b[" in fmt.format(probe):
             swapped.append((handler, fmt))
             handler.setFormatter(logging.Formatter("%(name)s %(levelname)s: %(message)s"))
     return swapped
@@ -131,6 +131,9 @@ def one_line_error(e: BaseException, command: str) -> tuple[int, str]:
         where = f" on {str(e.filename)!r}" if e.filename else ""
         return 2, (f"permission denied{where}: expected a writable out_dir / data.cache_dir "
                    "and readable inputs")
+    if isinstance(e, (FileNotFoundError, NotADirectoryError, IsADirectoryError)) and e.filename:
+        return 2, (f"cannot use {str(e.filename)!r} ({e.strerror}): expected an existing input "
+                   "and a creatable out_dir / data.cache_dir")
     text = str(e)
     oom = isinstance(e, MemoryError) or isinstance(e, getattr(torch, "OutOfMemoryError", ())) \
         or "out of memory" in text.lower() or "can't allocate memory" in text.lower()

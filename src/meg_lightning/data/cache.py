@@ -192,6 +192,8 @@ class LatentCache:
         if (self.root / "settings.json").exists():
             self.check_settings(create=False)
         missing = [j for j in range(self.num_shards) if not self.shard_complete(j, prompts)]
+        if not missing and (self.root / "manifest.json").is_file():
+            return []  # finished: a rerun writes nothing
         mine = missing[rank::world_size]
         if missing:
             pipe = load_pipeline(self.cfg)
@@ -292,6 +294,10 @@ def main(cfg: MegConfig) -> Path:
     if rank == 0:
         dt = time.perf_counter() - t0
         n_new = sum(len(cache.shard_range(j)) for j in written)
-        print(f"latent cache: {cache.n} latents at {cache.root} ({n_new} generated now by rank 0 "
-              f"in {dt:.1f} s; {len(written)} shard(s))")
+        if not written:
+            print(f"latent cache: all {cache.n} latents are already at {cache.root} "
+                  "(nothing to do)")
+        else:
+            print(f"latent cache: {cache.n} latents at {cache.root} ({n_new} generated now by "
+                  f"rank 0 in {dt:.1f} s; {len(written)} shard(s))")
     return cache.root
