@@ -173,23 +173,16 @@ def check_dir(key: str, path: str | Path) -> None:
 
 
 def check_prompt_file(cfg: MegConfig) -> None:
-    """``data.prompts``: an existing UTF-8 text file (the format is checked where it is read)."""
+    """``data.prompts``: an existing UTF-8 text prompt file that parses (``package:`` paths
+    resolve inside the installed package, as where it is read: data.prompts.load_prompt_file)."""
+    from meg_lightning.data.prompts import load_prompt_file, resolve_prompt_path
+
     path = cfg.data.prompts
     if path is None:
         return
-    p = Path(path).expanduser()
-    if p.is_dir():
+    if resolve_prompt_path(path).is_dir():
         raise ConfigError("data.prompts", path, "a prompt file (it is a folder)")
-    if not p.is_file():
-        raise ConfigError("data.prompts", path, "an existing prompt file")
-    data = p.read_bytes()
-    if b"\0" in data:
-        raise ConfigError("data.prompts", path, "a text file (it holds NUL bytes: binary?)")
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError("data.prompts", path, f"a UTF-8 text file (byte {e.start} is not "
-                          "UTF-8; convert it, e.g. iconv -t utf-8)") from None
+    load_prompt_file(path, cfg.data.prompt_column)
 
 
 def output_dirs(command: str, cfg: MegConfig) -> list[tuple[str, Path]]:
