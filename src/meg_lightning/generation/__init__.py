@@ -78,6 +78,13 @@ def load_pipeline(cfg: MegConfig, device: torch.device | None = None):
                                       f"{str(PIPELINE_DIR)!r} (a broken install?): reinstall "
                                       "meg_lightning or run `make train-mini` to train them")
         return load_pipeline(replace(cfg, model=str(PIPELINE_DIR)), device)
+    elif cfg.model == "sd15-random":
+        # SD-v1.5's exact configs with random weights, built once, then loaded like a local folder
+        from dataclasses import replace
+
+        from meg_lightning.generation.sd15 import ensure_sd15_random
+
+        return load_pipeline(replace(cfg, model=str(ensure_sd15_random())), device)
     else:
         name = model_id(cfg.model)
         looks_local = name.startswith((".", "/", "~")) or os.path.isdir(os.path.expanduser(name))
