@@ -31,7 +31,7 @@ from meg_lightning.generation.tiny import BOS, EOS, sd_ddim_scheduler
 
 NAME = "sd15-random"
 DIR_ENV = "MEG_SD15_RANDOM_DIR"
-VOCAB_SIZE = 49408  # SD-v1.5's CLIP BPE vocabulary (256 bytes, 256 bytes + </w>, 48,894 merges, 2 specials)
+VOCAB_SIZE = 49408  # CLIP BPE: 256 bytes, 256 bytes + </w>, 48,894 merges, 2 specials
 MAX_LENGTH = 77
 
 #: parameter counts of SD-v1.5's components (the real checkpoint's, asserted in the tests)
