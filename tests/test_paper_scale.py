@@ -206,3 +206,45 @@ def test_rehearsal_every_stage_at_paper_scale(tmp_path):
     assert {r["scheme"] for r in rows} == {"centralized", "feature", "meg", "linear"}
     assert all(r["fid_features"] == "inception" and r["n_images"] == 8 for r in rows)
     assert list((out / "runs" / "eval-n4").rglob("*.png"))  # figures and example strips
+
+
+def test_checkpoints_are_written_without_an_in_memory_copy(tmp_path):
+    """Lightning's own writer holds the serialised checkpoint in a BytesIO (Python memory, seen by
+    tracemalloc); FileCheckpointIO streams it to disk. 64 MB of weights stand in for 6.8 GB."""
+    import tracemalloc
+
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    from meg_lightning.checkpoint_io import FileCheckpointIO
+
+    ckpt = {"state_dict": {"w": torch.randn(16 * 1024 * 1024)}, "epoch": 3}
+    peaks = {}
+    for name, io in (("lightning", TorchCheckpointIO()), ("file", FileCheckpointIO())):
+        path = tmp_path / name / "last.ckpt"
+        tracemalloc.start()
+        io.save_checkpoint(ckpt, path)
+        peaks[name] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        back = torch.load(path, weights_only=True)
+        assert back["epoch"] == 3 and torch.equal(back["state_dict"]["w"], ckpt["state_dict"]["w"])
+        assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no temp file left
+    assert peaks["lightning"] > 60e6 and peaks["file"] < 8e6, peaks
+
+
+def test_train_codec_uses_the_file_checkpoint_writer(make_cfg, monkeypatch):
+    import lightning as L
+
+    from meg_lightning.checkpoint_io import FileCheckpointIO
+    from meg_lightning.codec import train
+    from meg_lightning.data.datamodule import TensorLatentDataModule
+
+    seen = {}
+
+    class Spy(L.Trainer):
+        def fit(self, *a, **k):
+            seen["io"] = self.strategy.checkpoint_io
+
+    monkeypatch.setattr(train.L, "Trainer", Spy)
+    cfg = make_cfg("codec.arch=mlp", "trainer.max_epochs=1", "trainer.accelerator=cpu")
+    train.main(cfg, datamodule=TensorLatentDataModule(torch.randn(10, 4, 8, 8)))
+    assert isinstance(seen["io"], FileCheckpointIO)

@@ -1,7 +1,8 @@
 """Paper-scale dress rehearsal: every stage at SD-v1.5 size on the ``sd15-random`` preset.
 
-``python -m meg_lightning.rehearsal [out=data/rehearsal] [prompts=20] [steps=2] [images=2]``
-(``make rehearsal``) runs, one after the other, each as its own ``meg`` process so that its peak
+``python -m meg_lightning.rehearsal [out=data/rehearsal] [prompts=10] [steps=2] [images=2]
+[threads=0] [shard=0] [only=<stage>,<stage>]`` (``make rehearsal``; ``shard``: the cache's shard
+size, default prompts/2; ``only``: rerun some stages, results in ``rehearsal-<stages>.json``) runs, one after the other, each as its own ``meg`` process so that its peak
 resident memory is its own (``os.wait4``'s ``ru_maxrss``):
 
 1. ``build``: the SD-v1.5-shaped pipeline with random weights (once; cached, see
@@ -233,8 +234,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         stages = [st for st in stages if st.name in names]
     out.mkdir(parents=True, exist_ok=True)
-    for old in ("runs",):  # every stage but the cached ones is measured afresh
-        shutil.rmtree(out / old, ignore_errors=True)
+    if not opts["only"]:  # every stage but the cached ones is measured afresh
+        shutil.rmtree(out / "runs", ignore_errors=True)
     load_before = os.getloadavg()
     for i, st in enumerate(stages, 1):
         print(f"[{i}/{len(stages)}] {st.name} ...", flush=True)
@@ -258,13 +259,15 @@ def main(argv: list[str] | None = None) -> int:
               "self_peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB}
     from meg_lightning.io import atomic_write_json, atomic_write_text
 
-    atomic_write_json(out / "rehearsal.json", report)
+    name = f"rehearsal-{opts['only'].replace(' ', '_').replace(',', '+')}" if opts["only"] \
+        else "rehearsal"
+    atomic_write_json(out / f"{name}.json", report)
     growth = report["eval_rss_growth_x4"]
     md = table(stages)
     if growth is not None:
         md += f"\n\neval peak RSS growth for 4x images: {growth:+.1%}"
     md += f"\n\nload average before / after: {load_before} / {report['machine']['loadavg_after']}\n"
-    atomic_write_text(out / "rehearsal.md", md)
+    atomic_write_text(out / f"{name}.md", md)
     print(md)
     return 0 if ok else 1
 
