@@ -52,7 +52,8 @@ def test_sd15_random_preset_is_the_paper_shape(make_cfg):
     g = cfg.generation
     assert (g.height, g.width, g.num_inference_steps, g.guidance_scale) == (512, 512, 50, 7.5)
     assert (cfg.codec.arch, cfg.codec.fc, cfg.data.batch_size) == ("paper", 0.5, 1)
-    assert trainer_kwargs(cfg)["max_epochs"] == trainer_kwargs(make_cfg("model=paper"))["max_epochs"]
+    paper = make_cfg("model=paper")
+    assert trainer_kwargs(cfg)["max_epochs"] == trainer_kwargs(paper)["max_epochs"] == 200
 
 
 def test_sd15_random_loads_the_cached_folder_through_from_pretrained(make_cfg, tiny_pipe,
@@ -134,8 +135,9 @@ _SWEEP_RSS = textwrap.dedent("""
 def test_sweep_memory_is_flat_in_the_number_of_images(tmp_path):
     """Peak RSS of the sweep at 512x512 with 8 and then 32 test images in one process: I_0
     (3 MB per image) is streamed, so 4x the images adds < 3% (measured +1%; keeping every I_0 in
-    memory, as the sweep did, added 7% here and 19% from 16 to 64 images). glibc's mmap threshold is pinned so that its heap policy
-    (which otherwise keeps some freed 512x512 buffers) does not blur what the program holds."""
+    memory, as the sweep did, added 7% here and 19% from 16 to 64 images). glibc's mmap
+    threshold is pinned so that its heap policy (which otherwise keeps some freed 512x512
+    buffers) does not blur what the program holds."""
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
     out = subprocess.run([sys.executable, "-c", _SWEEP_RSS, str(tmp_path), "8", "32"],
                          capture_output=True, text=True, env=env, timeout=300)
@@ -248,3 +250,16 @@ def test_train_codec_uses_the_file_checkpoint_writer(make_cfg, monkeypatch):
     cfg = make_cfg("codec.arch=mlp", "trainer.max_epochs=1", "trainer.accelerator=cpu")
     train.main(cfg, datamodule=TensorLatentDataModule(torch.randn(10, 4, 8, 8)))
     assert isinstance(seen["io"], FileCheckpointIO)
+
+
+@pytest.mark.parametrize("model", ["tiny", "mini"])
+def test_load_vae_is_the_pipelines_vae(make_cfg, model):
+    """eval decodes with the VAE alone (SD-v1.5: 0.3 of 4.3 GB); it is the pipeline's VAE."""
+    from meg_lightning.generation import load_pipeline, load_vae
+
+    cfg = make_cfg(f"model={model}")
+    vae, full = load_vae(cfg), load_pipeline(cfg).vae
+    public = [{k: v for k, v in m.config.items() if not k.startswith("_")} for m in (vae, full)]
+    assert type(vae).__name__ == "AutoencoderKL" and public[0] == public[1]
+    a, b = vae.state_dict(), full.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

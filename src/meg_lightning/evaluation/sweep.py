@@ -30,6 +30,10 @@ being swept, so widening the sweep reuses the cells already done. Rows of anothe
 to ``results.stale-<hash>.csv``. A `meg` row also records ``codec_id``, a fingerprint of its codec
 checkpoint: after retraining a codec its cells are recomputed.
 
+The perfect images I_0 are decoded once, batch by batch, into an anonymous scratch file
+(:class:`ImageStore`) and read back per batch in every cell: at 512x512 they are 3 MB each, and
+the sweep's memory must not grow with ``eval.num_images`` (docs/PAPER_SCALE.md).
+
 Every cell draws its channel noise from its own generator seeded by (seed, cell key), so a cell's
 numbers do not depend on which other cells ran before it.
 """
@@ -210,9 +214,9 @@ def _device(cfg: MegConfig) -> torch.device:
 
 
 def _default_vae(cfg: MegConfig, device: torch.device):
-    from meg_lightning.generation import load_pipeline
+    from meg_lightning.generation import load_vae
 
-    return load_pipeline(cfg, device=device).vae
+    return load_vae(cfg, device=device)
 
 
 def _default_datamodule(cfg: MegConfig):
@@ -338,7 +342,8 @@ class ImageStore:
         per = int(np.prod(self.shape))
         self._file.seek(a * per * 4)
         buf = self._file.read(max(0, b - a) * per * 4)
-        return torch.from_numpy(np.frombuffer(buf, dtype=np.float32).copy()).reshape(-1, *self.shape)
+        arr = np.frombuffer(buf, dtype=np.float32).copy()  # writable, owned by the tensor
+        return torch.from_numpy(arr).reshape(-1, *self.shape)  # (b, 3, H, W)
 
 
 @dataclass
