@@ -2,7 +2,7 @@
 
     python benchmarks/gpu_check.py                      # CUDA, sd15-random (SD-v1.5 shapes), fp16
     python benchmarks/gpu_check.py --model paper        # the same with the real SD-v1.5 weights
-    python benchmarks/gpu_check.py --reduced            # CPU, tiny preset, float32, seconds (tested)
+    python benchmarks/gpu_check.py --reduced            # CPU, tiny, float32 (tested)
 
 One process, one device, in this order (each number beside its obvious alternative):
 
@@ -55,7 +55,8 @@ def parse() -> argparse.Namespace:
             ap.exit(2, f"gpu_check: error: --{key.replace('_', '-')}={getattr(a, key)}: "
                        "expected a positive integer\n")
     if a.n < 4:
-        ap.exit(2, f"gpu_check: error: --n={a.n}: expected >= 4 (half the prompts are eval images)\n")
+        ap.exit(2, f"gpu_check: error: --n={a.n}: expected >= 4 (half the prompts are eval "
+                   "images)\n")
     if not red and not torch.cuda.is_available():
         ap.exit(2, "gpu_check: error: no CUDA device: expected a GPU (or --reduced for the CPU "
                    "check of the script)\n")
