@@ -48,3 +48,28 @@ def test_prompt_file_errors(tmp_path):
     (tmp_path / "two.txt").write_text("a\nb\n")
     with pytest.raises(ConfigError, match="data.num_prompts=3: expected at most 2"):
         get_prompts(str(tmp_path / "two.txt"), 3)
+
+
+def test_mini_prompts_resolve_from_the_installed_package(tmp_path, monkeypatch):
+    """`model=mini` run outside the repository still finds its captions (package resource)."""
+    from meg_lightning.config import load_config
+    from meg_lightning.data.prompts import get_prompts, resolve_prompt_path
+    from meg_lightning.errors import ConfigError
+    from meg_lightning.mini.dataset import PROMPT_FILE
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(["model=mini"])
+    assert cfg.data.prompts.startswith("package:")
+    assert resolve_prompt_path(cfg.data.prompts) == PROMPT_FILE
+    assert get_prompts(cfg.data.prompts, 900) == PROMPT_FILE.read_text().splitlines()
+    for bad in ("package:no_such_pkg_xyz/prompts.txt", "package:meg_lightning/none.txt",
+                "package:meg_lightning", "package:/x.txt"):
+        with pytest.raises(ConfigError, match="data.prompts"):
+            get_prompts(bad, 4)
+
+
+def test_a_prompt_file_that_is_not_utf8_is_a_config_error(tmp_path):
+    f = tmp_path / "p.txt"
+    f.write_bytes(b"a cat\n\xff\xfe binary\n")
+    with pytest.raises(ConfigError, match=r"data.prompts=.*UTF-8 text file \(byte 6"):
+        load_prompt_file(f)

@@ -11,6 +11,7 @@ the column ``data.prompt_column``), ``.jsonl`` (one object per line with that ke
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 from pathlib import Path
 
@@ -50,13 +51,49 @@ def builtin_prompts(n: int) -> list[str]:
     return out
 
 
+PACKAGE_PREFIX = "package:"  # data.prompts="package:<package>/<path>": a file inside an installed package
+
+
+def resolve_prompt_path(path: str | Path) -> Path:
+    """The file that ``data.prompts`` names: a path, or ``package:<package>/<path inside it>``.
+
+    The ``package:`` form finds files shipped with an installed package wherever it is installed
+    (the ``mini`` preset's captions: ``package:meg_lightning/mini/prompts.txt``), so a preset does
+    not depend on the working directory.
+    """
+    text = str(path)
+    if not text.startswith(PACKAGE_PREFIX):
+        return Path(text).expanduser()
+    package, _, inner = text[len(PACKAGE_PREFIX):].partition("/")
+    expected = f"{PACKAGE_PREFIX}<installed package>/<file inside it>"
+    if not package.isidentifier() or not inner:
+        raise ConfigError("data.prompts", text, expected)
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("data.prompts", text, f"{expected} (no package {package!r})")
+    # a namespace package (meg_lightning is one) may span several folders: take the one that
+    # holds the file
+    candidates = [Path(root) / inner for root in spec.submodule_search_locations]
+    return next((c for c in candidates if c.is_file()), candidates[0])
+
+
 def load_prompt_file(path: str | Path, column: str = "prompt") -> list[str]:
-    """All prompts of a ``.txt`` / ``.csv`` / ``.tsv`` / ``.jsonl`` file, in file order."""
-    p = Path(path).expanduser()
+    """All prompts of a ``.txt`` / ``.csv`` / ``.tsv`` / ``.jsonl`` file, in file order.
+
+    ``path`` may be ``package:<package>/<file>`` (:func:`resolve_prompt_path`).
+    """
+    p = resolve_prompt_path(path)
     if not p.is_file():
         raise ConfigError("data.prompts", str(path), "an existing prompt file")
     suffix = p.suffix.lower()
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError("data.prompts", str(path),
+                          f"a UTF-8 text file (byte {e.start} is not UTF-8)") from None
     if suffix == ".txt":
         prompts = [line.strip() for line in text.splitlines() if line.strip()]
     elif suffix in (".csv", ".tsv"):
