@@ -17,7 +17,7 @@ COMMON = model=$(MODEL) data.num_prompts=$(N) $(ARGS)
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup latents train-codec train-ppo eval figures demo test test-slow bench clean train-mini
+.PHONY: help setup latents train-codec train-ppo eval figures demo test test-slow bench clean train-mini rehearsal
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ test-slow: setup ## the slow tests (real weights when present, long training che
 
 train-mini: setup ## train and save the shipped mini text-to-image model + classifier (~60 min on 2 idle CPU cores)
 	$(BIN)/python -m meg_lightning.mini.train $(ARGS)
+
+rehearsal: setup ## paper-scale dress rehearsal, every stage on sd15-random (CPU ~30 min, < 20 GiB)
+	$(BIN)/python -m meg_lightning.rehearsal $(ARGS)
 
 bench: setup ## the benchmarks under benchmarks/ (numbers go to docs/BENCHMARKS.md)
 	$(BIN)/meg bench $(ARGS)

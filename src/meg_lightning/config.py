@@ -29,7 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from meg_lightning.errors import ConfigError
 
-PRESETS = ("tiny", "paper", "mini")
+PRESETS = ("tiny", "paper", "mini", "sd15-random")
 CONCERNS = ("model", "data", "channel", "codec", "ppo", "eval", "logger", "trainer")
 
 
@@ -260,7 +260,7 @@ class WandbConfig:
 class MegConfig:
     """The whole configuration. CLI keys are dotted paths into this tree."""
 
-    model: str = "tiny"  # tiny | paper | mini | a hub id | a local diffusers folder
+    model: str = "tiny"  # tiny | paper | mini | sd15-random | a hub id | a local diffusers folder
     seed: int = 0  # base seed: sample i of the cache uses seed_for(seed, i)
     out_dir: str = "data/runs"  # where run outputs (checkpoints, logs, results) go
     logger: str = "wandb"  # wandb | csv | tensorboard | none
@@ -276,7 +276,8 @@ class MegConfig:
     def validate(self) -> "MegConfig":
         _check("logger", self.logger, self.logger in ("wandb", "csv", "tensorboard", "none"),
                "one of wandb, csv, tensorboard, none")
-        _check("model", self.model, bool(self.model), "a preset (tiny, paper, mini), hub id or folder")
+        _check("model", self.model, bool(self.model),
+               "a preset (tiny, paper, mini, sd15-random), hub id or folder")
         # numpy and Lightning seed with an unsigned 32-bit integer
         _check("seed", self.seed, 0 <= self.seed < 2**32, f"an integer in [0, {2**32 - 1}]")
         for key in ("out_dir", "data.cache_dir"):

@@ -30,6 +30,10 @@ being swept, so widening the sweep reuses the cells already done. Rows of anothe
 to ``results.stale-<hash>.csv``. A `meg` row also records ``codec_id``, a fingerprint of its codec
 checkpoint: after retraining a codec its cells are recomputed.
 
+The perfect images I_0 are decoded once, batch by batch, into an anonymous scratch file
+(:class:`ImageStore`) and read back per batch in every cell: at 512x512 they are 3 MB each, and
+the sweep's memory must not grow with ``eval.num_images`` (docs/PAPER_SCALE.md).
+
 Every cell draws its channel noise from its own generator seeded by (seed, cell key), so a cell's
 numbers do not depend on which other cells ran before it.
 """
@@ -40,6 +44,7 @@ import csv
 import hashlib
 import io
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -254,9 +259,9 @@ def _device(cfg: MegConfig) -> torch.device:
 
 
 def _default_vae(cfg: MegConfig, device: torch.device):
-    from meg_lightning.generation import load_pipeline
+    from meg_lightning.generation import load_vae
 
-    return load_pipeline(cfg, device=device).vae
+    return load_vae(cfg, device=device)
 
 
 def _default_datamodule(cfg: MegConfig):
@@ -366,6 +371,45 @@ def _default_channel(cfg: MegConfig, kind: str, snr_db: float):
 
 
 # -- the sweep -----------------------------------------------------------------------------------
+
+class ImageStore:
+    """Images (N, 3, H, W) float32 appended batch by batch to an anonymous scratch file in
+    ``folder`` and read back by slices (``store[a:b]``), so that only one batch is in memory.
+
+    The file has no name (``tempfile.TemporaryFile``): the system removes it when the store is
+    garbage-collected or the process ends, even when it is killed. Plain reads, not a memory map:
+    mapped pages would count towards the process's resident memory.
+    """
+
+    def __init__(self, folder: Path):
+        import tempfile
+
+        self._file = tempfile.TemporaryFile(dir=folder)
+        self.n, self.shape = 0, None
+
+    def append(self, images: Tensor) -> None:
+        arr = np.ascontiguousarray(images.detach().cpu().float().numpy())
+        if self.shape is None:
+            self.shape = arr.shape[1:]
+        elif arr.shape[1:] != self.shape:
+            raise ValueError(f"images of shape {arr.shape[1:]} after images of shape {self.shape}")
+        self._file.seek(0, os.SEEK_END)
+        self._file.write(arr.tobytes())
+        self.n += len(arr)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, sl: slice) -> Tensor:
+        if not isinstance(sl, slice) or sl.step not in (None, 1):
+            raise TypeError(f"ImageStore reads contiguous slices, got {sl!r}")
+        a, b, _ = sl.indices(self.n)
+        per = int(np.prod(self.shape))
+        self._file.seek(a * per * 4)
+        buf = self._file.read(max(0, b - a) * per * 4)
+        arr = np.frombuffer(buf, dtype=np.float32).copy()  # writable, owned by the tensor
+        return torch.from_numpy(arr).reshape(-1, *self.shape)  # (b, 3, H, W)
+
 
 @dataclass
 class SweepResult:
@@ -587,12 +631,20 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
         return result
 
     bs = cfg.eval.batch_size
-    i_0 = torch.cat([decode_image(z[s:s + bs].to(device)).float().cpu()
-                     for s in range(0, len(z), bs)])  # (N, 3, H, W) perfect images I_0
-    feats_0 = extract_features(extractor, i_0.to(device))
     judge = judge if judge is not None else _default_judge(cfg)
-    sem_ref = float(judge(i_0, index).float().mean()) if judge is not None else float("nan")
+    # the perfect images I_0 (N, 3, H, W) go to a scratch file batch by batch: at 512x512 they are
+    # 3 MB each, and memory must not grow with eval.num_images
+    i_0 = ImageStore(out)
+    feats_0, sem_0 = [], []
+    for s in range(0, len(z), bs):
+        ib = decode_image(z[s:s + bs].to(device)).float().cpu()  # (b, 3, H, W)
+        i_0.append(ib)
+        feats_0.append(extract_features(extractor, ib.to(device)))
+        if judge is not None:
+            sem_0.append(judge(ib, index[s:s + bs]).cpu())
+    feats_0 = torch.cat(feats_0)
     _save_png(out / "examples" / "reference.png", i_0[:EXAMPLES])
+    sem_ref = float(torch.cat(sem_0).float().mean()) if sem_0 else float("nan")
     atomic_write_json(out / "examples" / "index.json", {"example_index": int(index[0]),
                                                         "test_indices": index.tolist()})
     channel_factory = channel_factory or (lambda kind, snr: _default_channel(cfg, kind, snr))
