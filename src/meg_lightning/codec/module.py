@@ -186,6 +186,11 @@ class CodecModule(L.LightningModule):
             return
         z = torch.cat([b["z"] for b in self.trainer.datamodule.train_dataloader()]).to(self.device)
         self.init_linear(z)
+        if self.trainer.world_size > 1:
+            # each rank saw its own shard of the data: every rank takes rank 0's fit (DDP syncs
+            # gradients only, and its start-up broadcast has already happened)
+            for t in list(self.parameters()) + [self.linear_initialised]:
+                t.data.copy_(self.trainer.strategy.broadcast(t.data, src=0))
 
     @torch.no_grad()
     def init_linear(self, z: torch.Tensor) -> None:
