@@ -129,15 +129,38 @@ class CodecConfig:
 
     fc: float = 0.5  # compression rate: code length k = round(fc * |z|)
     arch: str = "paper"  # paper (Appendix A layout) | mlp (one hidden layer, for small latents)
+    # | adaptive (conv + FiLM on the SNR, CSI-aware decoder: one model for a range of SNRs)
     hidden: Optional[int] = None  # decoder hidden width; None = 9000 * |z| / 16384 (paper ratio)
     lr: float = 1e-3  # Adam learning rate (Table I)
     weight_decay: float = 0.0  # Adam weight decay
     val_snrs_db: list[float] = field(default_factory=lambda: [0.0, 10.0, 20.0])  # validation SNRs
     checkpoint: Optional[str] = None  # a trained codec checkpoint (.ckpt) to evaluate / resume from
+    width: int = 64  # adaptive: channels of the conv trunks
+    blocks: int = 2  # adaptive: FiLM residual blocks per trunk
+    skip: str = "auto"  # adaptive: dense linear (KLT-initialised) path: auto (|z| <= 4096) | dense | none
+    linear_init: bool = True  # adaptive: start the dense path at the KLT of the training latents
+    val_loss: str = "train_snr"  # val/loss: train_snr (MSE at channel.snr_db) | mean (over val_snrs_db)
+    schedule: str = "none"  # learning-rate schedule: none | cosine (to lr/100 over max_epochs) | plateau
+    early_stop_patience: Optional[int] = None  # stop after this many epochs without a better val/loss
+    awgn_fraction: float = 0.0  # rayleigh training: share of samples sent with h = 1 (one model for both)
 
     def validate(self, p: str) -> None:
         _check(f"{p}.fc", self.fc, _finite(self.fc) and 0 < self.fc <= 1, "a number in (0, 1]")
-        _check(f"{p}.arch", self.arch, self.arch in ("paper", "mlp"), "one of paper, mlp")
+        _check(f"{p}.arch", self.arch, self.arch in ("paper", "mlp", "adaptive"),
+               "one of paper, mlp, adaptive")
+        _check(f"{p}.width", self.width, self.width > 0, "a positive integer")
+        _check(f"{p}.blocks", self.blocks, self.blocks >= 0, "an integer >= 0")
+        _check(f"{p}.skip", self.skip, self.skip in ("auto", "dense", "none"),
+               "one of auto, dense, none")
+        _check(f"{p}.val_loss", self.val_loss, self.val_loss in ("train_snr", "mean"),
+               "one of train_snr, mean")
+        _check(f"{p}.schedule", self.schedule, self.schedule in ("none", "cosine", "plateau"),
+               "one of none, cosine, plateau")
+        _check(f"{p}.awgn_fraction", self.awgn_fraction,
+               _finite(self.awgn_fraction) and 0 <= self.awgn_fraction <= 1, "a number in [0, 1]")
+        if self.early_stop_patience is not None:
+            _check(f"{p}.early_stop_patience", self.early_stop_patience,
+                   self.early_stop_patience > 0, "a positive integer or null")
         if self.hidden is not None:
             _check(f"{p}.hidden", self.hidden, self.hidden > 0, "a positive integer or null")
         _check(f"{p}.lr", self.lr, _finite(self.lr) and self.lr > 0, "a number > 0")

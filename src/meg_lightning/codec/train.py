@@ -103,17 +103,29 @@ def check_resumable(path: Path, model: CodecModule) -> None:
     """One-line UserError when ``path`` holds a codec of another shape than ``model``, or one
     trained on other latents (``data_id``; checkpoints that predate it pass)."""
     hp = dict(read_checkpoint(path).get("hyper_parameters") or {})
-    for key in ("latent_shape", "fc", "arch", "hidden", "data_id"):
+    for key in ("latent_shape", "fc", "arch", "hidden", "width", "blocks", "skip", "data_id"):
         want = model.hparams.get(key)
         have = hp.get(key)
         if key == "data_id" and (have is None or want is None):
             continue
+        if key in ("width", "blocks", "skip") and model.hparams.get("arch") != "adaptive":
+            continue  # the paper / mlp layouts do not use them
         if (list(have) if key == "latent_shape" and have is not None else have) != want:
             what = (" (the latents it saw: another model, prompts, generation settings or split)"
                     if key == "data_id" else "")
             raise UserError(f"cannot resume from {str(path)!r}: it was trained with {key}={have!r}, "
                             f"this run asks for {key}={want!r}{what} (delete it or choose another "
                             "out_dir / codec.checkpoint)")
+
+
+def recipe_callbacks(cfg: MegConfig) -> list[L.Callback]:
+    """Early stopping on ``val/loss`` when ``codec.early_stop_patience`` is set (with
+    ``codec.val_loss=mean`` that is the MSE averaged over the validation SNRs)."""
+    if cfg.codec.early_stop_patience is None:
+        return []
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    return [EarlyStopping(monitor="val/loss", mode="min", patience=cfg.codec.early_stop_patience)]
 
 
 def epochs_done(path: Path) -> int:
@@ -179,7 +191,7 @@ def main(cfg: MegConfig, datamodule: Optional[L.LightningDataModule] = None, *,
     kw.setdefault("default_root_dir", str(folder))
     # Lightning's writer buffers the whole checkpoint in memory (6.8 GB for the paper codec)
     kw.setdefault("plugins", [FileCheckpointIO()])
-    callbacks = [*callbacks, best_ckpt, last_ckpt]
+    callbacks = [*callbacks, best_ckpt, last_ckpt, *recipe_callbacks(cfg)]
     with quiet_lightning():  # the banners ("GPU available: ...") say nothing new here
         trainer = L.Trainer(logger=logger, callbacks=callbacks, **kw)
     rank_zero_only(save_resolved)(cfg, folder)
