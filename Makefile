@@ -17,7 +17,7 @@ COMMON = model=$(MODEL) data.num_prompts=$(N) $(ARGS)
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup latents train-codec train-ppo eval figures demo test test-slow bench clean train-mini
+.PHONY: help setup latents train-codec train-codec-adaptive train-ppo eval figures demo test test-slow bench clean train-mini rehearsal
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -37,6 +37,16 @@ latents: setup ## cache SD latents: make latents MODEL=tiny N=64
 
 train-codec: setup ## train the codec through the channel: make train-codec FC=0.5
 	$(BIN)/meg train-codec codec.fc=$(FC) $(COMMON)
+
+# The adaptive codec recipe (docs/CODECS.md): one model per rate for -10..20 dB, AWGN and Rayleigh
+# block fading (4 blocks, CSI at the decoder), cosine LR, early stopping on the mean validation MSE.
+ADAPTIVE_ARGS = codec.arch=adaptive codec.lr=3e-4 codec.schedule=cosine codec.val_loss=mean \
+	codec.val_snrs_db=[-10,0,10,20] codec.early_stop_patience=8 channel.kind=rayleigh \
+	channel.num_blocks=4 channel.train_snr_db=[-10,20] codec.awgn_fraction=0.5 data.batch_size=32 \
+	trainer.max_epochs=40
+
+train-codec-adaptive: setup ## train the SNR-adaptive codec: make train-codec-adaptive MODEL=mini N=900 FC=0.25
+	$(BIN)/meg train-codec codec.fc=$(FC) $(ADAPTIVE_ARGS) $(COMMON)
 
 train-ppo: setup ## train the PPO power-allocation agent
 	$(BIN)/meg train-ppo $(COMMON)
@@ -58,6 +68,9 @@ test-slow: setup ## the slow tests (real weights when present, long training che
 
 train-mini: setup ## train and save the shipped mini text-to-image model + classifier (~60 min on 2 idle CPU cores)
 	$(BIN)/python -m meg_lightning.mini.train $(ARGS)
+
+rehearsal: setup ## paper-scale dress rehearsal, every stage on sd15-random (CPU ~30 min, < 20 GiB)
+	$(BIN)/python -m meg_lightning.rehearsal $(ARGS)
 
 bench: setup ## the benchmarks under benchmarks/ (numbers go to docs/BENCHMARKS.md)
 	$(BIN)/meg bench $(ARGS)

@@ -1,8 +1,9 @@
 """`meg <command> [key=value ...]`: the command-line entry point.
 
 Exit codes: 0 success; 2 bad input or configuration (one line on stderr naming the key, the value
-and what was expected); 1 any other failure; 130 interrupted (Ctrl-C; resumable jobs continue on
-the next run).
+and what was expected; also a runtime failure that is the user's to fix: disk full, permission
+denied, out of memory); 1 any other failure (one line; ``--debug`` or ``MEG_DEBUG=1`` shows the
+traceback); 130 interrupted (Ctrl-C or SIGTERM; rerunning the same command resumes).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import traceback
 from dataclasses import fields, is_dataclass
 from typing import Any, Callable
 
@@ -69,7 +71,8 @@ def _help(command: str | None) -> str:
         lines += [f"  {c:<12} {h}" for c, (_, _, h) in COMMANDS.items()]
         lines += ["", "common keys: model seed data.num_prompts data.prompts data.cache_dir codec.fc",
                   "             channel.kind channel.snr_db out_dir logger trainer.*",
-                  "exit codes: 0 ok, 2 bad input/config, 1 other failure"]
+                  "exit codes: 0 ok, 2 bad input/config, 1 other failure, 130 interrupted",
+                  "--debug (or MEG_DEBUG=1): show the full traceback of a failure"]
         return "\n".join(lines)
     from meg_lightning.config import MegConfig
 
@@ -79,7 +82,14 @@ def _help(command: str | None) -> str:
     return "\n".join(lines)
 
 
+def _debug(argv: list[str]) -> tuple[list[str], bool]:
+    """Strip ``--debug`` from argv; debug mode is on with it or with ``MEG_DEBUG=1``."""
+    env = os.environ.get("MEG_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+    return [a for a in argv if a != "--debug"], env or "--debug" in argv
+
+
 def run(argv: list[str]) -> int:
+    argv, debug = _debug(list(argv))
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_help(None))
         return 0 if argv else 2
@@ -92,19 +102,33 @@ def run(argv: list[str]) -> int:
         print(_help(command))
         return 0
     from meg_lightning.config import load_config
+    from meg_lightning.runtime import interruptible, one_line_error, quiet_noise
 
     module, func, _ = COMMANDS[command]
     _OVERRIDES[:] = args
     try:
-        cfg = load_config(args)
-        fn: Callable[[Any], Any] = getattr(importlib.import_module(module), func)
-        fn(cfg)
-    except UserError as e:
-        print(f"meg {command}: error: {e}", file=sys.stderr)
-        return e.exit_code
+        with interruptible(), quiet_noise():
+            cfg = load_config(args)
+            from meg_lightning.preflight import check
+
+            check(command, cfg)
+            fn: Callable[[Any], Any] = getattr(importlib.import_module(module), func)
+            fn(cfg)
     except KeyboardInterrupt:
         print(f"meg {command}: interrupted (rerun the same command to resume)", file=sys.stderr)
         return 130
+    except UserError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"meg {command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except Exception as e:  # noqa: BLE001 - the CLI's last resort: one line, or the traceback
+        if debug:
+            traceback.print_exc()
+        code, line = one_line_error(e, command)
+        hint = "" if debug else " (rerun with --debug or MEG_DEBUG=1 for the traceback)"
+        print(f"meg {command}: error: {line}{hint if code == 1 else ''}", file=sys.stderr)
+        return code
     return 0
 
 

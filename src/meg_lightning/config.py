@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -28,7 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from meg_lightning.errors import ConfigError
 
-PRESETS = ("tiny", "paper", "mini")
+PRESETS = ("tiny", "paper", "mini", "sd15-random")
 CONCERNS = ("model", "data", "channel", "codec", "ppo", "eval", "logger", "trainer")
 
 
@@ -62,6 +63,9 @@ class GenerationConfig:
         _check(f"{p}.eta", self.eta, _finite(self.eta) and 0 <= self.eta <= 1, "a number in [0, 1]")
         _check(f"{p}.dtype", self.dtype, self.dtype in ("float32", "float16", "bfloat16"),
                "one of float32, float16, bfloat16")
+        _check(f"{p}.device", self.device, bool(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?",
+                                                             self.device)),
+               "auto, cpu, mps, cuda or cuda:N")
 
 
 @dataclass
@@ -125,20 +129,45 @@ class CodecConfig:
 
     fc: float = 0.5  # compression rate: code length k = round(fc * |z|)
     arch: str = "paper"  # paper (Appendix A layout) | mlp (one hidden layer, for small latents)
+    # | adaptive (conv + FiLM on the SNR, CSI-aware decoder: one model for a range of SNRs)
     hidden: Optional[int] = None  # decoder hidden width; None = 9000 * |z| / 16384 (paper ratio)
     lr: float = 1e-3  # Adam learning rate (Table I)
     weight_decay: float = 0.0  # Adam weight decay
     val_snrs_db: list[float] = field(default_factory=lambda: [0.0, 10.0, 20.0])  # validation SNRs
     checkpoint: Optional[str] = None  # a trained codec checkpoint (.ckpt) to evaluate / resume from
+    width: int = 64  # adaptive: channels of the conv trunks
+    blocks: int = 2  # adaptive: FiLM residual blocks per trunk
+    skip: str = "auto"  # adaptive: dense linear (KLT-initialised) path: auto (|z| <= 4096) | dense | none
+    linear_init: bool = True  # adaptive: start the dense path at the KLT of the training latents
+    val_loss: str = "train_snr"  # val/loss: train_snr (MSE at channel.snr_db) | mean (over val_snrs_db)
+    schedule: str = "none"  # learning-rate schedule: none | cosine (to lr/100 over max_epochs) | plateau
+    early_stop_patience: Optional[int] = None  # stop after this many epochs without a better val/loss
+    awgn_fraction: float = 0.0  # rayleigh training: share of samples sent with h = 1 (one model for both)
 
     def validate(self, p: str) -> None:
         _check(f"{p}.fc", self.fc, _finite(self.fc) and 0 < self.fc <= 1, "a number in (0, 1]")
-        _check(f"{p}.arch", self.arch, self.arch in ("paper", "mlp"), "one of paper, mlp")
+        _check(f"{p}.arch", self.arch, self.arch in ("paper", "mlp", "adaptive"),
+               "one of paper, mlp, adaptive")
+        _check(f"{p}.width", self.width, self.width > 0, "a positive integer")
+        _check(f"{p}.blocks", self.blocks, self.blocks >= 0, "an integer >= 0")
+        _check(f"{p}.skip", self.skip, self.skip in ("auto", "dense", "none"),
+               "one of auto, dense, none")
+        _check(f"{p}.val_loss", self.val_loss, self.val_loss in ("train_snr", "mean"),
+               "one of train_snr, mean")
+        _check(f"{p}.schedule", self.schedule, self.schedule in ("none", "cosine", "plateau"),
+               "one of none, cosine, plateau")
+        _check(f"{p}.awgn_fraction", self.awgn_fraction,
+               _finite(self.awgn_fraction) and 0 <= self.awgn_fraction <= 1, "a number in [0, 1]")
+        if self.early_stop_patience is not None:
+            _check(f"{p}.early_stop_patience", self.early_stop_patience,
+                   self.early_stop_patience > 0, "a positive integer or null")
         if self.hidden is not None:
             _check(f"{p}.hidden", self.hidden, self.hidden > 0, "a positive integer or null")
         _check(f"{p}.lr", self.lr, _finite(self.lr) and self.lr > 0, "a number > 0")
         _check(f"{p}.weight_decay", self.weight_decay,
                _finite(self.weight_decay) and self.weight_decay >= 0, "a number >= 0")
+        _check(f"{p}.val_snrs_db", list(self.val_snrs_db), len(self.val_snrs_db) > 0,
+               "a non-empty list of finite dB values")
         for v in self.val_snrs_db:
             _check(f"{p}.val_snrs_db", list(self.val_snrs_db), _finite(v), "a list of finite dB values")
 
@@ -217,6 +246,10 @@ class EvalConfig:
 
     def validate(self, p: str) -> None:
         known = ("centralized", "feature", "meg", "linear", "digital")
+        for k in ("schemes", "snrs_db", "fcs", "channels"):
+            v = list(getattr(self, k))
+            # an empty list is a sweep of nothing: a typo, never what a user wants
+            _check(f"{p}.{k}", v, len(v) > 0, "a non-empty list")
         for s in self.schemes:
             _check(f"{p}.schemes", list(self.schemes), s in known, f"a list from {', '.join(known)}")
         for c in self.channels:
@@ -234,6 +267,9 @@ class EvalConfig:
                "one of auto, inception, pixels, mini")
         _check(f"{p}.digital_codec", self.digital_codec, self.digital_codec in ("png", "jpeg"),
                "one of png, jpeg")
+        _check(f"{p}.results", self.results, self.results.endswith(".csv")
+               and Path(self.results).name == self.results and self.results != ".csv",
+               "a file name ending in .csv (it is written inside {out_dir}/eval)")
 
 
 @dataclass
@@ -247,7 +283,7 @@ class WandbConfig:
 class MegConfig:
     """The whole configuration. CLI keys are dotted paths into this tree."""
 
-    model: str = "tiny"  # tiny | paper | mini | a hub id | a local diffusers folder
+    model: str = "tiny"  # tiny | paper | mini | sd15-random | a hub id | a local diffusers folder
     seed: int = 0  # base seed: sample i of the cache uses seed_for(seed, i)
     out_dir: str = "data/runs"  # where run outputs (checkpoints, logs, results) go
     logger: str = "wandb"  # wandb | csv | tensorboard | none
@@ -263,9 +299,17 @@ class MegConfig:
     def validate(self) -> "MegConfig":
         _check("logger", self.logger, self.logger in ("wandb", "csv", "tensorboard", "none"),
                "one of wandb, csv, tensorboard, none")
-        _check("model", self.model, bool(self.model), "a preset (tiny, paper, mini), hub id or folder")
+        _check("model", self.model, bool(self.model),
+               "a preset (tiny, paper, mini, sd15-random), hub id or folder")
+        # numpy and Lightning seed with an unsigned 32-bit integer
+        _check("seed", self.seed, 0 <= self.seed < 2**32, f"an integer in [0, {2**32 - 1}]")
+        for key in ("out_dir", "data.cache_dir"):
+            v = self.out_dir if key == "out_dir" else self.data.cache_dir
+            _check(key, v, bool(str(v).strip()), "a folder path")
         for name in ("generation", "data", "channel", "codec", "ppo", "eval"):
             getattr(self, name).validate(name)
+        _check("wandb.mode", self.wandb.mode, self.wandb.mode in ("offline", "online", "disabled"),
+               "one of offline, online, disabled")
         return self
 
     @property
@@ -283,12 +327,46 @@ def config_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "configs"  # source checkout / editable install
 
 
+#: OmegaConf's type names -> what a user types
+_TYPE_WORDS = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false",
+               "String": "a string"}
+
+
 def _omegaconf_error(e: OmegaConfBaseException, overrides: list[str]) -> ConfigError:
-    key = getattr(e, "full_key", None) or "?"
+    """One ConfigError from OmegaConf's exception, in our words: the key as the user typed it (an
+    unknown section ``trainr`` is reported as the override ``trainr.max_epochs``), the value that
+    was used (the last of duplicated keys) and what was expected."""
+    key = getattr(e, "full_key", None) or ""
     msg = str(e).splitlines()[0]
-    value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), None)
+    pairs = [o.split("=", 1) for o in overrides]
+    exact = [v for k, v in pairs if k == key]
+    below = [(k, v) for k, v in pairs if key and k.startswith(key + ".")]
+    if exact:
+        value: Any = exact[-1]
+    elif below:
+        key, value = below[-1]
+    else:
+        value = next((v for k, v in reversed(pairs) if k == key), None)
+    if not key:
+        # a merge error without a key: a whole section given a plain value (``data=5``)
+        sections = ("generation", "data", "channel", "codec", "ppo", "eval", "wandb", "trainer")
+        section = next((k for k, _ in reversed(pairs) if k in sections), None)
+        key, value = (section, dict(pairs).get(section)) if section else ("override", overrides)
+        return ConfigError(key, value, "a key inside this section (e.g. data.num_prompts=8; "
+                           "see `meg <command> --help`)")
     if "not in" in msg or "Key '" in msg and "not" in msg:
         return ConfigError(key, value, "a known key (see `meg <command> --help`)")
+    m = re.search(r"could not be converted to (\w+)", msg)
+    if m:
+        return ConfigError(key, value, _TYPE_WORDS.get(m.group(1), f"a {m.group(1).lower()}"))
+    if "ListConfig" in msg or "list, or tuple" in msg:
+        return ConfigError(key, value, "a list, e.g. [a,b]")
+    if "to Dict[" in msg:
+        return ConfigError(key, value, "a mapping, e.g. {key: value}")
+    if "DictConfig" in msg or "Merge error" in msg:
+        return ConfigError(key, value, "a key inside this section (see `meg <command> --help`)")
+    if "Non optional field" in msg or "None" in msg:
+        return ConfigError(key, value, "a value (this key cannot be empty or null)")
     return ConfigError(key, value, msg)
 
 

@@ -23,3 +23,122 @@ def torch_threads(n: int = 1) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Run a command with SIGTERM handled like Ctrl-C: both raise KeyboardInterrupt, so every
+    command stops the same way (files are written atomically; the CLI exits 130 and a rerun
+    resumes). Restores the previous handlers afterwards (Lightning ignores SIGINT after an
+    interrupt: the default comes back here)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum, frame):  # noqa: ARG001 - the signal handler signature
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+class _TruncationFilter:
+    """Lets one tokenizer truncation warning through, shortened; drops the rest (a 5,000
+    character prompt otherwise prints its whole cut tail, for every prompt)."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def filter(self, record) -> bool:
+        msg = record.getMessage()
+        if "truncated because" not in msg and "sequence length is longer" not in msg:
+            return True
+        self.seen += 1
+        if self.seen > 1:
+            return False
+        record.msg = (msg[:160] + " ...") if len(msg) > 160 else msg
+        record.args = ()
+        record.msg += " (further truncation warnings are not shown)"
+        return True
+
+
+@contextmanager
+def quiet_noise() -> Iterator[None]:
+    """What a command should not print: tokenizer truncation warnings beyond the first, and
+    colour codes from TorchRL's log handler when stdout is not a terminal."""
+    import logging
+    import sys
+
+    filt = _TruncationFilter()
+    loggers = [logging.getLogger(n) for n in (
+        "diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion",
+        "transformers.tokenization_utils_base", "transformers.tokenization_utils")]
+    for lg in loggers:
+        lg.addFilter(filt)
+    plain = []
+    if not sys.stdout.isatty():
+        plain = _plain_torchrl_handlers()
+    try:
+        yield
+    finally:
+        for lg in loggers:
+            lg.removeFilter(filt)
+        for handler, fmt in plain:
+            handler.setFormatter(fmt)
+
+
+def _plain_torchrl_handlers() -> list:
+    """Swap TorchRL's coloured log formatter for a plain one; returns (handler, old formatter)."""
+    import logging
+    import sys
+
+    if "torchrl" not in sys.modules:
+        import torchrl  # noqa: F401 - its logger and handler are created on import
+    swapped = []
+    probe = logging.LogRecord("torchrl", logging.INFO, __file__, 0, "probe", (), None)
+    for handler in logging.getLogger("torchrl").handlers:
+        fmt = handler.formatter
+        if fmt is not None and "\x1b[" in fmt.format(probe):
+            swapped.append((handler, fmt))
+            handler.setFormatter(logging.Formatter("%(name)s %(levelname)s: %(message)s"))
+    return swapped
+
+
+#: the key that sets the batch size of each command's memory-hungry step
+BATCH_KEYS = {"latents": "data.gen_batch_size", "train-codec": "data.batch_size",
+              "eval": "eval.batch_size", "train-ppo": "ppo.num_envs / ppo.minibatch_size",
+              "demo": "data.gen_batch_size, data.batch_size or eval.batch_size"}
+
+
+def one_line_error(e: BaseException, command: str) -> tuple[int, str]:
+    """(exit code, one line) for an unexpected exception: 2 with what to change when it is the
+    user's to fix (disk full, permission denied, out of memory), else 1 with the exception."""
+    import errno
+
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {str(e.filename)!r}" if e.filename else ""
+        return 2, (f"no space left on the device{where}: free some space or choose another "
+                   "out_dir / data.cache_dir (a rerun resumes)")
+    if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        where = f" on {str(e.filename)!r}" if e.filename else ""
+        return 2, (f"permission denied{where}: expected a writable out_dir / data.cache_dir "
+                   "and readable inputs")
+    if isinstance(e, (FileNotFoundError, NotADirectoryError, IsADirectoryError)) and e.filename:
+        return 2, (f"cannot use {str(e.filename)!r} ({e.strerror}): expected an existing input "
+                   "and a creatable out_dir / data.cache_dir")
+    text = str(e)
+    oom = isinstance(e, MemoryError) or isinstance(e, getattr(torch, "OutOfMemoryError", ())) \
+        or "out of memory" in text.lower() or "can't allocate memory" in text.lower()
+    if oom:
+        key = BATCH_KEYS.get(command, "the batch size")
+        return 2, f"out of memory: lower {key} (or free memory) and rerun"
+    first = " ".join(text.split())[:300]
+    return 1, f"{type(e).__name__}: {first}" if first else type(e).__name__

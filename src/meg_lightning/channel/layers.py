@@ -157,6 +157,23 @@ class Channel(nn.Module):
             return lo + (hi - lo) * _rand((B,), generator, like)
         return torch.full((B,), self.snr_db, device=like.device, dtype=like.dtype)
 
+    def draw_snr(self, batch_size: int, *, mode: str = "eval", snr_db: SnrArg = None,
+                 generator: Optional[torch.Generator] = None,
+                 like: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The SNR (dB) of each of ``batch_size`` samples, shape (B,), as :meth:`forward` would
+        draw it: ``snr_db`` if given, else in ``train`` mode uniform in ``train_snr_db`` (dB) when
+        set, else ``self.snr_db``. ``like`` sets device and dtype (default float32 on CPU).
+
+        For a transmitter that must know the SNR before it encodes (an SNR-adaptive codec): draw
+        it here, then pass it to :meth:`forward` as ``snr_db``. Drawn first from the same
+        ``generator``, the sequence of random draws is the same as :meth:`forward`'s own."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+        like = torch.empty(0) if like is None else like
+        if not like.is_floating_point():
+            like = like.float()
+        return self._resolve_snr(snr_db, mode, batch_size, generator, like)
+
     def _resolve_power(self, power: Optional[torch.Tensor], B: int, like: torch.Tensor) -> torch.Tensor:
         """Relative block powers, shape (B, num_blocks); ones (no allocation) when ``power`` is None."""
         nb = self.num_blocks

@@ -25,7 +25,7 @@ from meg_lightning.errors import ConfigError
 #: Hidden width of the paper's decoder for |z| = 16384 (Table III); other sizes keep the ratio.
 PAPER_HIDDEN = 9000
 PAPER_NUMEL = 16384
-ARCHS = ("paper", "mlp")
+ARCHS = ("paper", "mlp", "adaptive")
 
 
 def code_length(fc: float, numel: int) -> int:
@@ -135,8 +135,9 @@ class CompressionDecoder(nn.Module):
         super().__init__()
         self.latent_shape, self.numel = check_code(latent_shape, k)
         n = self.numel
-        if arch not in ARCHS:
-            raise ConfigError("codec.arch", arch, f"one of {', '.join(ARCHS)}")
+        if arch not in ARCHS[:2]:
+            raise ConfigError("codec.arch", arch, f"one of {', '.join(ARCHS[:2])} "
+                              "(adaptive: meg_lightning.codec.adaptive.AdaptiveDecoder)")
         hidden = default_hidden(n) if hidden is None else int(hidden)
         if hidden <= 0:
             raise ConfigError("codec.hidden", hidden, "a positive integer or null")
@@ -167,14 +168,19 @@ class CompressionDecoder(nn.Module):
         return self.unflatten(out)  # (B, C, h, w)
 
 
-def build_codec(latent_shape: Sequence[int], codec_cfg: Any) -> tuple[CompressionEncoder,
-                                                                      CompressionDecoder]:
+def build_codec(latent_shape: Sequence[int], codec_cfg: Any) -> tuple[nn.Module, nn.Module]:
     """(C_w, C_psi^{-1}) for ``latent_shape`` (C, h, w) from a :class:`CodecConfig`
-    (its fc, arch and hidden).
+    (its fc, arch and hidden; for ``arch="adaptive"`` its width, blocks and skip:
+    :mod:`meg_lightning.codec.adaptive`).
 
     Build under ``with torch.device("meta"):`` to count parameters without allocating them.
     """
     shape = _latent_shape(latent_shape)
     k = code_length(codec_cfg.fc, math.prod(shape))
+    if codec_cfg.arch == "adaptive":
+        from meg_lightning.codec.adaptive import AdaptiveDecoder, AdaptiveEncoder
+
+        kw = dict(width=codec_cfg.width, blocks=codec_cfg.blocks, skip=codec_cfg.skip)
+        return AdaptiveEncoder(shape, k, **kw), AdaptiveDecoder(shape, k, **kw)
     return (CompressionEncoder(shape, k),
             CompressionDecoder(shape, k, hidden=codec_cfg.hidden, arch=codec_cfg.arch))

@@ -24,6 +24,7 @@ import torch
 from torch.nn import functional as F
 
 from meg_lightning.channel import Channel
+from meg_lightning.codec.adaptive import snr_features
 from meg_lightning.codec.components import build_codec, check_latents, code_length
 from meg_lightning.config import ChannelConfig, CodecConfig
 from meg_lightning.config import data_id as config_data_id
@@ -71,7 +72,9 @@ class CodecModule(L.LightningModule):
                  hidden: Optional[int] = None, lr: float = 1e-3, weight_decay: float = 0.0,
                  val_snrs_db: Sequence[float] = (0.0, 10.0, 20.0),
                  channel: Optional[dict[str, Any]] = None, seed: int = 0,
-                 data_id: Optional[str] = None):
+                 data_id: Optional[str] = None, width: int = 64, blocks: int = 2,
+                 skip: str = "auto", linear_init: bool = True, val_loss: str = "train_snr",
+                 schedule: str = "none", awgn_fraction: float = 0.0):
         super().__init__()
         latent_shape = [int(s) for s in latent_shape]
         channel = asdict(ChannelConfig()) if channel is None else dict(channel)
@@ -81,12 +84,18 @@ class CodecModule(L.LightningModule):
         self.numel = math.prod(self.latent_shape)
         self.k = code_length(fc, self.numel)
         codec_cfg = CodecConfig(fc=fc, arch=arch, hidden=hidden, lr=lr, weight_decay=weight_decay,
-                                val_snrs_db=list(val_snrs_db))
+                                val_snrs_db=list(val_snrs_db), width=width, blocks=blocks,
+                                skip=skip, linear_init=linear_init, val_loss=val_loss,
+                                schedule=schedule, awgn_fraction=awgn_fraction)
+        codec_cfg.validate("codec")
         self.encoder, self.decoder = build_codec(self.latent_shape, codec_cfg)
         channel_cfg = ChannelConfig(**channel)
         channel_cfg.validate("channel")
         self.channel_cfg = channel_cfg
         self.channel = Channel.from_config(channel_cfg)
+        if arch == "adaptive":
+            # set once the dense path has been fitted to data (saved: a resumed run does not refit)
+            self.register_buffer("linear_initialised", torch.zeros((), dtype=torch.bool))
 
     @classmethod
     def from_config(cls, cfg: Any, latent_shape: Sequence[int]) -> "CodecModule":
@@ -94,33 +103,67 @@ class CodecModule(L.LightningModule):
         c = cfg.codec
         return cls(latent_shape, fc=c.fc, arch=c.arch, hidden=c.hidden, lr=c.lr,
                    weight_decay=c.weight_decay, val_snrs_db=list(c.val_snrs_db),
-                   channel=asdict(cfg.channel), seed=cfg.seed, data_id=config_data_id(cfg))
+                   channel=asdict(cfg.channel), seed=cfg.seed, data_id=config_data_id(cfg),
+                   width=c.width, blocks=c.blocks, skip=c.skip, linear_init=c.linear_init,
+                   val_loss=c.val_loss, schedule=c.schedule, awgn_fraction=c.awgn_fraction)
 
     # -- the three public steps --------------------------------------------------------------
-    def encode(self, z: torch.Tensor) -> torch.Tensor:
-        """x = C_w(z) (eq. 2): (B, C, h, w) -> (B, k), before power normalisation."""
-        return self.encoder(z)
+    @property
+    def adaptive(self) -> bool:
+        """True when encoder and decoder take the channel state (``arch="adaptive"``)."""
+        return bool(getattr(self.encoder, "adaptive", False))
 
-    def decode(self, x_hat: torch.Tensor) -> torch.Tensor:
-        """z_hat = C_psi^{-1}(x_hat): (B, k) -> (B, C, h, w)."""
-        return self.decoder(x_hat)
+    def _snr(self, snr_db: Any, like: torch.Tensor) -> torch.Tensor:
+        """(B,) SNR in dB: ``snr_db`` (number or tensor), None = the channel's ``snr_db``."""
+        return self.channel.draw_snr(like.shape[0], mode="eval", snr_db=snr_db, like=like)
+
+    def encode(self, z: torch.Tensor, snr_db: Any = None) -> torch.Tensor:
+        """x = C_w(z) (eq. 2): (B, C, h, w) -> (B, k), before power normalisation. ``snr_db``
+        (number or (B,) tensor; None = ``channel.snr_db``) is used by adaptive codecs only."""
+        if not self.adaptive:
+            return self.encoder(z)
+        return self.encoder(z, self._snr(snr_db, z))
+
+    def decode(self, x_hat: torch.Tensor, snr_db: Any = None,
+               csi_db: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """z_hat = C_psi^{-1}(x_hat): (B, k) -> (B, C, h, w). Adaptive codecs also take the
+        nominal SNR (as :meth:`encode`) and ``csi_db`` (B, num_blocks), each fading block's
+        effective SNR after equalisation (:func:`effective_snr_db`; None = ``snr_db`` on one block,
+        AWGN)."""
+        if not self.adaptive:
+            return self.decoder(x_hat)
+        snr = self._snr(snr_db, x_hat)
+        csi = snr.unsqueeze(1) if csi_db is None else csi_db.to(snr)
+        if csi.ndim != 2 or csi.shape[0] != x_hat.shape[0]:
+            raise ValueError(f"csi_db must have shape ({x_hat.shape[0]}, num_blocks), "
+                             f"got {tuple(csi.shape)}")
+        e = self.encoder.embed(snr_features(snr).reshape(-1, 1))
+        log_gain = self.encoder.log_gain(e) if self.encoder.dense else None
+        return self.decoder(x_hat, snr, csi, log_gain=log_gain)
 
     def forward(self, z: torch.Tensor, snr_db: Any = None, mode: str = "eval",
                 generator: Optional[torch.Generator] = None,
-                power: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+                power: Optional[torch.Tensor] = None,
+                h: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
         """z -> {z_hat, x, x_hat}. ``mode`` "train" samples the training SNR (channel config),
         "eval" uses ``snr_db`` (float or (B,) tensor; None = ``channel.snr_db``). ``power``
-        (B, num_blocks) relative block powers (eq. 29) go to the channel as they are.
+        (B, num_blocks) relative block powers (eq. 29) go to the channel as they are; ``h``
+        (B, num_blocks) complex pre-drawn fading gains (``rayleigh`` only).
 
         To send the seed over another link, swap ``self.channel`` or compose ``encode``, your
         channel and ``decode``."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         check_latents(z, self.latent_shape)
-        x = self.encode(z)  # (B, k)
-        out = self.channel(x, mode=mode, snr_db=snr_db, power=power, generator=generator)
+        # the SNR is drawn before encoding (an adaptive encoder needs it); the channel draws it
+        # first as well, so the random sequence is the same as when the channel draws it
+        snr = self.channel.draw_snr(z.shape[0], mode=mode, snr_db=snr_db, generator=generator,
+                                    like=z)  # (B,)
+        x = self.encode(z, snr)  # (B, k)
+        out = self.channel(x, mode=mode, snr_db=snr, power=power, h=h, generator=generator)
         x_hat = out["x_hat"]  # (B, k), de-normalised to x's scale
-        return {"z_hat": self.decode(x_hat), "x": x, "x_hat": x_hat}
+        csi = effective_snr_db(out) if self.adaptive else None
+        return {"z_hat": self.decode(x_hat, snr, csi), "x": x, "x_hat": x_hat}
 
     # -- Lightning hooks -----------------------------------------------------------------------
     def _generator(self, device: torch.device, *parts: Any) -> torch.Generator:
@@ -129,10 +172,51 @@ class CodecModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         z = batch["z"]  # (B, C, h, w)
         g = self._generator(z.device, "train", self.global_step, self.global_rank)
-        out = self(z, mode="train", generator=g)
+        out = self(z, mode="train", generator=g, h=self._train_fading(z, g))
         loss = F.mse_loss(out["z_hat"], z)  # eq. 27 (mean over entries)
         self.log("train/loss", loss, prog_bar=True, batch_size=z.shape[0])
         return loss
+
+    def on_fit_start(self) -> None:
+        """Adaptive codecs with ``linear_init``: start the dense path at the KLT of the training
+        latents (the optimal linear code at high SNR), once; a resumed run keeps its weights."""
+        if not (self.adaptive and self.hparams.linear_init and self.encoder.dense):
+            return
+        if self.global_step > 0 or bool(self.linear_initialised):
+            return
+        z = torch.cat([b["z"] for b in self.trainer.datamodule.train_dataloader()]).to(self.device)
+        self.init_linear(z)
+        if self.trainer.world_size > 1:
+            # each rank saw its own shard of the data: every rank takes rank 0's fit (DDP syncs
+            # gradients only, and its start-up broadcast has already happened)
+            for t in list(self.parameters()) + [self.linear_initialised]:
+                t.data.copy_(self.trainer.strategy.broadcast(t.data, src=0))
+
+    @torch.no_grad()
+    def init_linear(self, z: torch.Tensor) -> None:
+        """Dense path := KLT of latents z (N, C, h, w), gains ~ lambda^(-1/4) (the high-SNR
+        MMSE power loading), LMMSE priors lambda_i; see :mod:`meg_lightning.codec.adaptive`."""
+        from meg_lightning.codec.baselines import LinearCode
+
+        code = LinearCode.fit(z.detach().float().cpu(), self.hparams.fc)
+        lam = torch.as_tensor(code.eigvals[: code.eigvecs.shape[1]].copy(), dtype=torch.float32)
+        log_gain = -0.25 * lam.clamp_min(1e-12).log()
+        self.encoder.init_linear(code.mean, code.eigvecs, log_gain)
+        self.decoder.init_linear(code.mean, code.eigvecs, lam)
+        self.linear_initialised.fill_(True)
+
+    def _train_fading(self, z: torch.Tensor, g: torch.Generator) -> Optional[torch.Tensor]:
+        """Rayleigh training with ``awgn_fraction`` > 0: that fraction of the samples sees h_b = 1
+        (AWGN) and the rest h_b ~ CN(0, 1), so one model serves both channels; else None (the
+        channel draws h itself)."""
+        frac = float(self.hparams.awgn_fraction)
+        if frac <= 0 or self.channel.kind != "rayleigh":
+            return None
+        B, nb = z.shape[0], self.channel.num_blocks
+        re_im = torch.randn(B, nb, 2, generator=g, device=z.device) * math.sqrt(0.5)
+        h = torch.complex(re_im[..., 0], re_im[..., 1])  # (B, nb) ~ CN(0, 1)
+        flat = torch.rand(B, 1, generator=g, device=z.device) < frac
+        return torch.where(flat, torch.ones_like(h), h)
 
     def _val_snrs(self) -> list[float]:
         snrs = [float(s) for s in self.hparams.val_snrs_db]
@@ -142,6 +226,7 @@ class CodecModule(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         z = batch["z"]
         bs = z.shape[0]
+        losses = []
         for snr in self._val_snrs():
             g = self._generator(z.device, "val", snr, batch_idx, self.global_rank)
             z_hat = self(z, snr_db=snr, mode="eval", generator=g)["z_hat"]
@@ -151,17 +236,35 @@ class CodecModule(L.LightningModule):
             nmse = latent_nmse_per_sample(z_hat, z).mean().float()
             self.log(f"val/nmse@{key}", nmse, batch_size=bs, sync_dist=True)
             self.log(f"val/psnr@{key}", latent_psnr(z, z_hat).mean(), batch_size=bs, sync_dist=True)
-            if snr == float(self.channel_cfg.snr_db):
+            if self.hparams.val_loss == "train_snr" and snr == float(self.channel_cfg.snr_db):
                 self.log("val/loss", mse, prog_bar=True, batch_size=bs, sync_dist=True)
+            losses.append(mse)
+        if self.hparams.val_loss == "mean":
+            # the early-stopping / best-checkpoint monitor of a codec that serves many SNRs
+            self.log("val/loss", torch.stack(losses).mean(), prog_bar=True, batch_size=bs,
+                     sync_dist=True)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> Any:
         """Adam (Table I), fused where the device supports it (the unfused CPU update is ~10x
-        slower for the paper-size codec)."""
+        slower for the paper-size codec), with ``schedule``: none (Table I) | cosine (per epoch,
+        to lr / 100 at the Trainer's max_epochs) | plateau (halve after 3 epochs without a better
+        val/loss)."""
         kw = dict(lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         try:
-            return torch.optim.Adam(self.parameters(), fused=True, **kw)
+            opt = torch.optim.Adam(self.parameters(), fused=True, **kw)
         except (RuntimeError, ValueError):
-            return torch.optim.Adam(self.parameters(), **kw)
+            opt = torch.optim.Adam(self.parameters(), **kw)
+        schedule = self.hparams.schedule
+        if schedule == "none":
+            return opt
+        if schedule == "cosine":
+            epochs = max(1, int(self.trainer.max_epochs or 1)) if self._trainer else 1
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs,
+                                                               eta_min=self.hparams.lr / 100)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=3)
+        return {"optimizer": opt,
+                "lr_scheduler": {"scheduler": sched, "monitor": "val/loss", "interval": "epoch"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightning does not save the global RNG, which draws the DataLoader shuffle order.
@@ -171,6 +274,14 @@ class CodecModule(L.LightningModule):
         # only when a Trainer resumes: a plain load_from_checkpoint must not reseed the caller
         if self._trainer is not None and "meg_rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["meg_rng_state"])
+
+
+def effective_snr_db(out: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Each fading block's SNR after equalisation, 10 log10(|h_b|^2 p_b) + SNR (dB), (B, blocks),
+    from a :class:`~meg_lightning.channel.Channel` output (``snr_db``, ``h``, ``power``); the
+    decoder's CSI. A block with no power or a deep fade gives a very low (finite) value."""
+    gain = out["h"].abs().pow(2).float() * out["power"].float()  # (B, blocks)
+    return out["snr_db"].float().unsqueeze(1) + 10 * torch.log10(gain.clamp_min(1e-12))
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:

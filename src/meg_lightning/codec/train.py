@@ -2,24 +2,27 @@
 
 Outputs under ``{out_dir}/codec/fc{fc}/``: ``best.ckpt`` (lowest ``val/loss``, the latent MSE at
 the training SNR), ``last.ckpt`` (every epoch; the next run with the same config resumes from it
-exactly), ``config.yaml`` (the resolved config) and the logger's files.
+exactly: the RNG states travel in the checkpoint, see codec.module), ``config.yaml`` (the resolved
+config) and the logger's files. A rerun of a finished run trains nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import signal
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from meg_lightning.checkpoint_io import FileCheckpointIO
 from meg_lightning.codec.module import CodecModule, load_codec, read_checkpoint
 from meg_lightning.config import MegConfig, data_id, save_resolved
-from meg_lightning.errors import UserError
+from meg_lightning.errors import ConfigError, UserError
 from meg_lightning.loggers import make_lightning_logger
 
 #: Trainer defaults; every key can be overridden with ``trainer.<key>=...``.
@@ -100,11 +103,13 @@ def check_resumable(path: Path, model: CodecModule) -> None:
     """One-line UserError when ``path`` holds a codec of another shape than ``model``, or one
     trained on other latents (``data_id``; checkpoints that predate it pass)."""
     hp = dict(read_checkpoint(path).get("hyper_parameters") or {})
-    for key in ("latent_shape", "fc", "arch", "hidden", "data_id"):
+    for key in ("latent_shape", "fc", "arch", "hidden", "width", "blocks", "skip", "data_id"):
         want = model.hparams.get(key)
         have = hp.get(key)
         if key == "data_id" and (have is None or want is None):
             continue
+        if key in ("width", "blocks", "skip") and model.hparams.get("arch") != "adaptive":
+            continue  # the paper / mlp layouts do not use them
         if (list(have) if key == "latent_shape" and have is not None else have) != want:
             what = (" (the latents it saw: another model, prompts, generation settings or split)"
                     if key == "data_id" else "")
@@ -113,14 +118,37 @@ def check_resumable(path: Path, model: CodecModule) -> None:
                             "out_dir / codec.checkpoint)")
 
 
-def main(cfg: MegConfig, datamodule: Optional[L.LightningDataModule] = None) -> Path:
+def recipe_callbacks(cfg: MegConfig) -> list[L.Callback]:
+    """Early stopping on ``val/loss`` when ``codec.early_stop_patience`` is set (with
+    ``codec.val_loss=mean`` that is the MSE averaged over the validation SNRs)."""
+    if cfg.codec.early_stop_patience is None:
+        return []
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    return [EarlyStopping(monitor="val/loss", mode="min", patience=cfg.codec.early_stop_patience)]
+
+
+def epochs_done(path: Path) -> int:
+    """Training epochs finished in a checkpoint that ``last.ckpt`` wrote at the end of an epoch
+    (Lightning records the index of the epoch it was saved in, before counting it complete)."""
+    return int(read_checkpoint(path).get("epoch", -1)) + 1
+
+
+def main(cfg: MegConfig, datamodule: Optional[L.LightningDataModule] = None, *,
+         callbacks: Sequence[L.Callback] = ()) -> Path:
     """Train the codec for ``cfg``; returns the best checkpoint (``last.ckpt`` if none monitored).
 
     ``datamodule`` defaults to :func:`meg_lightning.data.build_datamodule` (the latent cache);
-    tests and notebooks may pass any datamodule with ``.latent_shape`` and batches ``{"z": ...}``.
+    tests and notebooks may pass any datamodule with ``.latent_shape`` and batches ``{"z": ...}``,
+    and extra Lightning ``callbacks``. Everything is checked (trainer settings, cache, a checkpoint to resume) before the first file
+    is written; a finished run is not retrained.
     """
+    from meg_lightning.preflight import check_trainer, quiet_lightning
+
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     folder = run_dir(cfg)
+    kw = trainer_kwargs(cfg)
+    check_trainer(dict(cfg.trainer))
 
     # Create the data and the model
     if datamodule is None:
@@ -134,28 +162,59 @@ def main(cfg: MegConfig, datamodule: Optional[L.LightningDataModule] = None) -> 
     latent_shape = tuple(datamodule.latent_shape)
     model = CodecModule.from_config(cfg, latent_shape)
 
-    # Create the callbacks, logger and trainer
-    checkpoint = ModelCheckpoint(dirpath=folder, filename="best", monitor="val/loss", mode="min",
-                                 save_top_k=1, save_last=True, auto_insert_metric_name=False,
-                                 enable_version_counter=False)
-    logger = make_lightning_logger(cfg, name=f"codec-fc{cfg.codec.fc:g}", save_dir=folder)
-    kw = trainer_kwargs(cfg)
-    kw.setdefault("default_root_dir", str(folder))
-    callbacks = list(kw.pop("callbacks", None) or []) + [checkpoint]
-    trainer = L.Trainer(logger=logger, callbacks=callbacks, **kw)
-    rank_zero_only(save_resolved)(cfg, folder)
-
-    # Train (resuming exactly from last.ckpt when a previous run left one)
+    # Resume exactly from last.ckpt when a previous run left one (checked before any write)
     ckpt_path = resume_path(cfg, folder)
     if ckpt_path is not None:
         check_resumable(ckpt_path, model)
+        done = epochs_done(ckpt_path)
+        if done > kw["max_epochs"]:
+            raise ConfigError("trainer.max_epochs", kw["max_epochs"],
+                              f"at least {done}, the epochs {str(ckpt_path)!r} has already "
+                              "trained (or another out_dir)")
+        if done == kw["max_epochs"] and ckpt_path == folder / "last.ckpt":
+            best = folder / "best.ckpt"
+            best = best if best.is_file() else ckpt_path
+            print(f"meg train-codec: {str(ckpt_path)!r} has finished all {done} epochs "
+                  f"(nothing to do; raise trainer.max_epochs to train on) -> {best}")
+            return best
+
+    # Create the callbacks, logger and trainer
+    best_ckpt = ModelCheckpoint(dirpath=folder, filename="best", monitor="val/loss", mode="min",
+                                save_top_k=1, auto_insert_metric_name=False,
+                                enable_version_counter=False)
+    # last.ckpt at the end of every epoch (save_last on the monitored callback above writes it
+    # only when val/loss improves); listed after best so that it holds best's updated state
+    last_ckpt = ModelCheckpoint(dirpath=folder, filename="last", monitor=None, save_top_k=1,
+                                every_n_epochs=1, auto_insert_metric_name=False,
+                                enable_version_counter=False)
+    logger = make_lightning_logger(cfg, name=f"codec-fc{cfg.codec.fc:g}", save_dir=folder)
+    kw.setdefault("default_root_dir", str(folder))
+    # Lightning's writer buffers the whole checkpoint in memory (6.8 GB for the paper codec)
+    kw.setdefault("plugins", [FileCheckpointIO()])
+    callbacks = [*callbacks, best_ckpt, last_ckpt, *recipe_callbacks(cfg)]
+    with quiet_lightning():  # the banners ("GPU available: ...") say nothing new here
+        trainer = L.Trainer(logger=logger, callbacks=callbacks, **kw)
+    rank_zero_only(save_resolved)(cfg, folder)
+
+    # Train
+    sigint = signal.getsignal(signal.SIGINT)
     with warnings.catch_warnings():
         # tiny latent sets have fewer batches than log_every_n_steps; that is expected here
         warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         # the run folder also holds config.yaml and the logs, and last.ckpt when resuming
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    best = Path(checkpoint.best_model_path or checkpoint.last_model_path)
-    rank_zero_info(f"codec checkpoint: {best} (last: {checkpoint.last_model_path})")
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        except SystemExit:
+            # Lightning turns Ctrl-C / SIGTERM into sys.exit(1); the CLI reports an interrupt
+            # the same way for every command (exit 130 and the resume line)
+            if trainer.interrupted:
+                raise KeyboardInterrupt from None
+            raise
+        finally:
+            if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # Lightning's, after Ctrl-C
+                signal.signal(signal.SIGINT, sigint)
+    best = Path(best_ckpt.best_model_path or last_ckpt.best_model_path)
+    rank_zero_info(f"codec checkpoint: {best} (last: {last_ckpt.best_model_path})")
     return best

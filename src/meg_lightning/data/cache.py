@@ -68,6 +68,15 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def _read_json(path: Path, what: str):
+    """A JSON file of the cache; one-line UserError when it is not readable JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise UserError(f"corrupt {what} {str(path)!r} (not valid JSON): delete it (and, for a "
+                        "shard sidecar, its .npy), then rerun `meg latents`") from None
+
+
 class LatentCache:
     """Read / write access to one cache folder for one config."""
 
@@ -97,7 +106,7 @@ class LatentCache:
         """Refuse a cache made with other settings; write settings.json for a new cache."""
         path = self.root / "settings.json"
         if path.exists():
-            old = json.loads(path.read_text())
+            old = _read_json(path, "settings file")
             diffs = _diff(old, self.settings)
             if diffs:
                 raise UserError(f"the latent cache at {str(self.root)!r} was made with other "
@@ -112,7 +121,12 @@ class LatentCache:
     # -- shards -------------------------------------------------------------------------------
     def read_sidecar(self, j: int) -> dict | None:
         p = self.sidecar_path(j)
-        return json.loads(p.read_text()) if p.exists() else None
+        meta = _read_json(p, "shard sidecar") if p.exists() else None
+        keys = {"count", "sha256", "samples"}
+        if meta is not None and not (isinstance(meta, dict) and keys <= set(meta)):
+            raise UserError(f"corrupt shard sidecar {str(p)!r} (not the JSON `meg latents` "
+                            "writes): delete it and its .npy, then rerun `meg latents`")
+        return meta
 
     def shard_complete(self, j: int, prompts: Sequence[str]) -> bool:
         """True when shard j holds every sample it should for this N (checksum checked)."""
@@ -178,6 +192,8 @@ class LatentCache:
         if (self.root / "settings.json").exists():
             self.check_settings(create=False)
         missing = [j for j in range(self.num_shards) if not self.shard_complete(j, prompts)]
+        if not missing and (self.root / "manifest.json").is_file():
+            return []  # finished: a rerun writes nothing
         mine = missing[rank::world_size]
         if missing:
             pipe = load_pipeline(self.cfg)
@@ -278,6 +294,10 @@ def main(cfg: MegConfig) -> Path:
     if rank == 0:
         dt = time.perf_counter() - t0
         n_new = sum(len(cache.shard_range(j)) for j in written)
-        print(f"latent cache: {cache.n} latents at {cache.root} ({n_new} generated now by rank 0 "
-              f"in {dt:.1f} s; {len(written)} shard(s))")
+        if not written:
+            print(f"latent cache: all {cache.n} latents are already at {cache.root} "
+                  "(nothing to do)")
+        else:
+            print(f"latent cache: {cache.n} latents at {cache.root} ({n_new} generated now by "
+                  f"rank 0 in {dt:.1f} s; {len(written)} shard(s))")
     return cache.root

@@ -89,11 +89,14 @@ def load_prompt_file(path: str | Path, column: str = "prompt") -> list[str]:
     if not p.is_file():
         raise ConfigError("data.prompts", str(path), "an existing prompt file")
     suffix = p.suffix.lower()
+    data = p.read_bytes()
+    if b"\0" in data:
+        raise ConfigError("data.prompts", str(path), "a text file (it holds NUL bytes: binary?)")
     try:
-        text = p.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError("data.prompts", str(path),
-                          f"a UTF-8 text file (byte {e.start} is not UTF-8)") from None
+        raise ConfigError("data.prompts", str(path), f"a UTF-8 text file (byte {e.start} is not "
+                          "UTF-8; convert it, e.g. iconv -t utf-8)") from None
     if suffix == ".txt":
         prompts = [line.strip() for line in text.splitlines() if line.strip()]
     elif suffix in (".csv", ".tsv"):

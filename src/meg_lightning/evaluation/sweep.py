@@ -30,6 +30,10 @@ being swept, so widening the sweep reuses the cells already done. Rows of anothe
 to ``results.stale-<hash>.csv``. A `meg` row also records ``codec_id``, a fingerprint of its codec
 checkpoint: after retraining a codec its cells are recomputed.
 
+The perfect images I_0 are decoded once, batch by batch, into an anonymous scratch file
+(:class:`ImageStore`) and read back per batch in every cell: at 512x512 they are 3 MB each, and
+the sweep's memory must not grow with ``eval.num_images`` (docs/PAPER_SCALE.md).
+
 Every cell draws its channel noise from its own generator seeded by (seed, cell key), so a cell's
 numbers do not depend on which other cells ran before it.
 """
@@ -40,6 +44,7 @@ import csv
 import hashlib
 import io
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -183,21 +188,66 @@ def rows_to_csv(rows: Iterable[dict]) -> str:
     return buf.getvalue()
 
 
-def _parse(v: str) -> Any:
+#: column types of the results file; a column not listed is a float. Read back by name, never
+#: guessed from the text: a config hash such as ``6e30271160047847`` is a string, not 6e30271...
+#: (inf), and a 63-bit seed is an int, not a float64 that loses its last digits.
+STR_COLUMNS = ("cell", "scheme", "channel", "fid_features", "equalizer", "codec_id", "config_hash")
+INT_COLUMNS = ("symbols", "channel_uses", "n_images", "psnr_capped", "fid_bootstrap",
+               "fid_n_images", "num_blocks", "seed")
+#: columns a results file must have for the sweep to resume it and `meg figures` to plot it
+REQUIRED_COLUMNS = ("cell", "scheme", "channel", "snr_db", "fc", "config_hash")
+
+
+def _parse(column: str, v: str) -> Any:
+    """One field by its column's type (empty -> None); ValueError names what was expected."""
     if v == "":
         return None
-    try:
-        f = float(v)
-    except ValueError:
+    if column in STR_COLUMNS:
         return v
-    return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() and math.isfinite(f) \
-        else f
+    if column in INT_COLUMNS:
+        try:
+            return int(v)
+        except ValueError:
+            raise ValueError("an integer") from None
+    if column in COLUMNS:
+        try:
+            return float(v)
+        except ValueError:
+            raise ValueError("a number, inf or nan") from None
+    return v  # a column another version added: kept as text
 
 
 def read_results(path: str | Path) -> list[dict]:
-    """Rows of a results CSV with numbers parsed (empty fields -> None)."""
-    with open(path, newline="") as f:
-        return [{k: _parse(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    """Rows of a results CSV, each field typed by its column (empty fields -> None).
+
+    A file that is not a results CSV (not UTF-8 text, missing columns, a field of the wrong type)
+    raises :class:`UserError` naming the file, the row and what was expected.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{str(path)!r} is not a results CSV (byte {e.start} is not UTF-8): "
+                        "expected the file `meg eval` writes (delete or move it)") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise UserError(f"{str(path)!r} is not a results CSV (no column {', '.join(missing)}): "
+                        "expected the file `meg eval` writes (delete or move it)")
+    rows = []
+    for n, r in enumerate(reader, 2):
+        row = {}
+        for k, v in r.items():
+            if k is None or v is None:
+                raise UserError(f"{str(path)!r} line {n} has {len(reader.fieldnames or [])} "
+                                "columns in the header but not in this row: expected the file "
+                                "`meg eval` writes (delete or move it)")
+            try:
+                row[k] = _parse(k, v)
+            except ValueError as e:
+                raise UserError(f"{str(path)!r} line {n}: {k}={v!r}: expected {e}") from None
+        rows.append(row)
+    return rows
 
 
 # -- the pieces the sweep needs; each can be injected (tests, notebooks) ------------------------
@@ -209,9 +259,9 @@ def _device(cfg: MegConfig) -> torch.device:
 
 
 def _default_vae(cfg: MegConfig, device: torch.device):
-    from meg_lightning.generation import load_pipeline
+    from meg_lightning.generation import load_vae
 
-    return load_pipeline(cfg, device=device).vae
+    return load_vae(cfg, device=device)
 
 
 def _default_datamodule(cfg: MegConfig):
@@ -242,7 +292,23 @@ def codec_checkpoint(cfg: MegConfig, fc: float) -> Path:
     `meg train-codec codec.fc=<fc>`)."""
     from meg_lightning.codec.train import trained_checkpoint
 
-    return _eval_checkpoint(cfg, fc) or trained_checkpoint(cfg, fc)
+    explicit = _eval_checkpoint(cfg, fc)
+    if explicit is not None:
+        return explicit
+    try:
+        return trained_checkpoint(cfg, fc)
+    except UserError as e:
+        raise _eval_advice(e, fc) from None
+
+
+def _eval_advice(e: UserError, fc: float) -> UserError:
+    """`meg eval` names a checkpoint per rate in eval.codec_checkpoints (codec.checkpoint only
+    counts when codec.fc is that rate): say so instead of train-codec's advice."""
+    msg = str(e)
+    if not msg.startswith("no trained codec"):
+        return e
+    return UserError(msg.split("; run ")[0] + f"; run `meg train-codec codec.fc={fc:g}` first "
+                     f"or set 'eval.codec_checkpoints={{\"{fc:g}\": <.ckpt>}}'")
 
 
 def _default_codec(cfg: MegConfig, fc: float, latent_shape, device):
@@ -250,8 +316,12 @@ def _default_codec(cfg: MegConfig, fc: float, latent_shape, device):
     must have been trained on this run's latents (codec.train.load_trained_codec)."""
     from meg_lightning.codec.train import load_trained_codec
 
-    return load_trained_codec(cfg, fc, latent_shape=latent_shape,
-                              path=_eval_checkpoint(cfg, fc)).to(device)
+    try:
+        codec = load_trained_codec(cfg, fc, latent_shape=latent_shape,
+                                   path=_eval_checkpoint(cfg, fc))
+    except UserError as e:
+        raise _eval_advice(e, fc) from None
+    return codec.to(device)
 
 
 def train_latents(dm) -> Tensor:
@@ -302,6 +372,45 @@ def _default_channel(cfg: MegConfig, kind: str, snr_db: float):
 
 # -- the sweep -----------------------------------------------------------------------------------
 
+class ImageStore:
+    """Images (N, 3, H, W) float32 appended batch by batch to an anonymous scratch file in
+    ``folder`` and read back by slices (``store[a:b]``), so that only one batch is in memory.
+
+    The file has no name (``tempfile.TemporaryFile``): the system removes it when the store is
+    garbage-collected or the process ends, even when it is killed. Plain reads, not a memory map:
+    mapped pages would count towards the process's resident memory.
+    """
+
+    def __init__(self, folder: Path):
+        import tempfile
+
+        self._file = tempfile.TemporaryFile(dir=folder)
+        self.n, self.shape = 0, None
+
+    def append(self, images: Tensor) -> None:
+        arr = np.ascontiguousarray(images.detach().cpu().float().numpy())
+        if self.shape is None:
+            self.shape = arr.shape[1:]
+        elif arr.shape[1:] != self.shape:
+            raise ValueError(f"images of shape {arr.shape[1:]} after images of shape {self.shape}")
+        self._file.seek(0, os.SEEK_END)
+        self._file.write(arr.tobytes())
+        self.n += len(arr)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, sl: slice) -> Tensor:
+        if not isinstance(sl, slice) or sl.step not in (None, 1):
+            raise TypeError(f"ImageStore reads contiguous slices, got {sl!r}")
+        a, b, _ = sl.indices(self.n)
+        per = int(np.prod(self.shape))
+        self._file.seek(a * per * 4)
+        buf = self._file.read(max(0, b - a) * per * 4)
+        arr = np.frombuffer(buf, dtype=np.float32).copy()  # writable, owned by the tensor
+        return torch.from_numpy(arr).reshape(-1, *self.shape)  # (b, 3, H, W)
+
+
 @dataclass
 class SweepResult:
     rows: list[dict]  # every row of the results file (this run's and resumed ones)
@@ -318,6 +427,23 @@ def _test_latents(dm, n: int) -> tuple[Tensor, Tensor]:
                         "* data.num_prompts >= 1")
     items = [ds[i] for i in range(min(n, len(ds)))]
     return torch.stack([it["z"] for it in items]), torch.stack([it["index"] for it in items])
+
+
+def _check_num_images(cfg: MegConfig, available: int) -> None:
+    """``eval.num_images`` asked on the command line and larger than the test split is an error
+    (FID over fewer images than asked is another metric); the default is an upper bound, noted."""
+    import sys
+
+    from meg_lightning.cli import current_overrides
+
+    n = cfg.eval.num_images
+    if available >= n:
+        return
+    if any(o.split("=", 1)[0] == "eval.num_images" for o in current_overrides()):
+        raise ConfigError("eval.num_images", n, f"at most {available}, the size of the test split "
+                          "(raise data.num_prompts or data.test_fraction)")
+    print(f"meg eval: note: eval.num_images={n} but the test split holds {available} latents: "
+          f"every cell uses {available}", file=sys.stderr)
 
 
 def _save_png(path: Path, images: Tensor) -> None:
@@ -432,43 +558,39 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
     from tqdm.auto import tqdm
 
     out = eval_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    clean_tmp(out)
-    clean_tmp(out / "examples")
     csv_path = out / cfg.eval.results
     h = sweep_hash(cfg)
-    save_resolved(cfg, out)
 
-    # Resume: keep the rows of this hash, move the others aside
+    # Resume: keep the rows of this hash, set the others aside (written below, after every check)
     rows: list[dict] = []
+    stale: list[dict] = []
     if csv_path.exists():
+        if not csv_path.is_file():
+            raise ConfigError("eval.results", cfg.eval.results,
+                              f"a file name ({str(csv_path)!r} is not a file)")
         old = read_results(csv_path)
         rows = [r for r in old if r.get("config_hash") == h]
         stale = [r for r in old if r.get("config_hash") != h]
-        if stale:
-            hashes = sorted({str(r.get("config_hash")) for r in stale})
-            dest = out / f"{csv_path.stem}.stale-{'-'.join(hashes)}.csv"
-            atomic_write_text(dest, rows_to_csv(stale))
-            warnings.warn(f"{len(stale)} rows in {csv_path} came from another configuration "
-                          f"(hash {', '.join(hashes)} != {h}); moved to {dest}", stacklevel=2)
     ids = codec_ids(cfg, codecs)
     # a meg row made with another codec checkpoint than the one now configured is recomputed
-    rows = [r for r in rows if r["scheme"] != "meg" or r.get("fc") is None
+    kept = [r for r in rows if r["scheme"] != "meg" or r.get("fc") is None
             or float(r["fc"]) not in ids or r.get("codec_id") == ids[float(r["fc"])]]
+    changed = bool(stale) or len(kept) != len(rows)
+    rows = kept
     done = {r["cell"] for r in rows}
     cells = enumerate_cells(cfg)
     todo = [c for c in cells if c.key not in done]
     result = SweepResult(rows=rows, computed=[], skipped=[c.key for c in cells if c.key in done],
                          csv_path=csv_path)
-    if not todo:
-        _write(cfg, out, csv_path, rows, h)
-        return result
+    if not todo and not changed:
+        return result  # finished: a rerun writes nothing
 
-    # Create the data, the decoder D, the FID extractor and the reference images I_0
+    # Create the data, the decoder D, the FID extractor and the schemes: every input is checked
+    # (cache, weights, codec checkpoints) before the first file is written
     device = _device(cfg)
-    dm = datamodule if datamodule is not None else _default_datamodule(cfg)
-    latent_shape = tuple(dm.latent_shape)
-    if decode_image is None:
+    dm = datamodule if datamodule is not None else _default_datamodule(cfg) if todo else None
+    latent_shape = tuple(dm.latent_shape) if dm is not None else ()
+    if todo and decode_image is None:
         from meg_lightning.generation import decode_latents
 
         vae = vae if vae is not None else _default_vae(cfg, device)
@@ -477,19 +599,6 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
         def decode_image(zz: Tensor) -> Tensor:
             return decode_latents(vae, zz).float()
 
-    extractor = (feature_extractor if feature_extractor is not None
-                 else make_feature_extractor(cfg.eval.fid_features, cfg.model)).to(device).eval()
-    z, index = _test_latents(dm, cfg.eval.num_images)
-    bs = cfg.eval.batch_size
-    i_0 = torch.cat([decode_image(z[s:s + bs].to(device)).float().cpu()
-                     for s in range(0, len(z), bs)])  # (N, 3, H, W) perfect images I_0
-    feats_0 = extract_features(extractor, i_0.to(device))
-    judge = judge if judge is not None else _default_judge(cfg)
-    sem_ref = float(judge(i_0, index).float().mean()) if judge is not None else float("nan")
-    _save_png(out / "examples" / "reference.png", i_0[:EXAMPLES])
-    atomic_write_json(out / "examples" / "index.json", {"example_index": int(index[0]),
-                                                        "test_indices": index.tolist()})
-    channel_factory = channel_factory or (lambda kind, snr: _default_channel(cfg, kind, snr))
     cache: dict[str, Any] = {}
 
     def z_train() -> Tensor:
@@ -497,6 +606,48 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
             cache["z_train"] = train_latents(dm)
         return cache["z_train"]
 
+    schemes = _build_schemes(cfg, todo, decode_image=decode_image, latent_shape=latent_shape,
+                             z_train=z_train, device=device, codecs=dict(codecs or {}),
+                             linear_codes=dict(linear_codes or {})) if todo else {}
+    if todo:
+        extractor = (feature_extractor if feature_extractor is not None
+                     else make_feature_extractor(cfg.eval.fid_features, cfg.model)).to(device).eval()
+        z, index = _test_latents(dm, cfg.eval.num_images)
+        _check_num_images(cfg, len(z))
+
+    # Write: the resolved config, the rows set aside, then every cell as it finishes
+    out.mkdir(parents=True, exist_ok=True)
+    clean_tmp(out)
+    clean_tmp(out / "examples")
+    save_resolved(cfg, out)
+    if stale:
+        hashes = sorted({str(r.get("config_hash")) for r in stale})
+        dest = out / f"{csv_path.stem}.stale-{'-'.join(hashes)}.csv"
+        atomic_write_text(dest, rows_to_csv(stale))
+        warnings.warn(f"{len(stale)} rows in {csv_path} came from another configuration "
+                      f"(hash {', '.join(hashes)} != {h}); moved to {dest}", stacklevel=2)
+    if not todo:
+        _write(cfg, out, csv_path, rows, h)
+        return result
+
+    bs = cfg.eval.batch_size
+    judge = judge if judge is not None else _default_judge(cfg)
+    # the perfect images I_0 (N, 3, H, W) go to a scratch file batch by batch: at 512x512 they are
+    # 3 MB each, and memory must not grow with eval.num_images
+    i_0 = ImageStore(out)
+    feats_0, sem_0 = [], []
+    for s in range(0, len(z), bs):
+        ib = decode_image(z[s:s + bs].to(device)).float().cpu()  # (b, 3, H, W)
+        i_0.append(ib)
+        feats_0.append(extract_features(extractor, ib.to(device)))
+        if judge is not None:
+            sem_0.append(judge(ib, index[s:s + bs]).cpu())
+    feats_0 = torch.cat(feats_0)
+    _save_png(out / "examples" / "reference.png", i_0[:EXAMPLES])
+    sem_ref = float(torch.cat(sem_0).float().mean()) if sem_0 else float("nan")
+    atomic_write_json(out / "examples" / "index.json", {"example_index": int(index[0]),
+                                                        "test_indices": index.tolist()})
+    channel_factory = channel_factory or (lambda kind, snr: _default_channel(cfg, kind, snr))
     def opta(symbols: int, snr_db: float) -> float:
         """Gaussian OPTA latent MSE for this symbol budget on AWGN (codec.opta_mse), or nan when
         there are fewer training latents than |z|: the sample covariance then has |z| - N + 1 zero
@@ -510,34 +661,32 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
             cache["spectrum"] = latent_spectrum(z_train())
         return float(opta_mse(cache["spectrum"], min(1.0, symbols / numel), snr_db))
 
-    schemes = _build_schemes(cfg, todo, decode_image=decode_image, latent_shape=latent_shape,
-                             z_train=z_train, device=device, codecs=dict(codecs or {}),
-                             linear_codes=dict(linear_codes or {}))
-
     # Run the cells, rewriting the results after each one
     bar = tqdm(todo, desc="meg eval", unit="cell", disable=not progress)
-    for cell in bar:
-        bar.set_postfix_str(cell.key)
-        t0 = time.perf_counter()
-        seed = cell_seed(cfg.seed, cell.key)
-        metrics, first = run_cell(cell, schemes[(cell.scheme, cell.fc, cell.channel)],
-                                  channel_factory(cell.channel, cell.snr_db), z, i_0, feats_0,
-                                  extractor=extractor, batch_size=bs, seed=seed,
-                                  bootstrap=cfg.eval.bootstrap, device=device, index=index,
-                                  judge=judge)
-        metrics["semantic_accuracy_ref"] = sem_ref
-        if cell.channel == "awgn" and cell.scheme in ("feature", "meg", "linear"):
-            metrics["opta_latent_mse"] = opta(metrics["symbols"], cell.snr_db)
-        row = {"cell": cell.key, "scheme": cell.scheme, "channel": cell.channel,
-               "snr_db": cell.snr_db, "fc": cell.fc, "num_blocks": cfg.channel.num_blocks,
-               "equalizer": cfg.channel.equalizer, "seed": seed, "config_hash": h,
-               "codec_id": ids.get(cell.fc) if cell.scheme == "meg" else None, **metrics,
-               "time_s": round(time.perf_counter() - t0, 3)}
-        _save_png(out / "examples" / f"{cell.key}.png", first)
-        rows.append(row)
-        result.computed.append(cell.key)
-        _write(cfg, out, csv_path, rows, h)
-    bar.close()
+    try:  # closed before an interrupt propagates (see power.train)
+        for cell in bar:
+            bar.set_postfix_str(cell.key)
+            t0 = time.perf_counter()
+            seed = cell_seed(cfg.seed, cell.key)
+            metrics, first = run_cell(cell, schemes[(cell.scheme, cell.fc, cell.channel)],
+                                      channel_factory(cell.channel, cell.snr_db), z, i_0, feats_0,
+                                      extractor=extractor, batch_size=bs, seed=seed,
+                                      bootstrap=cfg.eval.bootstrap, device=device, index=index,
+                                      judge=judge)
+            metrics["semantic_accuracy_ref"] = sem_ref
+            if cell.channel == "awgn" and cell.scheme in ("feature", "meg", "linear"):
+                metrics["opta_latent_mse"] = opta(metrics["symbols"], cell.snr_db)
+            row = {"cell": cell.key, "scheme": cell.scheme, "channel": cell.channel,
+                   "snr_db": cell.snr_db, "fc": cell.fc, "num_blocks": cfg.channel.num_blocks,
+                   "equalizer": cfg.channel.equalizer, "seed": seed, "config_hash": h,
+                   "codec_id": ids.get(cell.fc) if cell.scheme == "meg" else None, **metrics,
+                   "time_s": round(time.perf_counter() - t0, 3)}
+            _save_png(out / "examples" / f"{cell.key}.png", first)
+            rows.append(row)
+            result.computed.append(cell.key)
+            _write(cfg, out, csv_path, rows, h)
+    finally:
+        bar.close()
     return result
 
 
@@ -550,6 +699,10 @@ def _write(cfg: MegConfig, out: Path, csv_path: Path, rows: list[dict], h: str) 
 def main(cfg: MegConfig) -> SweepResult:
     """`meg eval`: run / resume the sweep, print where the results are, log them (``cfg.logger``)."""
     res = run_sweep(cfg)
+    if not res.computed:
+        print(f"meg eval: all {len(res.skipped)} cells are already in {res.csv_path} "
+              "(nothing to do)")
+        return res
     print(f"meg eval: {len(res.computed)} cells computed, {len(res.skipped)} resumed -> "
           f"{res.csv_path}")
     if cfg.logger == "wandb":

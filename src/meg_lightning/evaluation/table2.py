@@ -51,22 +51,12 @@ NOTES = [
 
 def sd15_generator_params() -> dict[str, int]:
     """Parameter counts of SD-v1.5's U-Net, VAE and CLIP ViT-L/14 text encoder, built from their
-    architecture configs on the meta device (no weights needed)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    architecture configs (:mod:`meg_lightning.generation.sd15`) on the meta device (no weights)."""
+    from meg_lightning.generation.sd15 import build_components
 
-    with torch.device("meta"):
-        unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
-        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4,
-                            down_block_types=("DownEncoderBlock2D",) * 4,
-                            up_block_types=("UpDecoderBlock2D",) * 4,
-                            block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-                            sample_size=512)
-        text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=768,
-                                            intermediate_size=3072, num_hidden_layers=12,
-                                            num_attention_heads=12, max_position_embeddings=77,
-                                            projection_dim=768, hidden_act="quick_gelu"))
-    return {name: count_params(m) for name, m in (("unet", unet), ("vae", vae), ("text", text))}
+    parts = build_components(device="meta")
+    return {"unet": count_params(parts["unet"]), "vae": count_params(parts["vae"]),
+            "text": count_params(parts["text_encoder"])}
 
 
 def pipeline_params(pipe) -> dict[str, int]:

@@ -78,6 +78,13 @@ def load_pipeline(cfg: MegConfig, device: torch.device | None = None):
                                       f"{str(PIPELINE_DIR)!r} (a broken install?): reinstall "
                                       "meg_lightning or run `make train-mini` to train them")
         return load_pipeline(replace(cfg, model=str(PIPELINE_DIR)), device)
+    elif cfg.model == "sd15-random":
+        # SD-v1.5's exact configs with random weights, built once, then loaded like a local folder
+        from dataclasses import replace
+
+        from meg_lightning.generation.sd15 import ensure_sd15_random
+
+        return load_pipeline(replace(cfg, model=str(ensure_sd15_random())), device)
     else:
         name = model_id(cfg.model)
         looks_local = name.startswith((".", "/", "~")) or os.path.isdir(os.path.expanduser(name))
@@ -103,6 +110,34 @@ def load_pipeline(cfg: MegConfig, device: torch.device | None = None):
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def load_vae(cfg: MegConfig, device: torch.device | None = None):
+    """Only the VAE (the UE's decoder D) of ``cfg.model``: what decoding needs. For a diffusers
+    folder or hub id it is read alone (``subfolder="vae"``), so the U-Net and text encoder
+    (3.9 GB of SD-v1.5's 4.3 GB in float32) are never loaded; ``tiny`` is built whole (small)."""
+    from dataclasses import replace
+
+    from diffusers import AutoencoderKL
+
+    device = device or resolve_device(cfg.generation.device)
+    if cfg.model == "tiny":
+        return load_pipeline(cfg, device).vae
+    if cfg.model == "mini":
+        from meg_lightning.mini import PIPELINE_DIR
+
+        return load_vae(replace(cfg, model=str(PIPELINE_DIR)), device)
+    if cfg.model == "sd15-random":
+        from meg_lightning.generation.sd15 import ensure_sd15_random
+
+        return load_vae(replace(cfg, model=str(ensure_sd15_random())), device)
+    name = os.path.expanduser(model_id(cfg.model))
+    try:
+        vae = AutoencoderKL.from_pretrained(name, subfolder="vae",
+                                            dtype=_DTYPES[cfg.generation.dtype])
+    except Exception:  # noqa: BLE001 - whatever went wrong, the full loader explains it
+        return load_pipeline(cfg, device).vae
+    return vae.to(device)
 
 
 def vae_scale_factor(vae) -> int:

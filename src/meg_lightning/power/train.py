@@ -15,6 +15,7 @@ logger's files (``logs/``).
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -144,23 +145,37 @@ def main(cfg: MegConfig) -> dict[str, Any]:
 def _main(cfg: MegConfig) -> dict[str, Any]:
     p = cfg.ppo
     folder = run_dir(cfg)
-    folder.mkdir(parents=True, exist_ok=True)
-    clean_tmp(folder)
-    save_resolved(cfg, folder)
     torch.manual_seed(cfg.seed)
     ckpt_path = Path(p.checkpoint) if p.checkpoint else folder / "checkpoint.pt"
     ckpt = load_checkpoint(ckpt_path, cfg) if ckpt_path.is_file() else None
     if p.checkpoint and ckpt is None:
         raise UserError(f"ppo.checkpoint={p.checkpoint!r} not found: expected a checkpoint.pt "
                         "written by `meg train-ppo` (or leave it unset to start fresh)")
+    run_id = finished_id(cfg)
+    finished = _finished(folder, run_id, bool(p.fig10_powers)) if ckpt and not p.checkpoint else None
+    if finished is not None and ckpt["frames"] >= p.total_frames:
+        print(f"train-ppo: {str(ckpt_path)!r} has trained all {ckpt['frames']} frames and "
+              f"{str(folder / 'eval.json')!r} holds its evaluation (nothing to do; raise "
+              "ppo.total_frames to train on)")
+        return finished
 
-    # Create the environments (training batches and the held-out evaluation share one source)
+    # Create the environments (training batches and the held-out evaluation share one source;
+    # building it checks the latent cache and the codec before anything is written)
     source = make_source(cfg)
     base_env = make_env(cfg, source=source, seed=cfg.seed)
     reward_scale = ckpt["reward_scale"] if ckpt else 1.0 / max(abs(equal_power_reward(base_env)), 1e-12)
     env = wrap_env(base_env, reward_scale)
-    if ckpt:
-        base_env.set_seed(cfg.seed + ckpt["frames"])  # a fresh stream, not a replay of the start
+    folder.mkdir(parents=True, exist_ok=True)
+    clean_tmp(folder)
+    save_resolved(cfg, folder)
+
+    def reseed(batch_index: int) -> None:
+        """Batch k's randomness (channel draws, actions, minibatches) from (seed, k) alone, so a
+        run resumed from the checkpoint of batch k - 1 collects and updates exactly as the
+        uninterrupted run (the collector resets the envs at every batch)."""
+        s = int(config_hash({"seed": cfg.seed, "batch": batch_index}), 16) % 2**62
+        torch.manual_seed(s)
+        base_env.rng.manual_seed(s + 1)
 
     # Create the models
     actor, critic = build_models(cfg, env)
@@ -177,7 +192,7 @@ def _main(cfg: MegConfig) -> dict[str, Any]:
         # the actor is a plain MLP of the current observation: no recurrent-state transforms
         collector = Collector(env, actor, frames_per_batch=frames_per_batch,
                               total_frames=math.ceil(remaining / frames_per_batch) * frames_per_batch,
-                              auto_register_policy_transforms=False)
+                              auto_register_policy_transforms=False, reset_at_each_iter=True)
 
     # Create the loss, the advantage estimator and the minibatch sampler
     loss_module = ClipPPOLoss(actor, critic, clip_epsilon=p.clip_epsilon,
@@ -186,8 +201,12 @@ def _main(cfg: MegConfig) -> dict[str, Any]:
                               normalize_advantage=True)
     advantage = GAE(gamma=p.gamma, lmbda=p.lmbda, value_network=critic, average_gae=False)
     minibatch = min(p.minibatch_size, frames_per_batch)
-    buffer = ReplayBuffer(storage=LazyTensorStorage(frames_per_batch),
-                          sampler=SamplerWithoutReplacement(), batch_size=minibatch)
+
+    def make_buffer() -> ReplayBuffer:
+        """A fresh minibatch sampler per batch: one kept across batches draws its next
+        permutation during the previous batch, so a resumed run would sample other minibatches."""
+        return ReplayBuffer(storage=LazyTensorStorage(frames_per_batch),
+                            sampler=SamplerWithoutReplacement(), batch_size=minibatch)
 
     # Create the optimiser
     optim = torch.optim.Adam(loss_module.parameters(), lr=p.lr)
@@ -204,6 +223,7 @@ def _main(cfg: MegConfig) -> dict[str, Any]:
         for group in optim.param_groups:
             group["lr"] = p.lr * max(1.0 - frames / p.total_frames, 0.0)
         stats: dict[str, list[float]] = {"lr": [optim.param_groups[0]["lr"]]}
+        buffer = make_buffer()
         for _ in range(p.num_epochs):
             with torch.no_grad():
                 advantage(batch)  # GAE with the current critic (values refreshed each epoch)
@@ -231,20 +251,26 @@ def _main(cfg: MegConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     bar = tqdm(total=frames_done + (collector.total_frames if collector else 0), initial=frames_done,
                unit="frame", desc="train-ppo", dynamic_ncols=True)
-    for batch in collector or ():
-        last = batch["next", "done"].squeeze(-1)  # (N, T) episode ends
-        log = update(batch, frames_done)
-        frames_done += batch.numel()
-        log["episode_reward"] = float(batch["next", "reward"][last].mean()) if last.any() else math.nan
-        log["latent_mse"] = float(batch["next", "latent_mse"][last].mean()) if last.any() else math.nan
-        log["fps"] = frames_done / max(time.perf_counter() - t0, 1e-9)
-        if logger is not None:
-            for k, v in log.items():
-                logger.log_scalar(f"train/{k}", v, step=frames_done)
-        bar.update(batch.numel())
-        bar.set_postfix(mse=f"{log['latent_mse']:.4g}", reward=f"{log['episode_reward']:.3f}")
-        save(frames_done)
-    bar.close()
+    reseed(frames_done // frames_per_batch)
+    try:  # the bar is closed before an interrupt propagates: its last redraw would
+        # otherwise land after the CLI's one-line message
+        for batch in collector or ():
+            last = batch["next", "done"].squeeze(-1)  # (N, T) episode ends
+            log = update(batch, frames_done)
+            frames_done += batch.numel()
+            ends = last.any()
+            log["episode_reward"] = float(batch["next", "reward"][last].mean()) if ends else math.nan
+            log["latent_mse"] = float(batch["next", "latent_mse"][last].mean()) if ends else math.nan
+            log["fps"] = frames_done / max(time.perf_counter() - t0, 1e-9)
+            if logger is not None:
+                for k, v in log.items():
+                    logger.log_scalar(f"train/{k}", v, step=frames_done)
+            bar.update(batch.numel())
+            bar.set_postfix(mse=f"{log['latent_mse']:.4g}", reward=f"{log['episode_reward']:.3f}")
+            save(frames_done)
+            reseed(frames_done // frames_per_batch)
+    finally:
+        bar.close()
     if collector is not None:
         collector.shutdown()
     train_seconds = time.perf_counter() - t0
@@ -264,6 +290,7 @@ def _main(cfg: MegConfig) -> dict[str, Any]:
                 logger.log_scalar(f"eval/{name}/{k}", v, step=frames_done)
         if results.get("gap_closed") is not None:
             logger.log_scalar("eval/gap_closed", results["gap_closed"], step=frames_done)
+    results["run_id"] = run_id
     atomic_write_json(folder / "eval.json", _json_safe(results))
     print(f"train-ppo: {frames_done} frames in {train_seconds:.0f} s; held-out "
           + ", ".join(f"{k} {v['expected_mse']:.5f}" for k, v in results["policies"].items())
@@ -274,6 +301,29 @@ def _main(cfg: MegConfig) -> dict[str, Any]:
 
         results["fig10_csv"] = str(fig10_sweep(cfg, p.fig10_powers))
     return results
+
+
+def finished_id(cfg: MegConfig) -> str:
+    """Fingerprint of what a finished run's ``eval.json`` depends on (all but where it is and
+    how it is logged): a rerun with the same one trains and evaluates nothing."""
+    d = to_dict(cfg)
+    return config_hash({k: v for k, v in d.items() if k not in ("out_dir", "logger", "wandb",
+                                                                 "trainer", "eval")})
+
+
+def _finished(folder: Path, run_id: str, fig10: bool) -> Optional[dict[str, Any]]:
+    """The saved results of a finished run with this ``run_id`` (and its Fig. 10 CSV when asked
+    for), else None."""
+    path = folder / "eval.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None  # unreadable: evaluate again and overwrite it (atomically)
+    if not isinstance(saved, dict) or saved.get("run_id") != run_id:
+        return None
+    if fig10 and not (folder / "fig10.csv").is_file():
+        return None
+    return saved
 
 
 def _json_safe(obj: Any) -> Any:
