@@ -187,6 +187,7 @@ BAD_INPUTS = [
     ("figures", ["out_dir={w}/out_csv_columns"], ["results.csv", "no column cell"]),
     ("figures", ["out_dir={w}/out_csv_types"], ["snr_db='zero'", "a number"]),
     ("figures", ["out_dir={w}/files/a_file"], ["out_dir=", "is a file"]),
+    ("figures", ["out_dir={w}/no_such_run"], ["out_dir=", "saved results", "meg eval"]),
     ("figures", ["trainer.max_epochs=-1"], ["trainer.max_epochs=-1"]),
     # demo (its own defaults, then these overrides)
     ("demo", ["eval.snrs_db=[]"], ["eval.snrs_db=[]"]),

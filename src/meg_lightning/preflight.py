@@ -210,6 +210,10 @@ def check_figures_inputs(cfg: MegConfig) -> None:
         raise ConfigError("eval.results", cfg.eval.results, f"a file ({str(results)!r} is a folder)")
     if results.is_file():
         read_results(results)
+    elif not (Path(cfg.out_dir) / "ppo" / "fig10.csv").is_file():
+        # nothing to draw: most likely a mistyped out_dir; do not create it
+        raise ConfigError("out_dir", cfg.out_dir, f"a folder with saved results (eval/"
+                          f"{cfg.eval.results} or ppo/fig10.csv): run `meg eval` there first")
 
 
 def check(command: str, cfg: MegConfig) -> MegConfig:
