@@ -310,10 +310,11 @@ def test_train_codec_interrupted_and_resumed_equals_uninterrupted(tmp_path, caps
                 raise KeyboardInterrupt
 
     main(_codec_cfg(tmp_path, "a", "trainer.max_epochs=4"), datamodule=dm())
+    sigint = signal.getsignal(signal.SIGINT)  # SIG_IGN when pytest itself runs in the background
     with pytest.raises(KeyboardInterrupt):
         main(_codec_cfg(tmp_path, "b", "trainer.max_epochs=4"), datamodule=dm(),
              callbacks=[StopInEpoch2()])
-    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN  # Ctrl-C works again
+    assert signal.getsignal(signal.SIGINT) is sigint  # Lightning's SIG_IGN undone: Ctrl-C works
     folder = tmp_path / "b" / "codec" / "fc0.5"
     assert epochs_done(folder / "last.ckpt") == 2  # last.ckpt after every epoch
     main(_codec_cfg(tmp_path, "b", "trainer.max_epochs=4"), datamodule=dm())
@@ -345,10 +346,11 @@ def test_train_codec_ctrl_c_through_lightning_exits_130(world, monkeypatch, caps
     out = world / "codec_interrupt"
     argv = ["train-codec", *_base(world), f"out_dir={out}", "codec.arch=mlp",
             "trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
+    sigint = signal.getsignal(signal.SIGINT)  # SIG_IGN when pytest itself runs in the background
     assert run(argv) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "meg train-codec: interrupted (rerun the same command to resume)"
-    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+    assert signal.getsignal(signal.SIGINT) is sigint
 
 
 def _ppo_args(out: Path, frames: int) -> list[str]:
