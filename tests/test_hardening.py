@@ -416,6 +416,36 @@ def test_sigterm_in_a_real_process_exits_130_and_resumes(tmp_path):
     assert 256 <= frames < 256 * 400
 
 
+def test_an_interrupt_a_library_turns_into_another_error_still_exits_130(tmp_path, monkeypatch,
+                                                                        capsys):
+    """A signal that arrives inside library code may surface as another exception (TorchRL's PPO
+    loss, stopped inside a ``with`` on a TensorDict, raises a RuntimeError about a tensordict's
+    truth value): still exit 130 and the resume line. The same error without a signal is a
+    failure (exit 1)."""
+    from meg_lightning.power import train as ppo_train
+
+    def mangled(cfg):  # noqa: ARG001
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            raise RuntimeError("Converting a tensordict to boolean value is not permitted")
+
+    monkeypatch.setattr(ppo_train, "main", mangled)
+    term_before = signal.getsignal(signal.SIGTERM)
+    assert run(["train-ppo", *_ppo_args(tmp_path, 768)]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        "meg train-ppo: interrupted (rerun the same command to resume)"
+
+    def plain_failure(cfg):  # noqa: ARG001
+        raise RuntimeError("Converting a tensordict to boolean value is not permitted")
+
+    monkeypatch.setattr(ppo_train, "main", plain_failure)
+    assert run(["train-ppo", *_ppo_args(tmp_path, 768)]) == 1
+    assert "RuntimeError: Converting a tensordict" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) == term_before  # the handler found is restored
+
+
 # -- runtime failures: one line, the key to change; --debug shows the traceback -------------------
 
 @pytest.mark.parametrize("exc, code, needle", [

@@ -102,7 +102,7 @@ def run(argv: list[str]) -> int:
         print(_help(command))
         return 0
     from meg_lightning.config import load_config
-    from meg_lightning.runtime import interruptible, one_line_error, quiet_noise
+    from meg_lightning.runtime import interruptible, quiet_noise
 
     module, func, _ = COMMANDS[command]
     _OVERRIDES[:] = args
@@ -117,19 +117,33 @@ def run(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print(f"meg {command}: interrupted (rerun the same command to resume)", file=sys.stderr)
         return 130
-    except UserError as e:
-        if debug:
-            traceback.print_exc()
+    except Exception as e:  # noqa: BLE001 - sorted below
+        from meg_lightning.runtime import was_interrupted
+
+        if was_interrupted():  # a library turned the KeyboardInterrupt into another error
+            if debug:
+                traceback.print_exc()
+            print(f"meg {command}: interrupted (rerun the same command to resume)",
+                  file=sys.stderr)
+            return 130
+        return _report(command, e, debug)
+    return 0
+
+
+def _report(command: str, e: Exception, debug: bool) -> int:
+    """Print the one line for an exception that ended a command; return the exit code."""
+    from meg_lightning.runtime import one_line_error
+
+    if debug:
+        traceback.print_exc()
+    if isinstance(e, UserError):
         print(f"meg {command}: error: {e}", file=sys.stderr)
         return e.exit_code
-    except Exception as e:  # noqa: BLE001 - the CLI's last resort: one line, or the traceback
-        if debug:
-            traceback.print_exc()
-        code, line = one_line_error(e, command)
-        hint = "" if debug else " (rerun with --debug or MEG_DEBUG=1 for the traceback)"
-        print(f"meg {command}: error: {line}{hint if code == 1 else ''}", file=sys.stderr)
-        return code
-    return 0
+    # the CLI's last resort: one line (exit 2 when the user can fix it), or the traceback
+    code, line = one_line_error(e, command)
+    hint = "" if debug else " (rerun with --debug or MEG_DEBUG=1 for the traceback)"
+    print(f"meg {command}: error: {line}{hint if code == 1 else ''}", file=sys.stderr)
+    return code
 
 
 def main() -> None:

@@ -39,15 +39,31 @@ def interruptible() -> Iterator[None]:
         return
 
     def _raise(signum, frame):  # noqa: ARG001 - the signal handler signature
+        _SIGNALLED.append(signum)
         raise KeyboardInterrupt(f"signal {signum}")
 
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    _SIGNALLED.clear()
     signal.signal(signal.SIGTERM, _raise)
+    if before[signal.SIGINT] is signal.default_int_handler:  # an ignored SIGINT stays ignored
+        signal.signal(signal.SIGINT, _raise)
     try:
         yield
     finally:
         for s, h in before.items():
             signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+#: the signals received inside ``interruptible`` (the CLI asks ``was_interrupted``)
+_SIGNALLED: list[int] = []
+
+
+def was_interrupted() -> bool:
+    """Whether Ctrl-C or SIGTERM arrived inside ``interruptible``. A library can turn the
+    KeyboardInterrupt raised in the middle of its code into another exception (TorchRL's PPO
+    loss, interrupted inside a ``with`` on a TensorDict, raises "Converting a tensordict to
+    boolean value is not permitted"); the CLI still reports such a failure as an interruption."""
+    return bool(_SIGNALLED)
 
 
 class _TruncationFilter:
