@@ -57,6 +57,9 @@ POSITIONS = {  # name -> (x, y) of the shape's centre in pixels
 CENTER_JITTER = 3  # +- pixels on each coordinate of the centre
 SIZE_JITTER = 2  # +- pixels on the extent
 COLOR_JITTER = 10  # +- per RGB channel, shape and background independently
+LIGHT_DEPTH = (0.8, 1.0)
+CONTRAST_KEEP = 0.8  # depth factor where the light brings the background towards the shape
+LIGHT_RADIUS = (1.2, 1.2)  # distance (image half-widths) at which a bright spot / a light is gone
 
 ATTRIBUTES = ("shape", "color", "background", "size", "position")  # label order everywhere
 VOCABULARY: dict[str, tuple[str, ...]] = {
@@ -198,9 +201,44 @@ def render(attrs: Attributes, rng: np.random.Generator) -> np.ndarray:
     cy = y0 + rng.uniform(-CENTER_JITTER, CENTER_JITTER)
     extent = SIZES[attrs.size] + rng.uniform(-SIZE_JITTER, SIZE_JITTER)
     fg = _jitter_color(COLORS[attrs.color], rng)
-    bg = _jitter_color(COLORS[attrs.background], rng)
+    bg = _lit_background(_jitter_color(COLORS[attrs.background], rng), attrs, rng)  # (H, W, 3)
     mask = _shape_mask(attrs.shape, cx, cy, extent)[..., None]  # (H, W, 1)
     return np.round(mask * fg + (1 - mask) * bg).astype(np.uint8)
+
+
+def _luma(rgb) -> float:
+    r, g, b = (float(v) for v in rgb)
+    return 0.299 * r + 0.587 * g + 0.114 * b
+
+
+def _lit_background(bg: np.ndarray, attrs: Attributes, rng: np.random.Generator) -> np.ndarray:
+    """The background colour ``bg`` (jittered ``attrs.background``) lit by a spot light at a random place: (H, W, 3) float.
+
+    The light sits at a point drawn uniformly over the image; its weight falls linearly with
+    the distance, w = max(1 - distance / LIGHT_RADIUS, 0) (image half-widths), and the depth is
+    uniform in LIGHT_DEPTH. The light moves the background away from the shape's colour ``fg``,
+    so the outline keeps its contrast (brightness of the nominal COLORS): behind a darker shape the background is blended towards
+    white by w x depth (a bright spot), behind a brighter shape it is darkened by (1 - w) x depth
+    (lit near the light, shaded far from it). A black background can only be lit and a white one
+    only shaded, which brings them towards the shape: their depth is scaled by CONTRAST_KEEP.
+    The shape itself stays flat. The caption never states the light: it is what the noise seed
+    decides, as the layout and lighting of an SD-v1.5 image.
+    """
+    lx, ly = rng.uniform(-1, 1, 2)  # where the light is, in image coordinates [-1, 1]
+    depth = rng.uniform(*LIGHT_DEPTH)
+    c = (np.arange(IMAGE_SIZE) + 0.5) / IMAGE_SIZE * 2 - 1  # pixel centres in [-1, 1]
+    x, y = np.meshgrid(c, c)
+    bg = bg.astype(np.float64)
+    black, white = attrs.background == "black", attrs.background == "white"
+    lighten = black or (not white and
+                        _luma(COLORS[attrs.color]) < _luma(COLORS[attrs.background]))
+    radius = LIGHT_RADIUS[0] if lighten else LIGHT_RADIUS[1]
+    w = np.maximum(1 - np.hypot(x - lx, y - ly) / radius, 0)[..., None]  # (H, W, 1)
+    if black or white:
+        depth *= CONTRAST_KEEP
+    if lighten:
+        return bg + w * depth * (255 - bg)
+    return bg * (1 - (1 - w) * depth)
 
 
 def sample(split: str, index: int, seed: int = 0) -> tuple[np.ndarray, Attributes]:

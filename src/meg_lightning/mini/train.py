@@ -51,8 +51,8 @@ class MiniTrainConfig:
     out_dir: str = "data/runs/mini"  # checkpoints, CSV logs and the latent cache (resumable)
     weights_dir: Optional[str] = None  # pipeline/ + classifier.* go here; None = the package's
     seed: int = 0  # seeds data order, initialisation, caption dropout and noise
-    num_threads: int = 1  # torch threads: 1 reproduces the shipped weights bit for bit; 2 is ~1.6x
-    #                       faster on an idle 2-core machine, but sums in another order
+    num_threads: int = 2  # torch threads (the shipped v2 run used 2; with 1 the run is ~1.6x
+    #                       slower on an idle 2-core machine and sums in another order)
     stages: list[str] = field(default_factory=lambda: list(STAGES))  # stages to run, in order
     model: MiniModelConfig = field(default_factory=MiniModelConfig)  # network sizes
     checkpoint_every: int = 100  # optimiser steps between resumable checkpoints
@@ -63,11 +63,11 @@ class MiniTrainConfig:
     vae_kl_weight: float = 2e-5  # KL(q(z|x) || N(0, I)) per latent element, against MSE per pixel
     num_latents: int = 16384  # training images encoded once for the U-Net stage
     # stage 2: classifier
-    classifier_steps: int = 2000  # optimiser steps on freshly rendered images of all combinations
+    classifier_steps: int = 3000  # optimiser steps on freshly rendered images of all combinations
     classifier_batch_size: int = 64  # images per step
     classifier_lr: float = 2e-3  # AdamW peak learning rate
     # stage 3: U-Net + text encoder
-    unet_steps: int = 4000  # optimiser steps
+    unet_steps: int = 5000  # optimiser steps
     unet_batch_size: int = 64  # latents per step
     unet_lr: float = 1e-3  # AdamW peak learning rate (warm-up, then cosine to 10%)
     caption_dropout: float = 0.1  # P(caption -> "") in training: the unconditional branch of CFG
