@@ -63,9 +63,18 @@ def test_images_show_what_the_caption_says():
         x, y = POSITIONS[attrs.position]
         # the shape covers its nominal centre (triangles: a bit below it, where they are wide)
         assert _nearest_color(img[y + 2, x]) == attrs.color, caption
-        # the image corner farthest from the shape is background
+        # the image corner farthest from the shape is background: its colour under the light
+        # (v2), i.e. the nominal colour blended towards black or white
         corner = (0 if y > 32 else 63, 0 if x > 32 else 63)  # (row, column)
-        assert _nearest_color(img[corner]) == attrs.background, caption
+        assert _on_light_ramp(img[corner], COLORS[attrs.background]), caption
+
+
+def _on_light_ramp(rgb, nominal, tol: float = 12.0) -> bool:
+    """Whether ``rgb`` is ``nominal`` (+- colour jitter) darkened or lightened by some amount."""
+    p, c = np.asarray(rgb, float), np.asarray(nominal, float)
+    t = np.linspace(0, 1, 201)[:, None]
+    ramp = np.concatenate([c * (1 - t), c + t * (255 - c)])  # towards black, towards white
+    return float(np.abs(ramp - p).max(1).min()) <= tol
 
 
 def test_parse_caption_rejects_other_text():
@@ -322,6 +331,44 @@ def test_train_cli_rejects_bad_keys(capsys):
     assert cli(["no_such_key=1"]) == 2
     assert "no_such_key" in capsys.readouterr().err
     assert cli(["stages=[vae,fly]"]) == 2
+
+
+def _two_seeds(prompts: list[str]) -> torch.Tensor:
+    from meg_lightning.config import load_config
+    from meg_lightning.mini.train import generate_reference_images
+
+    gen = load_config(["model=mini"]).generation
+    return torch.cat([generate_reference_images(PIPELINE_DIR, prompts, seed=s,
+                                                steps=gen.num_inference_steps,
+                                                guidance=gen.guidance_scale, batch_size=90)
+                      for s in (0, 1)])
+
+
+def _check_seed_and_semantics(prompts: list[str], classifier, max_psnr_db: float) -> dict:
+    from meg_lightning.mini.classifier import semantic_accuracy
+    from meg_lightning.mini.train import seed_dependence
+
+    images, both = _two_seeds(prompts), prompts * 2
+    dep = seed_dependence(images, both)
+    assert dep["pairs"] == len(prompts) and dep["psnr_mean"] <= max_psnr_db, dep
+    assert semantic_accuracy(images, both, classifier) >= 0.9
+    assert semantic_accuracy(images, both[1:] + both[:1], classifier) <= 0.1  # wrong prompts
+    return dep
+
+
+def test_the_seed_decides_what_the_caption_does_not(classifier):
+    """Mini v2: two seeds of one prompt give different pictures while both keep every attribute
+    the caption states, and the same images fail against the wrong prompts. A sample of 15
+    held-out prompts (its mean PSNR scatters by ~1-2 dB around the full set's 14.6 dB; v1:
+    27.8 dB), so the bound here is loose; the slow test checks all 90 held-out prompts."""
+    _check_seed_and_semantics(heldout_prompts()[::6], classifier, max_psnr_db=18.0)
+
+
+@pytest.mark.slow
+def test_the_seed_decides_on_every_heldout_prompt(classifier):
+    """The acceptance figure of mini v2 on all 90 held-out prompts x 2 seeds: mean PSNR between
+    the two images of a prompt <= 15 dB (docs/MINI.md: 14.6 dB over 270 pairs of 4 seeds)."""
+    _check_seed_and_semantics(heldout_prompts(), classifier, max_psnr_db=15.0)
 
 
 @pytest.mark.slow
