@@ -31,7 +31,7 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path):
     assert 0 < seed_ref["psnr_db"] < 40  # another seed draws another picture (mini v2)
     assert f"PSNR **{seed_ref['psnr_db']:.2f} dB** against I_0" in report
     rows = read_results(out / "eval" / "results.csv")
-    assert {r["scheme"] for r in rows} == {"centralized", "feature", "meg", "linear", "digital"}
+    assert {r["scheme"] for r in rows} == {"centralized", "feature", "meg", "linear", "digital-image"}
     assert len(rows) == 5 * 2
     assert {r["fid_features"] for r in rows} == {"mini-FID"}
     assert all(0 <= r["semantic_accuracy"] <= 1 for r in rows)

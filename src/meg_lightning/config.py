@@ -232,7 +232,7 @@ class EvalConfig:
     """The evaluation sweep (paper Sec. V)."""
 
     schemes: list[str] = field(default_factory=lambda: ["centralized", "feature", "meg", "linear",
-                                                         "digital"])  # schemes to evaluate
+                                                         "digital-image"])  # evaluation.registry
     snrs_db: list[float] = field(default_factory=lambda: [float(s) for s in range(-30, 31, 5)])
     fcs: list[float] = field(default_factory=lambda: [0.5])  # compression rates for `meg`/`linear`
     channels: list[str] = field(default_factory=lambda: ["awgn", "rayleigh"])  # channel kinds
@@ -241,11 +241,15 @@ class EvalConfig:
     bootstrap: int = 200  # bootstrap resamples for the FID confidence interval
     fid_features: str = "auto"  # auto | inception | pixels | mini (auto: see metrics.fid)
     codec_checkpoints: dict[str, str] = field(default_factory=dict)  # fc -> codec checkpoint path
-    digital_codec: str = "png"  # png | jpeg: source code of the `digital` scheme
+    digital_codec: str = "png"  # png | jpeg: source code of the `digital-image` scheme
+    ue_steps: int = 10  # X+dm: at most this many DDIM steps at the UE (each 2 U-Net evals w/ CFG)
+    dm_calibration: int = 128  # X+dm: training latents that measure the error variance sigma_e^2
     results: str = "results.csv"  # results file name inside out_dir
 
     def validate(self, p: str) -> None:
-        known = ("centralized", "feature", "meg", "linear", "digital")
+        from meg_lightning.evaluation.registry import names
+
+        known = names()
         for k in ("schemes", "snrs_db", "fcs", "channels"):
             v = list(getattr(self, k))
             # an empty list is a sweep of nothing: a typo, never what a user wants
@@ -267,6 +271,9 @@ class EvalConfig:
                "one of auto, inception, pixels, mini")
         _check(f"{p}.digital_codec", self.digital_codec, self.digital_codec in ("png", "jpeg"),
                "one of png, jpeg")
+        _check(f"{p}.ue_steps", self.ue_steps, self.ue_steps >= 1, "an integer >= 1")
+        _check(f"{p}.dm_calibration", self.dm_calibration, self.dm_calibration >= 1,
+               "an integer >= 1")
         _check(f"{p}.results", self.results, self.results.endswith(".csv")
                and Path(self.results).name == self.results and self.results != ".csv",
                "a file name ending in .csv (it is written inside {out_dir}/eval)")

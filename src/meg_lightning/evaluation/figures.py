@@ -39,7 +39,6 @@ from meg_lightning.config import MegConfig  # noqa: E402
 from meg_lightning.io import atomic_path  # noqa: E402
 
 FORMATS = ("png", "pdf")
-SCHEME_ORDER = ("centralized", "feature", "meg", "linear", "digital")
 FIG10_COLUMNS = ("p_max_mw", "policy", "fid", "psnr", "latent_mse", "n_images")
 
 
@@ -50,9 +49,10 @@ def label(row: dict) -> str:
 
 
 def _sort_key(lbl: str) -> tuple:
+    from meg_lightning.evaluation.registry import order
+
     scheme, _, fc = lbl.partition(" fc=")
-    return (SCHEME_ORDER.index(scheme) if scheme in SCHEME_ORDER else len(SCHEME_ORDER),
-            float(fc) if fc else 0.0)
+    return (order(scheme), float(fc) if fc else 0.0)
 
 
 def fid_label(rows: list[dict]) -> str:
