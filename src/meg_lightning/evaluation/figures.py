@@ -293,7 +293,7 @@ def fig_power(rows: list[dict], path_stem: Path) -> list[Path]:
 def make_figures(results_csv: Optional[Path], examples: Optional[Path], ppo_csv: Optional[Path],
                  out: Path, *, table2: bool = True) -> tuple[list[Path], list[str]]:
     """Every figure whose inputs exist; returns (written paths, notes on what was skipped)."""
-    from meg_lightning.evaluation.sweep import read_results
+    from meg_lightning.evaluation.results import read_results
 
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
