@@ -40,7 +40,6 @@ numbers do not depend on which other cells ran before it.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 import warnings
@@ -52,14 +51,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from meg_lightning.config import MegConfig, config_hash, data_id, save_resolved, to_dict
+from meg_lightning.config import MegConfig, save_resolved, to_dict
 from meg_lightning.errors import ConfigError, UserError
 from meg_lightning.evaluation import registry
+from meg_lightning.evaluation.cells import (  # noqa: F401 - re-exported
+    Cell,
+    cell_seed,
+    codec_ids,
+    enumerate_cells,
+    sweep_hash,
+)
 from meg_lightning.evaluation.results import (  # noqa: F401 - the results file's API, re-exported
     COLUMNS,
-    INT_COLUMNS,
-    REQUIRED_COLUMNS,
-    STR_COLUMNS,
     read_results,
     rows_to_csv,
 )
@@ -72,7 +75,6 @@ from meg_lightning.evaluation.inputs import (  # noqa: F401 - re-exported: injec
     _default_linear,
     _default_vae,
     _device,
-    codec_checkpoint,
     latent_spectrum,
     train_latents,
 )
@@ -89,83 +91,12 @@ from meg_lightning.metrics import (
     psnr_per_image,
 )
 
-#: bumped when a change to the schemes or metrics makes earlier rows incomparable (part of the hash)
-RESULTS_VERSION = 4
-
 #: test images per cell saved as PNG under ``examples/`` (side by side)
 EXAMPLES = 8
 
 #: schemes whose rows get the Gaussian OPTA latent MSE beside theirs (analog latent codes)
 LATENT_CODES = ("feature", "meg", "linear")
 
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One point of the sweep. ``snr_db`` is inf for the noiseless channel; ``fc`` None when the
-    scheme has no compression rate."""
-
-    scheme: str
-    channel: str
-    snr_db: float
-    fc: Optional[float] = None
-
-    @property
-    def key(self) -> str:
-        """A file-name-safe id, e.g. ``meg_fc0.5_awgn_snr-10``."""
-        fc = f"_fc{self.fc:g}" if self.fc is not None else ""
-        snr = "inf" if math.isinf(self.snr_db) else f"{self.snr_db:g}"
-        return f"{self.scheme}{fc}_{self.channel}_snr{snr}"
-
-
-def enumerate_cells(cfg: MegConfig) -> list[Cell]:
-    """All cells of ``cfg.eval`` in sweep order (channel, scheme, fc, SNR). The noiseless channel
-    ``none`` has one cell per scheme (SNR = inf)."""
-    ev = cfg.eval
-    cells = []
-    for kind in ev.channels:
-        snrs = [math.inf] if kind == "none" else [float(s) for s in ev.snrs_db]
-        for scheme in ev.schemes:
-            for fc in ([float(f) for f in ev.fcs] if registry.uses_fc(scheme) else [None]):
-                cells += [Cell(scheme, kind, snr, fc) for snr in snrs]
-    return cells
-
-
-def sweep_hash(cfg: MegConfig) -> str:
-    """Hash of every setting that changes a cell's numbers, except the swept lists themselves and
-    the codec checkpoints (each `meg` row carries its checkpoint's ``codec_id`` instead)."""
-    d = to_dict(cfg)
-    ev = {k: v for k, v in d["eval"].items()
-          if k not in ("schemes", "snrs_db", "fcs", "channels", "results", "codec_checkpoints")}
-    return config_hash({"version": RESULTS_VERSION, "data_id": data_id(cfg), "eval": ev,
-                        "channel": {k: d["channel"][k] for k in ("num_blocks", "equalizer")}})
-
-
-def codec_ids(cfg: MegConfig, codecs: Optional[dict[float, Any]] = None) -> dict[float, str]:
-    """fc -> a fingerprint of the codec that evaluates it (checkpoint path, size and mtime;
-    ``injected`` for a module passed in). A `meg` row whose ``codec_id`` differs is recomputed;
-    an fc without a checkpoint yet is absent."""
-    ids = {}
-    uses_codec = any(registry.base_name(s) == "meg" for s in cfg.eval.schemes)
-    fcs = [float(f) for f in cfg.eval.fcs] if uses_codec else []
-    for fc in fcs:
-        if codecs and fc in codecs:
-            ids[fc] = "injected"
-            continue
-        try:
-            path = codec_checkpoint(cfg, fc)
-        except UserError:
-            continue
-        if path.is_file():
-            st = path.stat()
-            blob = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()
-            ids[fc] = hashlib.sha256(blob).hexdigest()[:12]
-    return ids
-
-
-def cell_seed(base_seed: int, key: str) -> int:
-    digest = hashlib.sha256(f"meg-eval:{base_seed}:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 def eval_dir(cfg: MegConfig) -> Path:
