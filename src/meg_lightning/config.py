@@ -235,6 +235,7 @@ class EvalConfig:
                                                          "digital-image"])  # evaluation.registry
     snrs_db: list[float] = field(default_factory=lambda: [float(s) for s in range(-30, 31, 5)])
     fcs: list[float] = field(default_factory=lambda: [0.5])  # compression rates for `meg`/`linear`
+    scheme_fcs: dict[str, list[float]] = field(default_factory=dict)  # scheme -> its own fcs
     channels: list[str] = field(default_factory=lambda: ["awgn", "rayleigh"])  # channel kinds
     num_images: int = 64  # test images per cell (FID needs many; the count is reported)
     batch_size: int = 16  # latents per forward pass in the sweep (memory vs speed)
@@ -261,6 +262,13 @@ class EvalConfig:
                    "a list from awgn, rayleigh, none")
         for f in self.fcs:
             _check(f"{p}.fcs", list(self.fcs), _finite(f) and 0 < f <= 1, "a list of numbers in (0, 1]")
+        for name, fcs in self.scheme_fcs.items():
+            _check(f"{p}.scheme_fcs", name, name in known,
+                   f"scheme names from {', '.join(known)} as keys")
+            v = list(fcs) if isinstance(fcs, (list, tuple)) or hasattr(fcs, "__len__") else [fcs]
+            _check(f"{p}.scheme_fcs.{name}", v,
+                   len(v) > 0 and all(_finite(f) and 0 < f <= 1 for f in v),
+                   "a non-empty list of numbers in (0, 1]")
         for s in self.snrs_db:
             _check(f"{p}.snrs_db", list(self.snrs_db), _finite(s), "a list of finite dB values")
         _check(f"{p}.num_images", self.num_images, self.num_images > 0, "a positive integer")

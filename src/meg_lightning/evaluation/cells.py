@@ -34,6 +34,14 @@ class Cell:
         return f"{self.scheme}{fc}_{self.channel}_snr{snr}"
 
 
+def scheme_fcs(cfg: MegConfig, scheme: str) -> list:
+    """The rates swept for ``scheme``: ``eval.scheme_fcs[scheme]`` when given, else ``eval.fcs``;
+    ``[None]`` for a scheme without a rate."""
+    if not registry.uses_fc(scheme):
+        return [None]
+    return [float(f) for f in cfg.eval.scheme_fcs.get(scheme, cfg.eval.fcs)]
+
+
 def enumerate_cells(cfg: MegConfig) -> list[Cell]:
     """All cells of ``cfg.eval`` in sweep order (channel, scheme, fc, SNR). The noiseless channel
     ``none`` has one cell per scheme (SNR = inf)."""
@@ -42,7 +50,7 @@ def enumerate_cells(cfg: MegConfig) -> list[Cell]:
     for kind in ev.channels:
         snrs = [math.inf] if kind == "none" else [float(s) for s in ev.snrs_db]
         for scheme in ev.schemes:
-            for fc in ([float(f) for f in ev.fcs] if registry.uses_fc(scheme) else [None]):
+            for fc in scheme_fcs(cfg, scheme):
                 cells += [Cell(scheme, kind, snr, fc) for snr in snrs]
     return cells
 
@@ -52,7 +60,8 @@ def sweep_hash(cfg: MegConfig) -> str:
     the codec checkpoints (each `meg` row carries its checkpoint's ``codec_id`` instead)."""
     d = to_dict(cfg)
     ev = {k: v for k, v in d["eval"].items()
-          if k not in ("schemes", "snrs_db", "fcs", "channels", "results", "codec_checkpoints")}
+          if k not in ("schemes", "snrs_db", "fcs", "scheme_fcs", "channels", "results",
+                       "codec_checkpoints")}
     return config_hash({"version": RESULTS_VERSION, "data_id": data_id(cfg), "eval": ev,
                         "channel": {k: d["channel"][k] for k in ("num_blocks", "equalizer")}})
 
@@ -62,8 +71,8 @@ def codec_ids(cfg: MegConfig, codecs: Optional[dict[float, Any]] = None) -> dict
     ``injected`` for a module passed in). A `meg` row whose ``codec_id`` differs is recomputed;
     an fc without a checkpoint yet is absent."""
     ids = {}
-    uses_codec = any(registry.base_name(s) == "meg" for s in cfg.eval.schemes)
-    fcs = [float(f) for f in cfg.eval.fcs] if uses_codec else []
+    fcs = sorted({fc for s in cfg.eval.schemes if registry.base_name(s) == "meg"
+                  for fc in scheme_fcs(cfg, s)})
     for fc in fcs:
         if codecs and fc in codecs:
             ids[fc] = "injected"
