@@ -42,6 +42,13 @@ def scheme_fcs(cfg: MegConfig, scheme: str) -> list:
     return [float(f) for f in cfg.eval.scheme_fcs.get(scheme, cfg.eval.fcs)]
 
 
+def codec_fcs(cfg: MegConfig) -> list[float]:
+    """The rates at which the sweep needs a trained codec (the `meg` schemes, with or without
+    a generative receiver), ascending."""
+    return sorted({fc for s in cfg.eval.schemes if registry.base_name(s) == "meg"
+                   for fc in scheme_fcs(cfg, s)})
+
+
 def enumerate_cells(cfg: MegConfig) -> list[Cell]:
     """All cells of ``cfg.eval`` in sweep order (channel, scheme, fc, SNR). The noiseless channel
     ``none`` has one cell per scheme (SNR = inf)."""
@@ -71,8 +78,7 @@ def codec_ids(cfg: MegConfig, codecs: Optional[dict[float, Any]] = None) -> dict
     ``injected`` for a module passed in). A `meg` row whose ``codec_id`` differs is recomputed;
     an fc without a checkpoint yet is absent."""
     ids = {}
-    fcs = sorted({fc for s in cfg.eval.schemes if registry.base_name(s) == "meg"
-                  for fc in scheme_fcs(cfg, s)})
+    fcs = codec_fcs(cfg)
     for fc in fcs:
         if codecs and fc in codecs:
             ids[fc] = "injected"

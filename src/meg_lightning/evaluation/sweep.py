@@ -303,7 +303,7 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
             else:
                 from meg_lightning.generation import load_pipeline as load
 
-                cache["pipeline"] = load(cfg).to(device)
+                cache["pipeline"] = load(cfg, device=device)
         return cache["pipeline"]
 
     ctx = registry.BuildContext(
