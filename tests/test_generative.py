@@ -183,3 +183,11 @@ def test_sweep_runs_registered_generative_schemes_with_the_prompts(make_cfg, tin
     # "prompt number N(N)": 15-16 UTF-8 bytes (shorter than deflate), a flag bit and the seed
     assert 1 + 8 * 15 + SEED_BITS <= rows["prompt_fc0.5_awgn_snr10"]["payload_bits"] \
         <= 1 + 8 * 16 + SEED_BITS
+    # every row has the compute columns; the UE's work orders the schemes as the theory says
+    for r in rows.values():
+        assert math.isfinite(r["ue_gflops"]) and math.isfinite(r["es_gflops"]), r["cell"]
+    ue = {k: rows[k]["ue_gflops"] for k in ("feature_awgn_snr-10", "feature+dm_awgn_snr-10",
+                                           "prompt_fc0.5_awgn_snr10")}
+    assert 0 < ue["feature_awgn_snr-10"] < ue["feature+dm_awgn_snr-10"] \
+        < ue["prompt_fc0.5_awgn_snr10"]
+    assert rows["prompt_fc0.5_awgn_snr10"]["es_gflops"] == 0.0

@@ -75,12 +75,8 @@ from torch import nn
 
 GIGA = 1e9
 
-#: transmission schemes whose UE / ES cost :func:`scheme_compute` knows
-BASE_SCHEMES = ("centralized", "feature", "meg", "linear", "digital", "digital-image", "prompt")
 #: suffix of a generative-receiver scheme (``meg+dm``): the UE denoises its latent estimate
 DM_SUFFIX = "+dm"
-#: schemes the ``+dm`` receiver applies to: those whose UE holds a latent estimate
-DM_BASES = ("feature", "meg", "linear", "digital")
 #: the columns every results row gets (:func:`compute_columns`)
 COMPUTE_COLUMNS = ("ue_unet_evals", "ue_gflops", "es_gflops")
 
@@ -400,53 +396,28 @@ class ComputeParts:
         return parts
 
 
-def split_scheme(scheme: str) -> tuple[str, bool]:
-    """``"meg+dm"`` -> ``("meg", True)``; ``"meg"`` -> ``("meg", False)``."""
-    if scheme.endswith(DM_SUFFIX):
-        return scheme[: -len(DM_SUFFIX)], True
-    return scheme, False
-
-
-def known_schemes() -> list[str]:
-    return list(BASE_SCHEMES) + [b + DM_SUFFIX for b in DM_BASES]
-
-
 def _is_missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
 def scheme_compute(scheme: str, *, parts: ComputeParts, fc: Any = None,
                    ue_steps_run: Optional[float] = 0.0) -> Compute:
-    """UE and ES computation per image of ``scheme`` (table in the module docstring).
+    """UE and ES computation per image of ``scheme`` (table in the module docstring): each
+    scheme class says its own (``compute`` in evaluation.registry's classes); ``X+dm`` adds the
+    text encoder and ``ue_steps_run`` guided U-Net steps to X's UE cost.
 
-    ``fc``: the compression rate of meg / linear / digital / digital-image (their component
-    costs are looked up at it). ``ue_steps_run``: for ``X+dm``, the DDIM steps the receiver
-    actually ran per image (the cell's mean over its images, a float); ignored when 0 / None /
-    nan for other schemes, a ValueError when positive there (the receiver does not run).
+    ``fc``: the compression rate of the schemes that have one. ``ue_steps_run``: for ``X+dm``,
+    the DDIM steps the receiver actually ran per image (the cell's mean, a float); ignored when
+    0 / None / nan for other schemes, a ValueError when positive there.
     """
-    base, dm = split_scheme(str(scheme))
-    if base not in BASE_SCHEMES or (dm and base not in DM_BASES):
-        raise ValueError(f"unknown scheme {scheme!r} for the compute axis: expected one of "
-                         f"{', '.join(known_schemes())}")
-    e = parts.evals_per_step
-    gen = parts.generation
-    vae = parts.vae_decode
-    if base == "centralized":
-        ue, es, evals = 0.0, gen + vae, 0.0
-    elif base == "feature":
-        ue, es, evals = vae, gen, 0.0
-    elif base == "meg":
-        ue, es, evals = parts.at("codec_decode", fc) + vae, gen + parts.at("codec_encode", fc), 0.0
-    elif base == "linear":
-        ue, es, evals = (parts.at("linear_decode", fc) + vae, gen + parts.at("linear_encode", fc),
-                         0.0)
-    elif base == "digital":
-        ue, es, evals = parts.at("digital_decode", fc) + vae, gen, 0.0
-    elif base == "digital-image":
-        ue, es, evals = parts.at("digital_decode", fc), gen + vae, 0.0  # PNG decode / encode ~0
-    else:  # prompt: the UE generates; the ES only forwards the prompt and seed
-        evals = float(parts.es_steps * e)
-        ue, es = parts.text_encoder + evals * parts.unet_eval + vae, 0.0
+    from meg_lightning.evaluation import registry
+
+    try:
+        cls = registry.scheme_class(str(scheme))
+    except KeyError as e:
+        raise ValueError(f"{e.args[0]} (for the compute axis)") from None
+    dm = str(scheme).endswith(DM_SUFFIX)
+    evals, ue, es = cls.compute(parts, fc)
     if dm:
         if _is_missing(ue_steps_run):
             raise ValueError(f"{scheme}: ue_steps_run (DDIM steps the UE ran per image) is "
@@ -454,7 +425,7 @@ def scheme_compute(scheme: str, *, parts: ComputeParts, fc: Any = None,
         n = float(ue_steps_run)
         if n < 0 or not math.isfinite(n):
             raise ValueError(f"{scheme}: ue_steps_run must be finite and >= 0, got {n}")
-        evals = n * e
+        evals = n * parts.evals_per_step
         ue += evals * parts.unet_eval + (parts.text_encoder if n > 0 else 0.0)
     elif not _is_missing(ue_steps_run) and float(ue_steps_run) > 0:
         raise ValueError(f"{scheme}: ue_steps_run={ue_steps_run} but only X{DM_SUFFIX} schemes "

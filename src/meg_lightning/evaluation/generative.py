@@ -118,6 +118,12 @@ class PromptScheme(BaseScheme):
     name = "prompt"
     uses_fc = True
 
+    @classmethod
+    def compute(cls, parts, fc):
+        # the UE generates; the ES only forwards the prompt and the seed
+        evals = float(parts.es_steps * parts.evals_per_step)
+        return evals, parts.text_encoder + evals * parts.unet_eval + parts.vae_decode, 0.0
+
     def __init__(self, symbols: int, *, kind: str = "awgn", num_blocks: int = 1,
                  fc: Optional[float] = None, es_steps: int = 25, guidance_scale: float = 1.0,
                  regenerate=None, decode_image=None):

@@ -68,6 +68,12 @@ class BaseScheme:
     def build(cls, ctx, fc: Optional[float], kind: str) -> "BaseScheme":
         return cls()
 
+    @classmethod
+    def compute(cls, parts, fc: Optional[float]) -> tuple[float, float, float]:
+        """(U-Net evaluations at the UE, UE GFLOPs, ES GFLOPs) per image, from the component
+        costs ``parts`` (:class:`meg_lightning.evaluation.compute.ComputeParts`)."""
+        raise NotImplementedError
+
 
 class LatentTransmission(BaseScheme):
     """A scheme that delivers a latent estimate: ``transmit`` gives (z_hat, real symbols per
@@ -101,6 +107,10 @@ class CentralizedScheme(BaseScheme):
 
     name = "centralized"
 
+    @classmethod
+    def compute(cls, parts, fc):
+        return 0.0, 0.0, parts.generation + parts.vae_decode  # the pixels are the image
+
     def __call__(self, z, i_0, *, channel, snr_db, generator, prompts=None) -> SchemeOutput:
         x = (2 * i_0 - 1).flatten(1)  # (B, 3 H W)
         x_hat = _send(channel, x, snr_db, generator)
@@ -114,6 +124,10 @@ class FeatureLatentScheme(LatentTransmission):
     (:class:`meg_lightning.codec.FeatureScheme`, the same code path as codec training)."""
 
     name = "feature"
+
+    @classmethod
+    def compute(cls, parts, fc):
+        return 0.0, parts.vae_decode, parts.generation
 
     def __init__(self, decode_image: Callable[[Tensor], Tensor]):
         self.decode_image = decode_image
@@ -137,6 +151,11 @@ class LatentScheme(LatentTransmission):
 
     name = "meg"
     uses_fc = True
+
+    @classmethod
+    def compute(cls, parts, fc):
+        return (0.0, parts.at("codec_decode", fc) + parts.vae_decode,
+                parts.generation + parts.at("codec_encode", fc))
 
     def __init__(self, name: str, decode_image: Callable[[Tensor], Tensor],
                  encode: Callable[[Tensor], Tensor], decode: Callable[[Tensor], Tensor],
@@ -176,6 +195,11 @@ class LinearScheme(LatentTransmission):
 
     name = "linear"
     uses_fc = True
+
+    @classmethod
+    def compute(cls, parts, fc):
+        return (0.0, parts.at("linear_decode", fc) + parts.vae_decode,
+                parts.generation + parts.at("linear_encode", fc))
 
     def __init__(self, code, decode_image: Callable[[Tensor], Tensor], fc: Optional[float] = None):
         self.code, self.decode_image, self.fc = code, decode_image, fc
@@ -278,6 +302,12 @@ class DigitalScheme(BaseScheme):
 
     name = "digital-image"
     uses_fc = True
+
+    @classmethod
+    def compute(cls, parts, fc):
+        # PNG encode / decode are integer work (0 GFLOPs); the ideal code's decoder is costed
+        # like the LDPC decoder of the same budget
+        return 0.0, parts.at("digital_decode", fc), parts.generation + parts.vae_decode
 
     def __init__(self, symbols: int, codec: str = "png", kind: str = "awgn", num_blocks: int = 1,
                  fc: Optional[float] = None):

@@ -314,6 +314,25 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
         linear_code=_memo(lambda fc: injected_linear.get(fc)
                           or _default_linear(fc, z_train(), device)))
     schemes = _build_schemes(todo, ctx) if todo else {}
+
+    def compute_parts():
+        """Per-image GFLOPs of every component the cells use (evaluation.compute)."""
+        if "parts" not in cache:
+            from meg_lightning.codec.components import code_length
+            from meg_lightning.evaluation.compute import ComputeParts
+
+            rated = {c.fc for c in cells if c.fc is not None}
+            numel = math.prod(latent_shape)
+            cache["parts"] = ComputeParts.measure(
+                load_pipeline(), latent_shape, cfg.generation.num_inference_steps,
+                cfg.generation.guidance_scale,
+                codecs={fc: ctx.codec(fc) for fc in {c.fc for c in todo if c.fc is not None
+                                                     and registry.base_name(c.scheme) == "meg"}},
+                linear_codes={fc: ctx.linear_code(fc) for fc in
+                              {c.fc for c in todo if c.fc is not None
+                               and registry.base_name(c.scheme) == "linear"}},
+                symbols={fc: code_length(fc, numel) for fc in rated})
+        return cache["parts"]
     if todo:
         extractor = (feature_extractor if feature_extractor is not None
                      else make_feature_extractor(cfg.eval.fid_features, cfg.model)).to(device).eval()
@@ -386,6 +405,7 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
                                       bootstrap=cfg.eval.bootstrap, device=device, index=index,
                                       judge=judge, prompts=test_prompts)
             metrics["semantic_accuracy_ref"] = sem_ref
+            metrics.update(_compute_columns(cell, metrics, compute_parts()))
             if cell.channel == "awgn" and registry.base_name(cell.scheme) in LATENT_CODES:
                 metrics["opta_latent_mse"] = opta(metrics["symbols"], cell.snr_db)
             row = {"cell": cell.key, "scheme": cell.scheme, "channel": cell.channel,
@@ -401,6 +421,17 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
     finally:
         bar.close()
     return result
+
+
+def _compute_columns(cell: Cell, metrics: dict, parts) -> dict:
+    """``ue_unet_evals``, ``ue_gflops``, ``es_gflops`` of a cell (evaluation.compute); for X+dm
+    from the U-Net evaluations its receiver reported, averaged over the cell's images."""
+    from meg_lightning.evaluation.compute import compute_columns
+
+    steps = 0.0
+    if cell.scheme.endswith(registry.DM_SUFFIX):
+        steps = float(metrics.get("ue_unet_evals", 0.0)) / parts.evals_per_step
+    return compute_columns(cell.scheme, parts=parts, fc=cell.fc, ue_steps_run=steps)
 
 
 def _write(cfg: MegConfig, out: Path, csv_path: Path, rows: list[dict], h: str) -> None:
