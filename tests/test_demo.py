@@ -26,7 +26,8 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path):
                     "## Image grids", "## Power control", "## Figures", "Table II",
                     "## How much the noise seed decides",
                     "## Generative receivers at the UE (X+dm against X, awgn)",
-                    "## Prompt transmission"):
+                    "## Prompt transmission", "## Quality against UE compute (awgn)",
+                    "fig_compute_psnr"):
         assert section in report, section
     seed_ref = json.loads((out / "eval" / "seed_reference.json").read_text())
     assert seed_ref["n_images"] == 6 and 0 <= seed_ref["semantic_accuracy"] <= 1

@@ -290,6 +290,33 @@ def fig_power(rows: list[dict], path_stem: Path) -> list[Path]:
     return save(fig, path_stem)
 
 
+def compute_snrs(rows: list[dict], channel: str = "awgn") -> list[float]:
+    """The SNRs of the quality-vs-UE-compute figure: -10, 0 and 10 dB when swept, else up to
+    three swept SNRs spread over the range."""
+    snrs = sorted({float(r["snr_db"]) for r in rows if r["channel"] == channel
+                   and r.get("ue_gflops") is not None and math.isfinite(float(r["snr_db"]))})
+    pick = [s for s in (-10.0, 0.0, 10.0) if s in snrs]
+    return pick or snrs[:: max(1, len(snrs) // 3)][:3]
+
+
+def fig_compute(rows: list[dict], out: Path) -> list[Path]:
+    """Quality (PSNR; on mini also semantic accuracy) against UE GFLOPs per image, AWGN, a few
+    SNRs: ``fig_compute_psnr`` and ``fig_compute_semantic`` (evaluation.figure_compute)."""
+    from meg_lightning.evaluation.figure_compute import plot_quality_vs_compute
+
+    snrs = compute_snrs(rows)
+    if not snrs:
+        return []
+    paths = []
+    for name, metric in (("fig_compute_psnr", "psnr_db"),
+                         ("fig_compute_semantic", "semantic_accuracy")):
+        if any(_finite(r.get(metric)) for r in rows):
+            for fmt in FORMATS:
+                paths.append(plot_quality_vs_compute(rows, out / f"{name}.{fmt}", snrs=snrs,
+                                                     metric=metric))
+    return paths
+
+
 def make_figures(results_csv: Optional[Path], examples: Optional[Path], ppo_csv: Optional[Path],
                  out: Path, *, table2: bool = True) -> tuple[list[Path], list[str]]:
     """Every figure whose inputs exist; returns (written paths, notes on what was skipped)."""
@@ -311,6 +338,7 @@ def make_figures(results_csv: Optional[Path], examples: Optional[Path], ppo_csv:
             if not got and name != "fig_semantic":  # semantic accuracy: mini model only
                 notes.append(f"{name}: skipped (no matching rows / example images in "
                              f"{results_csv.parent})")
+        paths += fig_compute(rows, out)
         for kind in _channels(rows):
             for snr in grid_snrs([r for r in rows if r["channel"] == kind]):
                 paths += fig_grid(rows, examples or Path(), out / f"grid_{kind}_snr{snr:g}",

@@ -95,3 +95,37 @@ def prompt_lines(rows: list[dict]) -> list[str]:
         text.append(f"prompt{fc} on {channel} loses images (delivered < 1) at "
                     + ", ".join(f"{s:g}" for s in sorted(snrs)) + " dB.")
     return out + [" ".join(text), ""]
+
+
+def compute_lines(rows: list[dict], channel: str = "awgn") -> list[str]:
+    """Which scheme wins at which UE compute budget, per SNR, from the rows' compute columns:
+    the best scheme (PSNR; also semantic accuracy when measured) whose UE GFLOPs per image fit
+    the budget, listed where the winner changes."""
+    from meg_lightning.evaluation.figure_compute import format_budget_winners
+    from meg_lightning.evaluation.figures import compute_snrs
+
+    if not any(math.isfinite(_num(r.get("ue_gflops"))) for r in rows):
+        return []
+    out = [f"## Quality against UE compute ({channel})", "",
+           "Every row of the results has `ue_unet_evals`, `ue_gflops` and `es_gflops` (GFLOPs "
+           "per image at the UE and at the edge server; evaluation/compute.py). The best "
+           "scheme within each UE budget (the winner changes at each line):", ""]
+    metrics = [("psnr_db", "PSNR")]
+    if any(math.isfinite(_num(r.get("semantic_accuracy"))) for r in rows):
+        metrics.append(("semantic_accuracy", "semantic accuracy"))
+    for snr in compute_snrs(rows, channel):
+        for metric, name in metrics:
+            text = format_budget_winners(rows, snr, metric, channel=channel)
+            if text:
+                out += [f"- **{snr:g} dB, {name}**: " + "; ".join(text.splitlines())]
+    costs = {}
+    for r in rows:
+        if r["channel"] == channel and math.isfinite(_num(r.get("ue_gflops"))):
+            costs.setdefault((r["scheme"], _fc(r)), (_num(r["ue_gflops"]), _num(r["es_gflops"]),
+                                                     _num(r.get("ue_unet_evals"))))
+    out += ["", "UE / ES GFLOPs per image (the `+dm` rows vary with SNR: the first swept SNR's "
+            "value is shown):", ""]
+    out += _table(["scheme", "UE GFLOPs", "ES GFLOPs", "U-Net evals at the UE"],
+                  [[f"{s}{fc}", f"{u:.4g}", f"{e:.4g}", f"{n:.1f}"]
+                   for (s, fc), (u, e, n) in sorted(costs.items(), key=lambda kv: kv[1][0])])
+    return out + [""]
