@@ -36,7 +36,7 @@ def synthetic_latents(n: int, seed: int = 0) -> torch.Tensor:
 
 
 def thresholds(budgets: list[int], num_iter: int) -> None:
-    from meg_lightning.evaluation.digital import MCS_TABLE, measure_threshold_db
+    from meg_lightning.channel.ldpc import MCS_TABLE, measure_threshold_db
 
     for n in budgets:
         row = []
@@ -63,7 +63,8 @@ def main() -> None:
         return
 
     from meg_lightning.codec.components import code_length
-    from meg_lightning.evaluation.digital import (MCS_TABLE, CapacityDigitalScheme,
+    from meg_lightning.channel.ldpc import MCS_TABLE
+    from meg_lightning.evaluation.digital import (CapacityDigitalScheme,
                                                   LatentDigitalScheme, LatentQuantizer)
 
     print(f"CPU: {cpu_model()}, torch threads {torch.get_num_threads()}")
@@ -86,7 +87,7 @@ def main() -> None:
                 out = s(z, None, snr_db=10.0, generator=gen)
                 times.append(time.perf_counter() - t0)
             name = "auto (10 dB)" if m is None else MCS_TABLE[m].name
-            print(f"| {name} | {kind} | {int(out.info['digital_info_bits'][0])} | "
+            print(f"| {name} | {kind} | {int(out.info['payload_bits'][0])} | "
                   f"{statistics.median(times):.2f} |", flush=True)
 
     print(f"\n## codeword error rate and latent MSE, fc 0.5, {args.batch} latents, mean variance "
@@ -103,10 +104,10 @@ def main() -> None:
             c = cap(z, None, snr_db=snr, generator=torch.Generator().manual_seed(1))
             mse = (o.z_hat - z).pow(2).mean().item()
             cmse = (c.z_hat - z).pow(2).mean().item()
-            print(f"| {kind} | {snr:g} | {MCS_TABLE[int(o.info['digital_mcs'][0])].name} | "
-                  f"{int(o.info['digital_info_bits'][0])} | {o.info['digital_bler'].mean():.3f} | "
-                  f"{o.info['digital_success'].mean():.3f} | {mse:.4f} | "
-                  f"{int(c.info['digital_info_bits'][0])} | {cmse:.4f} |", flush=True)
+            print(f"| {kind} | {snr:g} | {MCS_TABLE[int(o.info['mcs'][0])].name} | "
+                  f"{int(o.info['payload_bits'][0])} | {o.info['bler'].mean():.3f} | "
+                  f"{o.info['success'].mean():.3f} | {mse:.4f} | "
+                  f"{int(c.info['payload_bits'][0])} | {cmse:.4f} |", flush=True)
 
 
 if __name__ == "__main__":

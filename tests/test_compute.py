@@ -199,7 +199,7 @@ def test_ue_cost_per_scheme_and_ordering(tiny_setup):
 
 def test_bad_inputs_raise_value_errors(tiny_setup):
     parts = tiny_setup[3]
-    with pytest.raises(ValueError, match=r"'jscc'.*centralized, feature, meg, .*prompt.*meg\+dm"):
+    with pytest.raises(ValueError, match=r"'jscc'.*centralized, feature, .*meg\+dm.*digital.*prompt"):
         scheme_compute("jscc", parts=parts)
     with pytest.raises(ValueError, match="centralized\\+dm"):
         scheme_compute("centralized+dm", parts=parts, ue_steps_run=1)

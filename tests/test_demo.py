@@ -35,8 +35,8 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path):
     assert f"PSNR **{seed_ref['psnr_db']:.2f} dB** against I_0" in report
     rows = read_results(out / "eval" / "results.csv")
     assert {r["scheme"] for r in rows} == {"centralized", "feature", "feature+dm", "meg", "meg+dm",
-                                           "linear", "prompt"}
-    assert len(rows) == 7 * 2
+                                           "linear", "digital", "prompt"}
+    assert len(rows) == 8 * 2
     assert {r["fid_features"] for r in rows} == {"mini-FID"}
     assert all(0 <= r["semantic_accuracy"] <= 1 for r in rows)
     assert len({r["semantic_accuracy_ref"] for r in rows}) == 1  # one I_0 set for every cell

@@ -17,9 +17,12 @@ pytest.importorskip("sionna.phy")
 
 from meg_lightning.codec.baselines import _reverse_water_fill  # noqa: E402
 from meg_lightning.codec.components import code_length  # noqa: E402
+from meg_lightning.channel.ldpc import (  # noqa: E402
+    MCS_TABLE, MEASURED_THRESHOLDS_DB, LdpcLink, code_layout, measure_threshold_db)
+from meg_lightning.codec.quantizer import (  # noqa: E402
+    LatentQuantizer, gaussian_uniform_quantizer_table)
 from meg_lightning.evaluation.digital import (  # noqa: E402
-    MCS_TABLE, MEASURED_THRESHOLDS_DB, CapacityDigitalScheme, LatentDigitalScheme, LatentQuantizer,
-    LdpcLink, code_layout, gaussian_uniform_quantizer_table, measure_threshold_db)
+    CapacityDigitalScheme, LatentDigitalScheme)
 from meg_lightning.evaluation.schemes import SchemeOutput  # noqa: E402
 
 SYMBOLS = code_length(0.5, 256)  # 128 real symbols = 64 QAM symbols: mini latents at fc 0.5
@@ -111,13 +114,13 @@ def test_noiseless_and_very_high_snr_give_exactly_the_quantised_latent(z_train, 
     for snr in (None, 40.0):
         out = s(z, z, channel=None, snr_db=snr, generator=gen(0))
         assert isinstance(out, SchemeOutput) and out.z_hat.shape == z.shape
-        assert int(out.info["digital_mcs"][0]) == len(MCS_TABLE) - 1  # the highest-rate MCS
-        K = int(out.info["digital_info_bits"][0])
+        assert int(out.info["mcs"][0]) == len(MCS_TABLE) - 1  # the highest-rate MCS
+        K = int(out.info["payload_bits"][0])
         assert K == 320  # 64QAM 5/6 on 64 QAM symbols: round(5/6 * 384)
         assert torch.equal(out.z_hat, quantizer.reconstruct(z, K))
         assert torch.equal(out.images, out.z_hat)
-        assert (out.info["digital_bler"] == 0).all() and (out.info["digital_success"] == 1).all()
-        for key in ("digital_bler", "digital_mcs", "digital_info_bits", "digital_success"):
+        assert (out.info["bler"] == 0).all() and (out.info["success"] == 1).all()
+        for key in ("bler", "mcs", "payload_bits", "success"):
             assert out.info[key].shape == (32,)
 
 
@@ -145,9 +148,9 @@ def test_cliff_with_a_forced_mcs_and_monotone_mcs_choice(z_train, quantizer):
     z = latents(96, seed=4)
     below = s(z, z, snr_db=t - 3.0, generator=gen(7)).info
     above = s(z, z, snr_db=t + 3.0, generator=gen(8)).info
-    assert below["digital_bler"].mean() > 0.85 and below["digital_success"].mean() < 0.15
-    assert above["digital_bler"].mean() < 0.03 and above["digital_success"].mean() > 0.97
-    assert (below["digital_mcs"] == mcs).all() and (above["digital_mcs"] == mcs).all()
+    assert below["bler"].mean() > 0.85 and below["success"].mean() < 0.15
+    assert above["bler"].mean() < 0.03 and above["success"].mean() > 0.97
+    assert (below["mcs"] == mcs).all() and (above["mcs"] == mcs).all()
     # the thresholds rise with the spectral efficiency, and so does the automatic choice
     known = [v for v in table if v is not None]
     assert known == sorted(known)
@@ -167,7 +170,7 @@ def test_symbol_budget_is_respected(z_train, quantizer):
         s = LatentDigitalScheme(z_train, IDENT, symbols, quantizer=quantizer)
         out = s(z, z, snr_db=None, generator=gen(0))
         assert out.symbols == 2 * (symbols // 2) <= symbols
-        link = s.link(int(out.info["digital_mcs"][0]))
+        link = s.link(int(out.info["mcs"][0]))
         assert link.coded_bits == (symbols // 2) * link.mcs.bits_per_symbol
     # 26 real symbols = 13 QAM symbols: the QPSK rates are too short for a 5G codeword (k < 12)
     assert LatentDigitalScheme(z_train, IDENT, 26, quantizer=quantizer).feasible[0] == 2
@@ -190,8 +193,8 @@ def test_capacity_is_never_worse_than_ldpc_on_awgn(z_train, quantizer):
         d = dig(z, z, snr_db=snr, generator=gen(9))
         c = cap(z, z, snr_db=snr, generator=gen(9))
         if snr >= MEASURED_THRESHOLDS_DB[SYMBOLS // 2][0]:  # below, LDPC sends QPSK 1/5 and fails
-            assert c.info["digital_info_bits"][0] >= d.info["digital_info_bits"][0]
-        assert (c.info["digital_success"] == 1).all()
+            assert c.info["payload_bits"][0] >= d.info["payload_bits"][0]
+        assert (c.info["success"] == 1).all()
         assert mse(c.z_hat, z) <= mse(d.z_hat, z), snr
         assert c.symbols == SYMBOLS
     assert cap.rate_bits(None) == quantizer.capacity_bits
@@ -209,17 +212,17 @@ def test_rayleigh_is_deterministic_and_worse_than_awgn(z_train, quantizer):
     assert torch.equal(a.z_hat, b.z_hat)
     assert all(torch.equal(a.info[k], b.info[k]) for k in a.info)
     w = awgn(z, z, snr_db=snr, generator=gen(10))
-    assert a.info["digital_bler"].mean() > w.info["digital_bler"].mean() + 0.1
+    assert a.info["bler"].mean() > w.info["bler"].mean() + 0.1
     assert mse(a.z_hat, z) > mse(w.z_hat, z)
     # failed codewords are erased: those latents are exactly the mean
-    failed = a.info["digital_success"] == 0
+    failed = a.info["success"] == 0
     assert failed.any()
     torch.testing.assert_close(a.z_hat[failed], quantizer.mean_latent(int(failed.sum())))
     # the capacity ideal on block fading: outages, none on AWGN; reproducible
     cr = CapacityDigitalScheme(z_train, IDENT, SYMBOLS, kind="rayleigh", num_blocks=4,
                                rayleigh_rate="awgn", quantizer=quantizer)
     c1, c2 = cr(z, z, snr_db=5.0, generator=gen(11)), cr(z, z, snr_db=5.0, generator=gen(11))
-    assert torch.equal(c1.z_hat, c2.z_hat) and 0 < c1.info["digital_success"].mean() < 1
+    assert torch.equal(c1.z_hat, c2.z_hat) and 0 < c1.info["success"].mean() < 1
     opt = CapacityDigitalScheme(z_train, IDENT, SYMBOLS, kind="rayleigh", num_blocks=4,
                                 quantizer=quantizer)
     assert opt.rate_bits(5.0) < cr.rate_bits(5.0)  # backs off from the AWGN rate
@@ -230,8 +233,8 @@ def test_crc_detects_failures_and_costs_its_bits(z_train, quantizer):
     s = LatentDigitalScheme(z_train, IDENT, SYMBOLS, mcs=4, crc="CRC11", quantizer=quantizer)
     plain = LatentDigitalScheme(z_train, IDENT, SYMBOLS, mcs=4, quantizer=quantizer)
     out = s(z, z, snr_db=MEASURED_THRESHOLDS_DB[SYMBOLS // 2][4] - 1.0, generator=gen(12))
-    assert out.info["digital_info_bits"][0] == plain.link(4).info_bits - 11
-    failed = out.info["digital_success"] == 0
+    assert out.info["payload_bits"][0] == plain.link(4).info_bits - 11
+    failed = out.info["success"] == 0
     assert 0 < failed.sum() < 64
     torch.testing.assert_close(out.z_hat[failed], quantizer.mean_latent(int(failed.sum())))
 

@@ -232,7 +232,7 @@ class EvalConfig:
     """The evaluation sweep (paper Sec. V)."""
 
     schemes: list[str] = field(default_factory=lambda: ["centralized", "feature", "meg", "linear",
-                                                         "digital-image"])  # evaluation.registry
+                                                         "digital"])  # evaluation.registry
     snrs_db: list[float] = field(default_factory=lambda: [float(s) for s in range(-30, 31, 5)])
     fcs: list[float] = field(default_factory=lambda: [0.5])  # compression rates for `meg`/`linear`
     scheme_fcs: dict[str, list[float]] = field(default_factory=dict)  # scheme -> its own fcs

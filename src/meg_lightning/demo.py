@@ -38,7 +38,7 @@ DEMO_DEFAULTS = [
     "trainer.max_epochs=40",
     # every scheme family once; the learned codec over three rates (eval.scheme_fcs), the rest at
     # fc 0.5, over five SNRs: the whole sweep fits the demo's 10-minute budget
-    "eval.schemes=[centralized,feature,feature+dm,meg,meg+dm,linear,prompt]",
+    "eval.schemes=[centralized,feature,feature+dm,meg,meg+dm,linear,digital,prompt]",
     "eval.fcs=[0.5]",
     "eval.scheme_fcs={meg: [0.25,0.5,0.75]}",
     "eval.snrs_db=[-20,-10,0,10,20]",

@@ -22,7 +22,8 @@ from typing import Any, Callable, Optional
 from torch import Tensor
 
 #: modules whose classes register themselves (imported on first use of the registry)
-SCHEME_MODULES = ("meg_lightning.evaluation.schemes", "meg_lightning.evaluation.generative")
+SCHEME_MODULES = ("meg_lightning.evaluation.schemes", "meg_lightning.evaluation.digital",
+                  "meg_lightning.evaluation.generative")
 DM_SUFFIX = "+dm"
 
 SCHEMES: dict[str, type] = {}

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from meg_lightning.channel.ldpc import block_sizes  # noqa: F401 - re-exported
 from meg_lightning.evaluation.registry import register
 
 #: Image the UE shows when the digital scheme's bits do not fit (an outage): mid-grey, the
@@ -256,13 +257,6 @@ def threshold_snr_db(bits: float, symbols: int) -> float:
     if r > 60:  # 2^r - 1 ~ 2^r: avoid overflow
         return 10 * r * math.log10(2)
     return 10 * math.log10(2 ** r - 1) if r > 0 else -math.inf
-
-
-def block_sizes(n: int, num_blocks: int) -> list[int]:
-    """Symbols per fading block when n symbols are cut into num_blocks nearly equal blocks."""
-    if num_blocks <= 0:
-        raise ValueError(f"num_blocks must be a positive integer, got {num_blocks!r}")
-    return [n // num_blocks + (1 if b < n % num_blocks else 0) for b in range(num_blocks)]
 
 
 def capacity_bits(symbols: int, kind: str, num_blocks: int, snr_db: Optional[float], batch: int,
