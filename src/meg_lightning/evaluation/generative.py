@@ -12,7 +12,8 @@ known distortion at the cell's channel and SNR: the mean squared latent error of
 one image depends on its own fades, which this estimate averages over.
 
 ``prompt`` (:class:`PromptScheme`, the "generative network layer"): the ES sends the prompt
-(UTF-8, deflate-compressed when that is shorter: :func:`prompt_bits`) and the 64-bit noise seed
+(UTF-8, or deflate with a preset dictionary of the training prompts' words when that is
+shorter: :func:`prompt_bits`) and the 64-bit noise seed
 over an ideal capacity-achieving code within the symbol budget of ``meg`` at the same fc; the UE
 runs the whole generation (text encoder, every DDIM step, VAE decoder) and, when the bits
 arrive, gets I_0 exactly. All or nothing per channel realisation (block fading: per image);
@@ -96,11 +97,25 @@ class DiffusionReceiver(BaseScheme):
                                   "dm_sigma_e2": torch.full((len(z),), s2, dtype=torch.float64)})
 
 
-def prompt_bits(prompt: str) -> int:
-    """Bits of one prompt as `prompt` sends it: 1 flag bit, then the UTF-8 bytes or their
-    deflate stream (zlib level 9, raw), whichever is shorter; plus the SEED_BITS-bit seed."""
+def prompt_dictionary(train_prompts: Sequence[str], limit: int = 32768) -> bytes:
+    """A preset dictionary for deflate from the *training* prompts: their distinct words, most
+    frequent last (deflate finds recent matches cheapest), at most ``limit`` bytes (deflate's
+    window). Both ends hold it, like a tokenizer's vocabulary; no test prompt is in it."""
+    counts: dict[str, int] = {}
+    for p in train_prompts:
+        for w in p.split():
+            counts[w] = counts.get(w, 0) + 1
+    words = sorted(counts, key=lambda w: (counts[w], w))
+    return " ".join(words).encode("utf-8")[-limit:]
+
+
+def prompt_bits(prompt: str, zdict: bytes = b"") -> int:
+    """Bits of one prompt as `prompt` sends it: 1 flag bit, then the UTF-8 bytes or their raw
+    deflate stream (zlib level 9, with the preset dictionary ``zdict`` when given), whichever is
+    shorter; plus the SEED_BITS-bit seed."""
     raw = prompt.encode("utf-8")
-    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    comp = (zlib.compressobj(9, zlib.DEFLATED, -15, zdict=zdict) if zdict
+            else zlib.compressobj(9, zlib.DEFLATED, -15))
     deflated = comp.compress(raw) + comp.flush()
     return 1 + 8 * min(len(raw), len(deflated)) + SEED_BITS
 
@@ -120,14 +135,16 @@ class PromptScheme(BaseScheme):
 
     @classmethod
     def compute(cls, parts, fc):
-        # the UE generates; the ES only forwards the prompt and the seed
+        # the UE generates (what its device must be able to run, per delivered image); the ES
+        # only forwards the prompt and the seed
         evals = float(parts.es_steps * parts.evals_per_step)
         return evals, parts.text_encoder + evals * parts.unet_eval + parts.vae_decode, 0.0
 
     def __init__(self, symbols: int, *, kind: str = "awgn", num_blocks: int = 1,
                  fc: Optional[float] = None, es_steps: int = 25, guidance_scale: float = 1.0,
-                 regenerate=None, decode_image=None):
+                 regenerate=None, decode_image=None, zdict: bytes = b""):
         self.symbols, self.kind, self.num_blocks, self.fc = int(symbols), kind, num_blocks, fc
+        self.zdict = zdict
         self.es_steps, self.guidance_scale = es_steps, guidance_scale
         self.regenerate = regenerate  # None or (prompts, seeds) -> latents (b, C, h, w)
         self.decode_image = decode_image
@@ -139,14 +156,16 @@ class PromptScheme(BaseScheme):
         gen = ctx.cfg.generation
         return cls(code_length(fc, math.prod(ctx.latent_shape)), kind=kind,
                    num_blocks=ctx.cfg.channel.num_blocks, fc=fc, es_steps=gen.num_inference_steps,
-                   guidance_scale=gen.guidance_scale)
+                   guidance_scale=gen.guidance_scale,
+                   zdict=prompt_dictionary(ctx.train_prompts()))
 
     @torch.no_grad()
     def __call__(self, z, i_0, *, channel=None, snr_db, generator, prompts=None,
                  seeds: Optional[Sequence[int]] = None) -> SchemeOutput:
         if prompts is None or len(prompts) != len(z):
             raise ValueError("prompt needs the prompt of every image")
-        bits = torch.tensor([float(prompt_bits(p)) for p in prompts], dtype=torch.float64)
+        bits = torch.tensor([float(prompt_bits(p, self.zdict)) for p in prompts],
+                            dtype=torch.float64)
         ok = bits <= capacity_bits(self.symbols, self.kind, self.num_blocks, snr_db, len(z),
                                    generator)
         images = torch.full_like(i_0, DIGITAL_FAILURE_VALUE)
@@ -161,9 +180,8 @@ class PromptScheme(BaseScheme):
                 images[idx] = self.decode_image(z_hat[idx]).to(images)
             else:
                 z_hat[idx], images[idx] = z[idx], i_0[idx]
-        evals = self.es_steps * (2 if self.guidance_scale > 1 else 1)
         thr = torch.tensor([threshold_snr_db(b, self.symbols) for b in bits.tolist()],
                            dtype=torch.float64)
         return SchemeOutput(images=images, symbols=self.symbols, z_hat=z_hat,
                             info={"success": ok.double(), "payload_bits": bits,
-                                  "threshold_snr_db": thr, "ue_unet_evals": ok.double() * evals})
+                                  "threshold_snr_db": thr})

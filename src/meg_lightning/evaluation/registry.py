@@ -93,6 +93,7 @@ class BuildContext:
     codec: Callable[[float], Any]  # fc -> trained codec with encode / decode
     linear_code: Callable[[float], Any]  # fc -> fitted LinearCode
     pipeline: Callable[[], Any]  # the diffusers pipeline (U-Net, text encoder, scheduler)
+    train_prompts: Callable[[], list] = list  # the prompts of the training latents
 
 
 def build(name: str, ctx: BuildContext, fc: Optional[float], kind: str):

@@ -294,6 +294,21 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
             cache["z_train"] = train_latents(dm)
         return cache["z_train"]
 
+    def all_prompts() -> list[str]:
+        if "prompts" not in cache:
+            if prompts is not None:
+                cache["prompts"] = list(prompts)
+            else:
+                from meg_lightning.data.prompts import get_prompts
+
+                cache["prompts"] = get_prompts(cfg.data.prompts, cfg.data.num_prompts,
+                                               cfg.data.prompt_column)
+        return cache["prompts"]
+
+    def train_prompts() -> list[str]:
+        ds = dm.dataset("train")
+        return [all_prompts()[int(ds[i]["index"])] for i in range(len(ds))]
+
     injected_codecs, injected_linear = dict(codecs or {}), dict(linear_codes or {})
 
     def load_pipeline() -> Any:
@@ -308,7 +323,7 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
 
     ctx = registry.BuildContext(
         cfg=cfg, decode_image=decode_image, latent_shape=latent_shape, device=device,
-        z_train=z_train, pipeline=load_pipeline,
+        z_train=z_train, pipeline=load_pipeline, train_prompts=train_prompts,
         codec=_memo(lambda fc: injected_codecs.get(fc)
                     or _default_codec(cfg, fc, latent_shape, device)),
         linear_code=_memo(lambda fc: injected_linear.get(fc)
@@ -372,13 +387,9 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
     atomic_write_json(out / "examples" / "index.json", {"example_index": int(index[0]),
                                                         "test_indices": index.tolist()})
     channel_factory = channel_factory or (lambda kind, snr: _default_channel(cfg, kind, snr))
-    test_prompts = None
-    if any(c.scheme == "prompt" or c.scheme.endswith(registry.DM_SUFFIX) for c in todo):
-        if prompts is None:
-            from meg_lightning.data.prompts import get_prompts
+    test_prompts = [all_prompts()[int(i)] for i in index] if any(
+        c.scheme == "prompt" or c.scheme.endswith(registry.DM_SUFFIX) for c in todo) else None
 
-            prompts = get_prompts(cfg.data.prompts, cfg.data.num_prompts, cfg.data.prompt_column)
-        test_prompts = [prompts[int(i)] for i in index]
     def opta(symbols: int, snr_db: float) -> float:
         """Gaussian OPTA latent MSE for this symbol budget on AWGN (codec.opta_mse), or nan when
         there are fewer training latents than |z|: the sample covariance then has |z| - N + 1 zero
