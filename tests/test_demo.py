@@ -13,7 +13,7 @@ from meg_lightning.evaluation.sweep import read_results
 def test_demo_runs_every_stage_and_writes_the_report(tmp_path):
     out = tmp_path / "demo"
     args = [f"out_dir={out}", f"data.cache_dir={out / 'latents'}", "data.num_prompts=24",
-            "eval.fcs=[0.5]", "eval.snrs_db=[-10,10]", "eval.channels=[awgn]",
+            "eval.fcs=[0.5]", "eval.scheme_fcs={meg: [0.5]}", "eval.snrs_db=[-10,10]", "eval.channels=[awgn]",
             "eval.num_images=6", "eval.bootstrap=5",
             "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
             "ppo.num_envs=16", "ppo.frames_per_batch=256", "ppo.total_frames=512",
@@ -24,15 +24,19 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path):
                     "### mini-FID (not Inception FID), awgn", "### Semantic accuracy, awgn",
                     "## The paper's central claim at low SNR", "| awgn | -10 dB | meg fc=0.5 |",
                     "## Image grids", "## Power control", "## Figures", "Table II",
-                    "## How much the noise seed decides"):
+                    "## How much the noise seed decides",
+                    "## Generative receivers at the UE (X+dm against X, awgn)",
+                    "## Prompt transmission", "## Quality against UE compute (awgn)",
+                    "fig_compute_psnr"):
         assert section in report, section
     seed_ref = json.loads((out / "eval" / "seed_reference.json").read_text())
     assert seed_ref["n_images"] == 6 and 0 <= seed_ref["semantic_accuracy"] <= 1
     assert 0 < seed_ref["psnr_db"] < 40  # another seed draws another picture (mini v2)
     assert f"PSNR **{seed_ref['psnr_db']:.2f} dB** against I_0" in report
     rows = read_results(out / "eval" / "results.csv")
-    assert {r["scheme"] for r in rows} == {"centralized", "feature", "meg", "linear", "digital"}
-    assert len(rows) == 5 * 2
+    assert {r["scheme"] for r in rows} == {"centralized", "feature", "feature+dm", "meg", "meg+dm",
+                                           "linear", "digital", "prompt"}
+    assert len(rows) == 8 * 2
     assert {r["fid_features"] for r in rows} == {"mini-FID"}
     assert all(0 <= r["semantic_accuracy"] <= 1 for r in rows)
     assert len({r["semantic_accuracy_ref"] for r in rows}) == 1  # one I_0 set for every cell

@@ -93,11 +93,11 @@ def test_digital_cliff_full_quality_above_threshold_failure_below():
     assert awgn_capacity_bits(k, thr) == pytest.approx(max(bits))
     assert -10 < thr < 30, thr
     above = scheme(None, i_0, snr_db=thr + 0.5, generator=None)
-    assert bool(above.info["digital_success"].all())
+    assert bool(above.info["success"].all())
     assert np.array_equal(to_uint8(above.images), to_uint8(i_0))  # PNG is lossless
     assert float(psnr_per_image(above.images, i_0)[0].min()) > 45  # 8-bit quantisation only
     below = scheme(None, i_0, snr_db=min(threshold_snr_db(b, k) for b in bits) - 0.5, generator=None)
-    assert not bool(below.info["digital_success"].any())
+    assert not bool(below.info["success"].any())
     assert torch.all(below.images == DIGITAL_FAILURE_VALUE)
     assert above.symbols == below.symbols == k
 
@@ -109,12 +109,12 @@ def test_digital_rayleigh_outage_and_noiseless():
     snr = threshold_snr_db(bits, k) + 3.0  # fits on average, not in deep fades
     out = DigitalScheme(k, kind="rayleigh", num_blocks=2)(
         None, i_0, snr_db=snr, generator=torch.Generator().manual_seed(0))
-    rate = float(out.info["digital_success"].mean())
+    rate = float(out.info["success"].mean())
     assert 0.0 < rate < 1.0, rate
     ok = DigitalScheme(k, kind="none")(None, i_0, snr_db=None, generator=None)
-    assert bool(ok.info["digital_success"].all())
+    assert bool(ok.info["success"].all())
     jpeg = DigitalScheme(10**6, codec="jpeg")(None, i_0, snr_db=10.0, generator=None)
-    assert bool(jpeg.info["digital_success"].all())
+    assert bool(jpeg.info["success"].all())
 
 
 def test_table2_counts_equal_the_papers_for_sd15_shapes():
@@ -138,7 +138,7 @@ def test_sd15_generator_parameter_counts():
 
 
 def _sweep_cfg(make_cfg, *extra):
-    return make_cfg("eval.schemes=[centralized,feature,meg,linear,digital]", "eval.snrs_db=[0,20]",
+    return make_cfg("eval.schemes=[centralized,feature,meg,linear,digital-image]", "eval.snrs_db=[0,20]",
                     "eval.channels=[awgn,none]", "eval.fcs=[0.5]", "eval.num_images=6",
                     "eval.batch_size=4", "eval.bootstrap=8", "eval.fid_features=pixels", *extra)
 
@@ -176,7 +176,7 @@ def test_sweep_produces_every_cell_and_resumes(make_cfg, tiny_pipe):
     assert by["centralized_awgn_snr20"]["psnr_db"] > by["centralized_awgn_snr0"]["psnr_db"]
     assert by["feature_none_snrinf"]["psnr_capped"] == 6 and by["feature_none_snrinf"]["fid"] < 1e-6
     assert by["meg_fc0.5_awgn_snr0"]["symbols"] == 128 and by["feature_awgn_snr0"]["symbols"] == 256
-    assert by["digital_fc0.5_none_snrinf"]["digital_success"] == 1.0
+    assert by["digital-image_fc0.5_none_snrinf"]["success"] == 1.0
     assert by["linear_fc0.5_awgn_snr20"]["symbols"] == 128
     assert math.isnan(by["linear_fc0.5_awgn_snr0"]["opta_latent_mse"])  # 21 training latents < |z|
     assert by["linear_fc0.5_none_snrinf"]["latent_mse"] < by["linear_fc0.5_awgn_snr0"]["latent_mse"]
@@ -266,7 +266,7 @@ def test_figures_from_a_synthetic_results_csv(make_cfg):
     rows = []
     for kind in ("awgn", "rayleigh"):
         for scheme, fcs in (("centralized", [None]), ("feature", [None]), ("meg", [0.3, 0.5]),
-                            ("digital", [0.5])):
+                            ("digital-image", [0.5])):
             for fc in fcs:
                 for snr in (-10.0, 0.0, 10.0):
                     cell = Cell(scheme, kind, snr, fc)
@@ -349,7 +349,7 @@ def test_meg_eval_and_figures_end_to_end_on_the_tiny_preset(tmp_path, monkeypatc
     common = [f"out_dir={tmp_path / 'runs'}", "model=tiny", "generation.device=cpu",
               "trainer.devices=1", "trainer.accelerator=cpu"]
     args = common + [f"data.cache_dir={tmp_path / 'cache'}", "data.num_prompts=20",
-                     "data.test_fraction=0.3", "eval.schemes=[centralized,feature,linear,digital]",
+                     "data.test_fraction=0.3", "eval.schemes=[centralized,feature,linear,digital-image]",
                      "eval.snrs_db=[-10,10]", "eval.channels=[awgn,rayleigh]", "eval.num_images=6",
                      "eval.bootstrap=10", "eval.fid_features=pixels", "logger=wandb"]
     assert run(["latents", *args]) == 0

@@ -232,20 +232,25 @@ class EvalConfig:
     """The evaluation sweep (paper Sec. V)."""
 
     schemes: list[str] = field(default_factory=lambda: ["centralized", "feature", "meg", "linear",
-                                                         "digital"])  # schemes to evaluate
+                                                         "digital"])  # evaluation.registry
     snrs_db: list[float] = field(default_factory=lambda: [float(s) for s in range(-30, 31, 5)])
     fcs: list[float] = field(default_factory=lambda: [0.5])  # compression rates for `meg`/`linear`
+    scheme_fcs: dict[str, list[float]] = field(default_factory=dict)  # scheme -> its own fcs
     channels: list[str] = field(default_factory=lambda: ["awgn", "rayleigh"])  # channel kinds
     num_images: int = 64  # test images per cell (FID needs many; the count is reported)
     batch_size: int = 16  # latents per forward pass in the sweep (memory vs speed)
     bootstrap: int = 200  # bootstrap resamples for the FID confidence interval
     fid_features: str = "auto"  # auto | inception | pixels | mini (auto: see metrics.fid)
     codec_checkpoints: dict[str, str] = field(default_factory=dict)  # fc -> codec checkpoint path
-    digital_codec: str = "png"  # png | jpeg: source code of the `digital` scheme
+    digital_codec: str = "png"  # png | jpeg: source code of the `digital-image` scheme
+    ue_steps: int = 10  # X+dm: at most this many DDIM steps at the UE (each 2 U-Net evals w/ CFG)
+    dm_calibration: int = 128  # X+dm: training latents that measure the error variance sigma_e^2
     results: str = "results.csv"  # results file name inside out_dir
 
     def validate(self, p: str) -> None:
-        known = ("centralized", "feature", "meg", "linear", "digital")
+        from meg_lightning.evaluation.registry import names
+
+        known = names()
         for k in ("schemes", "snrs_db", "fcs", "channels"):
             v = list(getattr(self, k))
             # an empty list is a sweep of nothing: a typo, never what a user wants
@@ -257,6 +262,13 @@ class EvalConfig:
                    "a list from awgn, rayleigh, none")
         for f in self.fcs:
             _check(f"{p}.fcs", list(self.fcs), _finite(f) and 0 < f <= 1, "a list of numbers in (0, 1]")
+        for name, fcs in self.scheme_fcs.items():
+            _check(f"{p}.scheme_fcs", name, name in known,
+                   f"scheme names from {', '.join(known)} as keys")
+            v = list(fcs) if isinstance(fcs, (list, tuple)) or hasattr(fcs, "__len__") else [fcs]
+            _check(f"{p}.scheme_fcs.{name}", v,
+                   len(v) > 0 and all(_finite(f) and 0 < f <= 1 for f in v),
+                   "a non-empty list of numbers in (0, 1]")
         for s in self.snrs_db:
             _check(f"{p}.snrs_db", list(self.snrs_db), _finite(s), "a list of finite dB values")
         _check(f"{p}.num_images", self.num_images, self.num_images > 0, "a positive integer")
@@ -267,6 +279,9 @@ class EvalConfig:
                "one of auto, inception, pixels, mini")
         _check(f"{p}.digital_codec", self.digital_codec, self.digital_codec in ("png", "jpeg"),
                "one of png, jpeg")
+        _check(f"{p}.ue_steps", self.ue_steps, self.ue_steps >= 1, "an integer >= 1")
+        _check(f"{p}.dm_calibration", self.dm_calibration, self.dm_calibration >= 1,
+               "an integer >= 1")
         _check(f"{p}.results", self.results, self.results.endswith(".csv")
                and Path(self.results).name == self.results and self.results != ".csv",
                "a file name ending in .csv (it is written inside {out_dir}/eval)")

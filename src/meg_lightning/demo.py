@@ -36,8 +36,12 @@ DEMO_DEFAULTS = [
     "data.test_fraction=0.25",
     "data.batch_size=16",
     "trainer.max_epochs=40",
-    "eval.fcs=[0.25,0.5,0.75]",
-    "eval.snrs_db=[-30,-20,-10,0,10,20,30]",
+    # every scheme family once; the learned codec over three rates (eval.scheme_fcs), the rest at
+    # fc 0.5, over five SNRs: the whole sweep fits the demo's 10-minute budget
+    "eval.schemes=[centralized,feature,feature+dm,meg,meg+dm,linear,digital,prompt]",
+    "eval.fcs=[0.5]",
+    "eval.scheme_fcs={meg: [0.25,0.5,0.75]}",
+    "eval.snrs_db=[-20,-10,0,10,20]",
     "eval.num_images=128",
     "eval.bootstrap=100",
     "ppo.scheme=meg",
@@ -287,6 +291,7 @@ def _seed_lines(cfg: MegConfig, rows: list[dict]) -> list[str]:
 
 
 def write_report(cfg: MegConfig, timings: dict[str, float]) -> Path:
+    from meg_lightning.evaluation import tradeoff
     from meg_lightning.evaluation.figures import label
     from meg_lightning.evaluation.sweep import eval_dir, read_results
     from meg_lightning.io import atomic_write_text
@@ -313,6 +318,7 @@ def write_report(cfg: MegConfig, timings: dict[str, float]) -> Path:
     lines.append("")
     lines += _claim_lines(rows)
     lines += _seed_lines(cfg, rows)
+    lines += tradeoff.dm_lines(rows) + tradeoff.prompt_lines(rows) + tradeoff.compute_lines(rows)
     snrs = sorted({r["snr_db"] for r in rows})
     fid_name = rows[0].get("fid_features") if rows else None
     metrics = [("psnr_db", "PSNR (dB)"), ("fid", "FID" if fid_name in (None, "inception")
@@ -396,12 +402,13 @@ def _run(cfg: MegConfig) -> Path:
     from meg_lightning.codec import train as codec_train
     from meg_lightning.data import cache
     from meg_lightning.evaluation import figures, sweep
+    from meg_lightning.evaluation.cells import codec_fcs
     from meg_lightning.power import train as ppo_train
 
     timings: dict[str, float] = {}
     _, timings["latents"] = _stage("latents", cache.main, cfg)
     t = 0.0
-    for fc in cfg.eval.fcs:
+    for fc in codec_fcs(cfg):
         cfg_fc = dataclasses.replace(cfg, codec=dataclasses.replace(cfg.codec, fc=fc))
         _, dt = _stage(f"train-codec fc={fc:g}", codec_train.main, cfg_fc)
         t += dt

@@ -26,7 +26,6 @@ that is cached; every other stage runs again (that is what is being measured).
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import resource

@@ -39,7 +39,6 @@ from meg_lightning.config import MegConfig  # noqa: E402
 from meg_lightning.io import atomic_path  # noqa: E402
 
 FORMATS = ("png", "pdf")
-SCHEME_ORDER = ("centralized", "feature", "meg", "linear", "digital")
 FIG10_COLUMNS = ("p_max_mw", "policy", "fid", "psnr", "latent_mse", "n_images")
 
 
@@ -50,9 +49,10 @@ def label(row: dict) -> str:
 
 
 def _sort_key(lbl: str) -> tuple:
+    from meg_lightning.evaluation.registry import order
+
     scheme, _, fc = lbl.partition(" fc=")
-    return (SCHEME_ORDER.index(scheme) if scheme in SCHEME_ORDER else len(SCHEME_ORDER),
-            float(fc) if fc else 0.0)
+    return (order(scheme), float(fc) if fc else 0.0)
 
 
 def fid_label(rows: list[dict]) -> str:
@@ -290,10 +290,37 @@ def fig_power(rows: list[dict], path_stem: Path) -> list[Path]:
     return save(fig, path_stem)
 
 
+def compute_snrs(rows: list[dict], channel: str = "awgn") -> list[float]:
+    """The SNRs of the quality-vs-UE-compute figure: -10, 0 and 10 dB when swept, else up to
+    three swept SNRs spread over the range."""
+    snrs = sorted({float(r["snr_db"]) for r in rows if r["channel"] == channel
+                   and r.get("ue_gflops") is not None and math.isfinite(float(r["snr_db"]))})
+    pick = [s for s in (-10.0, 0.0, 10.0) if s in snrs]
+    return pick or snrs[:: max(1, len(snrs) // 3)][:3]
+
+
+def fig_compute(rows: list[dict], out: Path) -> list[Path]:
+    """Quality (PSNR; on mini also semantic accuracy) against UE GFLOPs per image, AWGN, a few
+    SNRs: ``fig_compute_psnr`` and ``fig_compute_semantic`` (evaluation.figure_compute)."""
+    from meg_lightning.evaluation.figure_compute import plot_quality_vs_compute
+
+    snrs = compute_snrs(rows)
+    if not snrs:
+        return []
+    paths = []
+    for name, metric in (("fig_compute_psnr", "psnr_db"),
+                         ("fig_compute_semantic", "semantic_accuracy")):
+        if any(_finite(r.get(metric)) for r in rows):
+            for fmt in FORMATS:
+                paths.append(plot_quality_vs_compute(rows, out / f"{name}.{fmt}", snrs=snrs,
+                                                     metric=metric))
+    return paths
+
+
 def make_figures(results_csv: Optional[Path], examples: Optional[Path], ppo_csv: Optional[Path],
                  out: Path, *, table2: bool = True) -> tuple[list[Path], list[str]]:
     """Every figure whose inputs exist; returns (written paths, notes on what was skipped)."""
-    from meg_lightning.evaluation.sweep import read_results
+    from meg_lightning.evaluation.results import read_results
 
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
@@ -311,6 +338,7 @@ def make_figures(results_csv: Optional[Path], examples: Optional[Path], ppo_csv:
             if not got and name != "fig_semantic":  # semantic accuracy: mini model only
                 notes.append(f"{name}: skipped (no matching rows / example images in "
                              f"{results_csv.parent})")
+        paths += fig_compute(rows, out)
         for kind in _channels(rows):
             for snr in grid_snrs([r for r in rows if r["channel"] == kind]):
                 paths += fig_grid(rows, examples or Path(), out / f"grid_{kind}_snr{snr:g}",

@@ -38,7 +38,7 @@ def log_to_wandb(cfg: MegConfig, rows: list[dict], eval_dir: Path) -> None:
     images ``eval/examples_<channel>`` (the first test images of every cell, side by side)."""
     import wandb
 
-    from meg_lightning.evaluation.sweep import COLUMNS
+    from meg_lightning.evaluation.results import COLUMNS
 
     os.environ.setdefault("WANDB_SILENT", "true")
     run = wandb.init(project=cfg.wandb.project, entity=cfg.wandb.entity, mode=wandb_mode(cfg),

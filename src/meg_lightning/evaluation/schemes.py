@@ -7,7 +7,11 @@ Every scheme maps a batch of ES-side latents z (B, C, h, w) and the perfect imag
     feature      z -----------------------------flatten ------- channel --> D -> I_g
     meg          z -> C_w (k = round(fc |z|) symbols) --------- channel --> C_psi^-1 -> D -> I_g
     linear       z -> KLT + power loading (k symbols) --------- channel --> LMMSE -> D -> I_g
-    digital      I_0 -> PNG/JPEG bytes -> ideal code at capacity, k symbols -> bytes or failure
+    digital-image I_0 -> PNG/JPEG bytes -> ideal code at capacity, k symbols -> bytes or failure
+
+More schemes register themselves elsewhere (:mod:`meg_lightning.evaluation.registry`): the
+generative receivers ``X+dm`` and ``prompt`` (evaluation.generative) and the latent digital
+scheme with a real channel code (evaluation.digital).
 
 Conventions (DESIGN.md): symbols are real, a complex channel use carries two; the channel layer
 normalises each sample to unit mean power, adds noise of variance 10^(-SNR/10) per real symbol and
@@ -19,11 +23,14 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Protocol
+from typing import Callable, ClassVar, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from meg_lightning.channel.ldpc import block_sizes  # noqa: F401 - re-exported
+from meg_lightning.evaluation.registry import register
 
 #: Image the UE shows when the digital scheme's bits do not fit (an outage): mid-grey, the
 #: constant image closest in MSE to an unknown image in [0, 1] whose pixels are symmetric about 0.5.
@@ -46,7 +53,44 @@ class Scheme(Protocol):
     fc: Optional[float]
 
     def __call__(self, z: Tensor, i_0: Tensor, *, channel, snr_db: Optional[float],
-                 generator: Optional[torch.Generator]) -> SchemeOutput: ...
+                 generator: Optional[torch.Generator],
+                 prompts: Optional[Sequence[str]] = None) -> SchemeOutput: ...
+
+
+class BaseScheme:
+    """Defaults of a registered scheme (see :mod:`meg_lightning.evaluation.registry`)."""
+
+    name: ClassVar[str]
+    uses_fc: ClassVar[bool] = False  # cells for every eval.fcs, with the budget of meg at fc
+    yields_latent: ClassVar[bool] = False  # has transmit(): z -> z_hat, so X+dm exists
+    fc: Optional[float] = None
+
+    @classmethod
+    def build(cls, ctx, fc: Optional[float], kind: str) -> "BaseScheme":
+        return cls()
+
+    @classmethod
+    def compute(cls, parts, fc: Optional[float]) -> tuple[float, float, float]:
+        """(U-Net evaluations at the UE, UE GFLOPs, ES GFLOPs) per image, from the component
+        costs ``parts`` (:class:`meg_lightning.evaluation.compute.ComputeParts`)."""
+        raise NotImplementedError
+
+
+class LatentTransmission(BaseScheme):
+    """A scheme that delivers a latent estimate: ``transmit`` gives (z_hat, real symbols per
+    image), the UE decodes I_g = D(z_hat). Generative receivers wrap ``transmit``."""
+
+    yields_latent = True
+    decode_image: Callable[[Tensor], Tensor]
+
+    def transmit(self, z: Tensor, *, channel, snr_db: Optional[float],
+                 generator: Optional[torch.Generator]) -> tuple[Tensor, int]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def __call__(self, z, i_0, *, channel, snr_db, generator, prompts=None) -> SchemeOutput:
+        z_hat, symbols = self.transmit(z, channel=channel, snr_db=snr_db, generator=generator)
+        return SchemeOutput(images=self.decode_image(z_hat), symbols=symbols, z_hat=z_hat)
 
 
 def _send(channel, x: Tensor, snr_db: Optional[float], generator) -> Tensor:
@@ -54,7 +98,8 @@ def _send(channel, x: Tensor, snr_db: Optional[float], generator) -> Tensor:
     return channel(x, mode="eval", snr_db=snr_db, generator=generator)["x_hat"]
 
 
-class CentralizedScheme:
+@register
+class CentralizedScheme(BaseScheme):
     """Paper benchmark 1: the ES decodes I_0 and sends its pixels, scaled to [-1, 1], uncoded.
 
     3 H W real symbols per image. The receiver clamps to [0, 1]: a projection onto the valid pixel
@@ -62,50 +107,76 @@ class CentralizedScheme:
     """
 
     name = "centralized"
-    fc = None
 
-    def __call__(self, z, i_0, *, channel, snr_db, generator) -> SchemeOutput:
+    @classmethod
+    def compute(cls, parts, fc):
+        return 0.0, 0.0, parts.generation + parts.vae_decode  # the pixels are the image
+
+    def __call__(self, z, i_0, *, channel, snr_db, generator, prompts=None) -> SchemeOutput:
         x = (2 * i_0 - 1).flatten(1)  # (B, 3 H W)
         x_hat = _send(channel, x, snr_db, generator)
         images = ((x_hat.view_as(i_0) + 1) / 2).clamp(0, 1)  # (B, 3, H, W)
         return SchemeOutput(images=images, symbols=x.shape[1])
 
 
-class FeatureLatentScheme:
+@register
+class FeatureLatentScheme(LatentTransmission):
     """Paper benchmark 2: the raw latent z, |z| real symbols, through the cell's channel
     (:class:`meg_lightning.codec.FeatureScheme`, the same code path as codec training)."""
 
     name = "feature"
-    fc = None
+
+    @classmethod
+    def compute(cls, parts, fc):
+        return 0.0, parts.vae_decode, parts.generation
 
     def __init__(self, decode_image: Callable[[Tensor], Tensor]):
         self.decode_image = decode_image
 
+    @classmethod
+    def build(cls, ctx, fc, kind):
+        return cls(ctx.decode_image)
+
     @torch.no_grad()
-    def __call__(self, z, i_0, *, channel, snr_db, generator) -> SchemeOutput:
+    def transmit(self, z, *, channel, snr_db, generator):
         from meg_lightning.codec import FeatureScheme
 
         z_hat = FeatureScheme(channel)(z, snr_db=snr_db, generator=generator)["z_hat"]
-        return SchemeOutput(images=self.decode_image(z_hat), symbols=z[0].numel(), z_hat=z_hat)
+        return z_hat, z[0].numel()
 
 
-class LatentScheme:
+@register
+class LatentScheme(LatentTransmission):
     """``meg``: x = C_w(z) (k = round(fc |z|) symbols) -> channel -> z_hat = C_psi^-1(x_hat) ->
     I_g = D(z_hat), with ``encode`` / ``decode`` of a trained codec (``CodecModule``)."""
 
+    name = "meg"
+    uses_fc = True
+
+    @classmethod
+    def compute(cls, parts, fc):
+        return (0.0, parts.at("codec_decode", fc) + parts.vae_decode,
+                parts.generation + parts.at("codec_encode", fc))
+
     def __init__(self, name: str, decode_image: Callable[[Tensor], Tensor],
                  encode: Callable[[Tensor], Tensor], decode: Callable[[Tensor], Tensor],
-                 fc: Optional[float] = None):
+                 fc: Optional[float] = None, codec=None):
         self.name, self.fc = name, fc
         self.decode_image = decode_image
         self.encode, self.decode = encode, decode
+        self.codec = codec  # the module (for the compute count), when known
+
+    @classmethod
+    def build(cls, ctx, fc, kind):
+        codec = ctx.codec(fc)
+        return cls("meg", ctx.decode_image, encode=codec.encode, decode=codec.decode, fc=fc,
+                   codec=codec)
 
     @torch.no_grad()
-    def __call__(self, z, i_0, *, channel, snr_db, generator) -> SchemeOutput:
+    def transmit(self, z, *, channel, snr_db, generator):
         x = self.encode(z).flatten(1)  # (B, k)
         x_hat = _send(channel, x, snr_db, generator)
-        z_hat = self.decode(x_hat).reshape(z.shape)  # (B, C, h, w)
-        return SchemeOutput(images=self.decode_image(z_hat), symbols=x.shape[1], z_hat=z_hat)
+        return self.decode(x_hat).reshape(z.shape), x.shape[1]  # (B, C, h, w)
 
 
 #: SNR the linear code is designed for on the noiseless channel: its power loading and LMMSE
@@ -113,7 +184,8 @@ class LatentScheme:
 NOISELESS_DESIGN_SNR_DB = 200.0
 
 
-class LinearScheme:
+@register
+class LinearScheme(LatentTransmission):
     """``linear``: the optimal linear analog code (:class:`meg_lightning.codec.LinearCode`: KLT to
     k = round(fc |z|) components, MMSE power loading, LMMSE receiver), fitted on training latents.
 
@@ -123,12 +195,22 @@ class LinearScheme:
     """
 
     name = "linear"
+    uses_fc = True
+
+    @classmethod
+    def compute(cls, parts, fc):
+        return (0.0, parts.at("linear_decode", fc) + parts.vae_decode,
+                parts.generation + parts.at("linear_encode", fc))
 
     def __init__(self, code, decode_image: Callable[[Tensor], Tensor], fc: Optional[float] = None):
         self.code, self.decode_image, self.fc = code, decode_image, fc
 
+    @classmethod
+    def build(cls, ctx, fc, kind):
+        return cls(ctx.linear_code(fc), ctx.decode_image, fc=fc)
+
     @torch.no_grad()
-    def __call__(self, z, i_0, *, channel, snr_db, generator) -> SchemeOutput:
+    def transmit(self, z, *, channel, snr_db, generator):
         from meg_lightning.channel import Channel
 
         kind = getattr(channel, "kind", "awgn")
@@ -136,7 +218,7 @@ class LinearScheme:
         self.code.channel = Channel(kind=kind, snr_db=snr, equalizer="zf", normalize=False,
                                     num_blocks=getattr(channel, "num_blocks", 1))
         z_hat = self.code(z, snr_db=snr, generator=generator)["z_hat"].reshape(z.shape)
-        return SchemeOutput(images=self.decode_image(z_hat), symbols=self.code.k, z_hat=z_hat)
+        return z_hat, self.code.k
 
 
 def to_uint8(images: Tensor) -> np.ndarray:
@@ -177,25 +259,49 @@ def threshold_snr_db(bits: float, symbols: int) -> float:
     return 10 * math.log10(2 ** r - 1) if r > 0 else -math.inf
 
 
-def block_sizes(n: int, num_blocks: int) -> list[int]:
-    """Symbols per fading block when n symbols are cut into num_blocks nearly equal blocks."""
-    if num_blocks <= 0:
-        raise ValueError(f"num_blocks must be a positive integer, got {num_blocks!r}")
-    return [n // num_blocks + (1 if b < n % num_blocks else 0) for b in range(num_blocks)]
+def capacity_bits(symbols: int, kind: str, num_blocks: int, snr_db: Optional[float], batch: int,
+                  generator: Optional[torch.Generator]) -> Tensor:
+    """Bits an ideal capacity-achieving code carries in ``symbols`` real symbols, for each of
+    ``batch`` transmissions, (batch,) float64.
+
+    AWGN: symbols x 0.5 log2(1 + SNR). Rayleigh block fading with CSI at the receiver: the code
+    spans the B blocks and carries sum_b n_b 0.5 log2(1 + |h_b|^2 SNR) for the realised gains
+    |h_b|^2 ~ Exp(1) (drawn from ``generator``). ``none`` (noiseless): infinite.
+    """
+    if kind not in ("awgn", "rayleigh", "none"):
+        raise ValueError(f"channel kind must be awgn, rayleigh or none, got {kind!r}")
+    if kind == "none" or snr_db is None:
+        return torch.full((batch,), math.inf, dtype=torch.float64)
+    snr = 10 ** (snr_db / 10)
+    if kind == "awgn":
+        return torch.full((batch,), awgn_capacity_bits(symbols, snr_db), dtype=torch.float64)
+    n_b = torch.tensor(block_sizes(symbols, num_blocks), dtype=torch.float64)
+    # |h_b|^2 of h_b ~ CN(0, 1) is Exp(1); drawn where the cell's generator lives
+    device = generator.device if generator is not None else torch.device("cpu")
+    gains = torch.empty(batch, num_blocks, dtype=torch.float64, device=device)
+    gains = gains.exponential_(1.0, generator=generator).cpu()  # (batch, B)
+    return (n_b * 0.5 * torch.log2(1 + gains * snr)).sum(1)
 
 
-class DigitalScheme:
-    """Separation-based reference: PNG/JPEG bytes of I_0 over an ideal capacity-achieving code.
+@register
+class DigitalScheme(BaseScheme):
+    """``digital-image``: PNG/JPEG bytes of I_0 over an ideal capacity-achieving code.
 
-    The budget is ``symbols`` real symbols (that of the ``meg`` scheme at the same fc). An ideal
-    code carries 0.5 log2(1 + SNR) bits per real symbol (log2(1 + SNR) per complex use); for
-    Rayleigh block fading with CSI at the receiver the code spans the B blocks and carries
-    sum_b n_b 0.5 log2(1 + |h_b|^2 SNR) bits for the realised gains |h_b|^2 ~ Exp(1). All or
-    nothing: if the image's bits fit, the UE gets the decoded image (I_0 quantised to 8 bits, or
-    its JPEG); else an outage, and the UE shows a mid-grey image (:data:`DIGITAL_FAILURE_VALUE`).
+    The budget is ``symbols`` real symbols (that of the ``meg`` scheme at the same fc), carried
+    as :func:`capacity_bits` says. All or nothing: if the image's bits fit, the UE gets the
+    decoded image (I_0 quantised to 8 bits, or its JPEG); else an outage, and the UE shows a
+    mid-grey image (:data:`DIGITAL_FAILURE_VALUE`). On mini the bytes never fit the seed's budget;
+    the latent digital scheme with a real channel code is ``digital`` (evaluation.digital).
     """
 
-    name = "digital"
+    name = "digital-image"
+    uses_fc = True
+
+    @classmethod
+    def compute(cls, parts, fc):
+        # PNG encode / decode are integer work (0 GFLOPs); the ideal code's decoder is costed
+        # like the LDPC decoder of the same budget
+        return 0.0, parts.at("digital_decode", fc), parts.generation + parts.vae_decode
 
     def __init__(self, symbols: int, codec: str = "png", kind: str = "awgn", num_blocks: int = 1,
                  fc: Optional[float] = None):
@@ -204,22 +310,19 @@ class DigitalScheme:
         self.symbols, self.codec, self.kind, self.num_blocks, self.fc = (int(symbols), codec, kind,
                                                                          num_blocks, fc)
 
+    @classmethod
+    def build(cls, ctx, fc, kind):
+        from meg_lightning.codec.components import code_length
+
+        return cls(code_length(fc, math.prod(ctx.latent_shape)), codec=ctx.cfg.eval.digital_codec,
+                   kind=kind, num_blocks=ctx.cfg.channel.num_blocks, fc=fc)
+
     def capacity_bits(self, snr_db: Optional[float], batch: int,
                       generator: Optional[torch.Generator]) -> Tensor:
         """Bits each of ``batch`` transmissions can carry at ``snr_db``, (batch,) float64."""
-        if self.kind == "none":
-            return torch.full((batch,), math.inf, dtype=torch.float64)
-        snr = 10 ** (snr_db / 10)
-        if self.kind == "awgn":
-            return torch.full((batch,), awgn_capacity_bits(self.symbols, snr_db), dtype=torch.float64)
-        n_b = torch.tensor(block_sizes(self.symbols, self.num_blocks), dtype=torch.float64)
-        # |h_b|^2 of h_b ~ CN(0, 1) is Exp(1); drawn where the cell's generator lives
-        device = generator.device if generator is not None else torch.device("cpu")
-        gains = torch.empty(batch, self.num_blocks, dtype=torch.float64, device=device)
-        gains = gains.exponential_(1.0, generator=generator).cpu()  # (batch, B)
-        return (n_b * 0.5 * torch.log2(1 + gains * snr)).sum(1)
+        return capacity_bits(self.symbols, self.kind, self.num_blocks, snr_db, batch, generator)
 
-    def __call__(self, z, i_0, *, channel=None, snr_db, generator) -> SchemeOutput:
+    def __call__(self, z, i_0, *, channel=None, snr_db, generator, prompts=None) -> SchemeOutput:
         imgs = to_uint8(i_0)  # (B, H, W, 3)
         payloads = [encode_image(im, self.codec) for im in imgs]
         bits = torch.tensor([8.0 * len(p) for p in payloads], dtype=torch.float64)
@@ -231,5 +334,5 @@ class DigitalScheme:
         thr = torch.tensor([threshold_snr_db(b, self.symbols) for b in bits.tolist()],
                            dtype=torch.float64)
         return SchemeOutput(images=out, symbols=self.symbols,
-                            info={"digital_success": ok.double(), "digital_bits": bits,
-                                  "digital_threshold_snr_db": thr})
+                            info={"success": ok.double(), "payload_bits": bits,
+                                  "threshold_snr_db": thr})

@@ -40,32 +40,45 @@ numbers do not depend on which other cells ran before it.
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from meg_lightning.config import MegConfig, config_hash, data_id, save_resolved, to_dict
+from meg_lightning.config import MegConfig, save_resolved, to_dict
 from meg_lightning.errors import ConfigError, UserError
-from meg_lightning.evaluation.schemes import (
-    CentralizedScheme,
-    DigitalScheme,
-    FeatureLatentScheme,
-    LatentScheme,
-    LinearScheme,
-    Scheme,
-    to_uint8,
+from meg_lightning.evaluation import registry
+from meg_lightning.evaluation.cells import (  # noqa: F401 - re-exported
+    Cell,
+    cell_seed,
+    codec_ids,
+    enumerate_cells,
+    sweep_hash,
 )
+from meg_lightning.evaluation.results import (  # noqa: F401 - the results file's API, re-exported
+    COLUMNS,
+    read_results,
+    rows_to_csv,
+)
+from meg_lightning.evaluation.inputs import (  # noqa: F401 - re-exported: injectable defaults
+    ImageStore,
+    _default_channel,
+    _default_codec,
+    _default_datamodule,
+    _default_judge,
+    _default_linear,
+    _default_vae,
+    _device,
+    latent_spectrum,
+    train_latents,
+)
+from meg_lightning.evaluation.schemes import Scheme, to_uint8
 from meg_lightning.io import atomic_write_json, atomic_write_text, clean_tmp
 from meg_lightning.metrics import (
     PSNR_CAP_DB,
@@ -78,337 +91,16 @@ from meg_lightning.metrics import (
     psnr_per_image,
 )
 
-#: bumped when a change to the schemes or metrics makes earlier rows incomparable (part of the hash)
-RESULTS_VERSION = 3
-
 #: test images per cell saved as PNG under ``examples/`` (side by side)
 EXAMPLES = 8
 
-#: schemes whose cells are repeated for every fc in ``eval.fcs`` (``digital`` gets meg's budget)
-FC_SCHEMES = ("meg", "linear", "digital")
+#: schemes whose rows get the Gaussian OPTA latent MSE beside theirs (analog latent codes)
+LATENT_CODES = ("feature", "meg", "linear")
 
-COLUMNS = [
-    "cell", "scheme", "channel", "snr_db", "fc", "symbols", "channel_uses", "n_images",
-    "psnr_db", "psnr_std", "psnr_capped", "psnr_cap_db",
-    "fid", "fid_se", "fid_ci_low", "fid_ci_high", "fid_ci_level", "fid_bootstrap", "fid_n_images",
-    "fid_features", "semantic_accuracy", "semantic_accuracy_ref",
-    "latent_nmse", "latent_mse", "opta_latent_mse",
-    "digital_success", "digital_bits", "digital_threshold_snr_db",
-    "num_blocks", "equalizer", "seed", "codec_id", "config_hash", "time_s",
-]
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One point of the sweep. ``snr_db`` is inf for the noiseless channel; ``fc`` None when the
-    scheme has no compression rate."""
-
-    scheme: str
-    channel: str
-    snr_db: float
-    fc: Optional[float] = None
-
-    @property
-    def key(self) -> str:
-        """A file-name-safe id, e.g. ``meg_fc0.5_awgn_snr-10``."""
-        fc = f"_fc{self.fc:g}" if self.fc is not None else ""
-        snr = "inf" if math.isinf(self.snr_db) else f"{self.snr_db:g}"
-        return f"{self.scheme}{fc}_{self.channel}_snr{snr}"
-
-
-def enumerate_cells(cfg: MegConfig) -> list[Cell]:
-    """All cells of ``cfg.eval`` in sweep order (channel, scheme, fc, SNR). The noiseless channel
-    ``none`` has one cell per scheme (SNR = inf)."""
-    ev = cfg.eval
-    cells = []
-    for kind in ev.channels:
-        snrs = [math.inf] if kind == "none" else [float(s) for s in ev.snrs_db]
-        for scheme in ev.schemes:
-            for fc in ([float(f) for f in ev.fcs] if scheme in FC_SCHEMES else [None]):
-                cells += [Cell(scheme, kind, snr, fc) for snr in snrs]
-    return cells
-
-
-def sweep_hash(cfg: MegConfig) -> str:
-    """Hash of every setting that changes a cell's numbers, except the swept lists themselves and
-    the codec checkpoints (each `meg` row carries its checkpoint's ``codec_id`` instead)."""
-    d = to_dict(cfg)
-    ev = {k: v for k, v in d["eval"].items()
-          if k not in ("schemes", "snrs_db", "fcs", "channels", "results", "codec_checkpoints")}
-    return config_hash({"version": RESULTS_VERSION, "data_id": data_id(cfg), "eval": ev,
-                        "channel": {k: d["channel"][k] for k in ("num_blocks", "equalizer")}})
-
-
-def codec_ids(cfg: MegConfig, codecs: Optional[dict[float, Any]] = None) -> dict[float, str]:
-    """fc -> a fingerprint of the codec that evaluates it (checkpoint path, size and mtime;
-    ``injected`` for a module passed in). A `meg` row whose ``codec_id`` differs is recomputed;
-    an fc without a checkpoint yet is absent."""
-    ids = {}
-    fcs = [float(f) for f in cfg.eval.fcs] if "meg" in cfg.eval.schemes else []
-    for fc in fcs:
-        if codecs and fc in codecs:
-            ids[fc] = "injected"
-            continue
-        try:
-            path = codec_checkpoint(cfg, fc)
-        except UserError:
-            continue
-        if path.is_file():
-            st = path.stat()
-            blob = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()
-            ids[fc] = hashlib.sha256(blob).hexdigest()[:12]
-    return ids
-
-
-def cell_seed(base_seed: int, key: str) -> int:
-    digest = hashlib.sha256(f"meg-eval:{base_seed}:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 def eval_dir(cfg: MegConfig) -> Path:
     return Path(cfg.out_dir) / "eval"
-
-
-# -- results file ------------------------------------------------------------------------------
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return repr(v) if math.isfinite(v) else ("inf" if v > 0 else "-inf" if v < 0 else "nan")
-    return str(v)
-
-
-def rows_to_csv(rows: Iterable[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: _fmt(r.get(k)) for k in COLUMNS})
-    return buf.getvalue()
-
-
-#: column types of the results file; a column not listed is a float. Read back by name, never
-#: guessed from the text: a config hash such as ``6e30271160047847`` is a string, not 6e30271...
-#: (inf), and a 63-bit seed is an int, not a float64 that loses its last digits.
-STR_COLUMNS = ("cell", "scheme", "channel", "fid_features", "equalizer", "codec_id", "config_hash")
-INT_COLUMNS = ("symbols", "channel_uses", "n_images", "psnr_capped", "fid_bootstrap",
-               "fid_n_images", "num_blocks", "seed")
-#: columns a results file must have for the sweep to resume it and `meg figures` to plot it
-REQUIRED_COLUMNS = ("cell", "scheme", "channel", "snr_db", "fc", "config_hash")
-
-
-def _parse(column: str, v: str) -> Any:
-    """One field by its column's type (empty -> None); ValueError names what was expected."""
-    if v == "":
-        return None
-    if column in STR_COLUMNS:
-        return v
-    if column in INT_COLUMNS:
-        try:
-            return int(v)
-        except ValueError:
-            raise ValueError("an integer") from None
-    if column in COLUMNS:
-        try:
-            return float(v)
-        except ValueError:
-            raise ValueError("a number, inf or nan") from None
-    return v  # a column another version added: kept as text
-
-
-def read_results(path: str | Path) -> list[dict]:
-    """Rows of a results CSV, each field typed by its column (empty fields -> None).
-
-    A file that is not a results CSV (not UTF-8 text, missing columns, a field of the wrong type)
-    raises :class:`UserError` naming the file, the row and what was expected.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{str(path)!r} is not a results CSV (byte {e.start} is not UTF-8): "
-                        "expected the file `meg eval` writes (delete or move it)") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
-        raise UserError(f"{str(path)!r} is not a results CSV (no column {', '.join(missing)}): "
-                        "expected the file `meg eval` writes (delete or move it)")
-    rows = []
-    for n, r in enumerate(reader, 2):
-        row = {}
-        for k, v in r.items():
-            if k is None or v is None:
-                raise UserError(f"{str(path)!r} line {n} has {len(reader.fieldnames or [])} "
-                                "columns in the header but not in this row: expected the file "
-                                "`meg eval` writes (delete or move it)")
-            try:
-                row[k] = _parse(k, v)
-            except ValueError as e:
-                raise UserError(f"{str(path)!r} line {n}: {k}={v!r}: expected {e}") from None
-        rows.append(row)
-    return rows
-
-
-# -- the pieces the sweep needs; each can be injected (tests, notebooks) ------------------------
-
-def _device(cfg: MegConfig) -> torch.device:
-    from meg_lightning.generation import resolve_device
-
-    return resolve_device(cfg.generation.device)
-
-
-def _default_vae(cfg: MegConfig, device: torch.device):
-    from meg_lightning.generation import load_vae
-
-    return load_vae(cfg, device=device)
-
-
-def _default_datamodule(cfg: MegConfig):
-    from meg_lightning.data import build_datamodule
-
-    dm = build_datamodule(cfg)
-    dm.prepare_data()  # checks the cache (settings, count, checksums); `meg latents` builds it
-    dm.setup("test")
-    return dm
-
-
-def _eval_checkpoint(cfg: MegConfig, fc: float) -> Optional[Path]:
-    """``eval.codec_checkpoints[fc]``, or None when it names none for that rate."""
-    for key, path in cfg.eval.codec_checkpoints.items():
-        try:
-            if math.isclose(float(key), fc):
-                return Path(path)
-        except ValueError:
-            raise ConfigError(f"eval.codec_checkpoints.{key}", path,
-                              "keys that are compression rates, e.g. "
-                              "'eval.codec_checkpoints={\"0.5\": <ckpt>}'") from None
-    return None
-
-
-def codec_checkpoint(cfg: MegConfig, fc: float) -> Path:
-    """Which codec checkpoint evaluates rate ``fc``: ``eval.codec_checkpoints[fc]``, else
-    :func:`meg_lightning.codec.train.trained_checkpoint` (``codec.checkpoint`` or the output of
-    `meg train-codec codec.fc=<fc>`)."""
-    from meg_lightning.codec.train import trained_checkpoint
-
-    explicit = _eval_checkpoint(cfg, fc)
-    if explicit is not None:
-        return explicit
-    try:
-        return trained_checkpoint(cfg, fc)
-    except UserError as e:
-        raise _eval_advice(e, fc) from None
-
-
-def _eval_advice(e: UserError, fc: float) -> UserError:
-    """`meg eval` names a checkpoint per rate in eval.codec_checkpoints (codec.checkpoint only
-    counts when codec.fc is that rate): say so instead of train-codec's advice."""
-    msg = str(e)
-    if not msg.startswith("no trained codec"):
-        return e
-    return UserError(msg.split("; run ")[0] + f"; run `meg train-codec codec.fc={fc:g}` first "
-                     f"or set 'eval.codec_checkpoints={{\"{fc:g}\": <.ckpt>}}'")
-
-
-def _default_codec(cfg: MegConfig, fc: float, latent_shape, device):
-    """The codec of :func:`codec_checkpoint`; one that `meg train-codec` left in ``out_dir``
-    must have been trained on this run's latents (codec.train.load_trained_codec)."""
-    from meg_lightning.codec.train import load_trained_codec
-
-    try:
-        codec = load_trained_codec(cfg, fc, latent_shape=latent_shape,
-                                   path=_eval_checkpoint(cfg, fc))
-    except UserError as e:
-        raise _eval_advice(e, fc) from None
-    return codec.to(device)
-
-
-def train_latents(dm) -> Tensor:
-    """All training latents (N, C, h, w): what the linear code and the OPTA spectrum are fitted on."""
-    ds = dm.dataset("train")
-    return torch.stack([ds[i]["z"] for i in range(len(ds))])
-
-
-def _default_linear(fc: float, z_train: Tensor, device):
-    """The optimal linear analog code of rate fc (codec.LinearCode) fitted on training latents."""
-    from meg_lightning.codec import LinearCode
-
-    return LinearCode.fit(z_train, fc).to(device)
-
-
-def latent_spectrum(z_train: Tensor) -> np.ndarray:
-    """All |z| eigenvalues of the training latents' sample covariance (descending, zero-padded)."""
-    from meg_lightning.codec import LinearCode
-
-    lam = LinearCode.fit(z_train, 1.0).eigvals
-    return np.pad(lam, (0, z_train[0].numel() - lam.size))
-
-
-def _default_judge(cfg: MegConfig) -> Optional[Callable[[Tensor, Tensor], Tensor]]:
-    """For model ``mini``: (images, cache indices) -> (b,) bool, whether each image's five
-    attributes all match its prompt (the shipped classifier); None for other models."""
-    if cfg.model != "mini":
-        return None
-    from meg_lightning.data.prompts import get_prompts
-    from meg_lightning.mini.classifier import all_match, load_classifier
-
-    prompts = get_prompts(cfg.data.prompts, cfg.data.num_prompts, cfg.data.prompt_column)
-    clf = load_classifier()
-
-    def judge(images: Tensor, index: Tensor) -> Tensor:
-        return all_match(images.cpu(), [prompts[int(i)] for i in index], clf)
-
-    return judge
-
-
-def _default_channel(cfg: MegConfig, kind: str, snr_db: float):
-    from meg_lightning.channel import Channel
-
-    return Channel(kind=kind, snr_db=snr_db if math.isfinite(snr_db) else 0.0,
-                   num_blocks=cfg.channel.num_blocks, equalizer=cfg.channel.equalizer,
-                   normalize=True)
-
-
-# -- the sweep -----------------------------------------------------------------------------------
-
-class ImageStore:
-    """Images (N, 3, H, W) float32 appended batch by batch to an anonymous scratch file in
-    ``folder`` and read back by slices (``store[a:b]``), so that only one batch is in memory.
-
-    The file has no name (``tempfile.TemporaryFile``): the system removes it when the store is
-    garbage-collected or the process ends, even when it is killed. Plain reads, not a memory map:
-    mapped pages would count towards the process's resident memory.
-    """
-
-    def __init__(self, folder: Path):
-        import tempfile
-
-        self._file = tempfile.TemporaryFile(dir=folder)
-        self.n, self.shape = 0, None
-
-    def append(self, images: Tensor) -> None:
-        arr = np.ascontiguousarray(images.detach().cpu().float().numpy())
-        if self.shape is None:
-            self.shape = arr.shape[1:]
-        elif arr.shape[1:] != self.shape:
-            raise ValueError(f"images of shape {arr.shape[1:]} after images of shape {self.shape}")
-        self._file.seek(0, os.SEEK_END)
-        self._file.write(arr.tobytes())
-        self.n += len(arr)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, sl: slice) -> Tensor:
-        if not isinstance(sl, slice) or sl.step not in (None, 1):
-            raise TypeError(f"ImageStore reads contiguous slices, got {sl!r}")
-        a, b, _ = sl.indices(self.n)
-        per = int(np.prod(self.shape))
-        self._file.seek(a * per * 4)
-        buf = self._file.read(max(0, b - a) * per * 4)
-        arr = np.frombuffer(buf, dtype=np.float32).copy()  # writable, owned by the tensor
-        return torch.from_numpy(arr).reshape(-1, *self.shape)  # (b, 3, H, W)
 
 
 @dataclass
@@ -457,45 +149,36 @@ def _save_png(path: Path, images: Tensor) -> None:
         Image.fromarray(strip).save(tmp, format="PNG")
 
 
-def _build_schemes(cfg, cells, *, decode_image, latent_shape, z_train, device, codecs,
-                   linear_codes) -> dict[tuple[str, Optional[float], str], Scheme]:
-    from meg_lightning.codec.components import code_length
-
-    numel = math.prod(latent_shape)
+def _build_schemes(cells, ctx: registry.BuildContext
+                   ) -> dict[tuple[str, Optional[float], str], Scheme]:
+    """One scheme instance per (scheme, fc, channel kind) of ``cells``, from the registry."""
     schemes: dict[tuple[str, Optional[float], str], Scheme] = {}
     for c in cells:
         sk = (c.scheme, c.fc, c.channel)
-        if sk in schemes:
-            continue
-        if c.scheme == "centralized":
-            schemes[sk] = CentralizedScheme()
-        elif c.scheme == "feature":
-            schemes[sk] = FeatureLatentScheme(decode_image)
-        elif c.scheme == "meg":
-            if c.fc not in codecs:
-                codecs[c.fc] = _default_codec(cfg, c.fc, latent_shape, device)
-            codec = codecs[c.fc]
-            schemes[sk] = LatentScheme("meg", decode_image, encode=codec.encode,
-                                       decode=codec.decode, fc=c.fc)
-        elif c.scheme == "linear":
-            if c.fc not in linear_codes:
-                linear_codes[c.fc] = _default_linear(c.fc, z_train(), device)
-            schemes[sk] = LinearScheme(linear_codes[c.fc], decode_image, fc=c.fc)
-        elif c.scheme == "digital":
-            schemes[sk] = DigitalScheme(code_length(c.fc, numel), codec=cfg.eval.digital_codec,
-                                        kind=c.channel, num_blocks=cfg.channel.num_blocks, fc=c.fc)
-        else:
-            raise ConfigError("eval.schemes", c.scheme,
-                              "centralized, feature, meg, linear or digital")
+        if sk not in schemes:
+            schemes[sk] = registry.build(c.scheme, ctx, c.fc, c.channel)
     return schemes
+
+
+def _memo(fn: Callable[[float], Any]) -> Callable[[float], Any]:
+    cache: dict[float, Any] = {}
+
+    def get(fc: float) -> Any:
+        if fc not in cache:
+            cache[fc] = fn(fc)
+        return cache[fc]
+
+    return get
 
 
 @torch.no_grad()
 def run_cell(cell: Cell, scheme: Scheme, channel, z: Tensor, i_0: Tensor, feats_0: Tensor, *,
              extractor, batch_size: int, seed: int, bootstrap: int, device,
-             index: Optional[Tensor] = None, judge=None) -> tuple[dict, Tensor]:
+             index: Optional[Tensor] = None, judge=None,
+             prompts: Optional[list[str]] = None) -> tuple[dict, Tensor]:
     """Metrics of one cell (a results row without the bookkeeping columns) and its first
-    ``EXAMPLES`` images; ``judge(images, index[batch])`` -> (b,) bool gives semantic accuracy."""
+    ``EXAMPLES`` images; ``judge(images, index[batch])`` -> (b,) bool gives semantic accuracy;
+    ``prompts[i]``: the prompt of test image i (for the schemes that send or use it)."""
     gen = torch.Generator(device=device).manual_seed(seed)
     snr = None if math.isinf(cell.snr_db) else cell.snr_db
     psnr, capped, nmse, lmse, feats, sem, info = [], [], [], [], [], [], {}
@@ -503,7 +186,8 @@ def run_cell(cell: Cell, scheme: Scheme, channel, z: Tensor, i_0: Tensor, feats_
     for s in range(0, len(z), batch_size):
         zb = z[s:s + batch_size].to(device)  # (b, C, h, w)
         ib = i_0[s:s + batch_size].to(device)  # (b, 3, H, W)
-        out = scheme(zb, ib, channel=channel, snr_db=snr, generator=gen)
+        pb = prompts[s:s + batch_size] if prompts is not None else None
+        out = scheme(zb, ib, channel=channel, snr_db=snr, generator=gen, prompts=pb)
         images = out.images.float().clamp(0, 1)
         p, cp = psnr_per_image(images.cpu(), ib.cpu())
         psnr.append(p)
@@ -532,6 +216,7 @@ def run_cell(cell: Cell, scheme: Scheme, channel, z: Tensor, i_0: Tensor, feats_
         "semantic_accuracy": float(torch.cat(sem).float().mean()) if sem else nan,
     }
     row.update(fid.as_dict() if fid else {"fid": nan, "fid_n_images": len(z)})
+    row["ue_unet_evals"] = 0.0  # unless the scheme runs the U-Net at the UE (below)
     for k, v in info.items():
         row[k] = float(torch.cat(v).double().mean())
     return row, torch.cat(first)[:EXAMPLES]
@@ -544,6 +229,7 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
               feature_extractor=None,
               channel_factory: Optional[Callable[[str, float], Any]] = None,
               judge: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
+              pipeline=None, prompts: Optional[list[str]] = None,
               progress: bool = True) -> SweepResult:
     """Run (or resume) the sweep of ``cfg.eval``; see the module docstring for the outputs.
 
@@ -553,7 +239,9 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
     ``encode``/``decode``, from :func:`codec_checkpoint`), ``linear_codes`` (fc -> module),
     ``feature_extractor`` (``eval.fid_features``), ``channel_factory(kind, snr_db)``, ``judge``
     ((images, cache indices) -> (b,) bool, for semantic accuracy; by default the mini model's
-    classifier when ``model=mini``, else none).
+    classifier when ``model=mini``, else none), ``pipeline`` (the diffusers pipeline that the
+    generative receivers ``X+dm`` run at the UE; loaded only for them) and ``prompts`` (the
+    prompt of every cache index, which ``X+dm`` and ``prompt`` send; default ``data.prompts``).
     """
     from tqdm.auto import tqdm
 
@@ -573,7 +261,7 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
         stale = [r for r in old if r.get("config_hash") != h]
     ids = codec_ids(cfg, codecs)
     # a meg row made with another codec checkpoint than the one now configured is recomputed
-    kept = [r for r in rows if r["scheme"] != "meg" or r.get("fc") is None
+    kept = [r for r in rows if registry.base_name(r["scheme"]) != "meg" or r.get("fc") is None
             or float(r["fc"]) not in ids or r.get("codec_id") == ids[float(r["fc"])]]
     changed = bool(stale) or len(kept) != len(rows)
     rows = kept
@@ -606,9 +294,60 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
             cache["z_train"] = train_latents(dm)
         return cache["z_train"]
 
-    schemes = _build_schemes(cfg, todo, decode_image=decode_image, latent_shape=latent_shape,
-                             z_train=z_train, device=device, codecs=dict(codecs or {}),
-                             linear_codes=dict(linear_codes or {})) if todo else {}
+    def all_prompts() -> list[str]:
+        if "prompts" not in cache:
+            if prompts is not None:
+                cache["prompts"] = list(prompts)
+            else:
+                from meg_lightning.data.prompts import get_prompts
+
+                cache["prompts"] = get_prompts(cfg.data.prompts, cfg.data.num_prompts,
+                                               cfg.data.prompt_column)
+        return cache["prompts"]
+
+    def train_prompts() -> list[str]:
+        ds = dm.dataset("train")
+        return [all_prompts()[int(ds[i]["index"])] for i in range(len(ds))]
+
+    injected_codecs, injected_linear = dict(codecs or {}), dict(linear_codes or {})
+
+    def load_pipeline() -> Any:
+        if "pipeline" not in cache:
+            if pipeline is not None:
+                cache["pipeline"] = pipeline
+            else:
+                from meg_lightning.generation import load_pipeline as load
+
+                cache["pipeline"] = load(cfg, device=device)
+        return cache["pipeline"]
+
+    ctx = registry.BuildContext(
+        cfg=cfg, decode_image=decode_image, latent_shape=latent_shape, device=device,
+        z_train=z_train, pipeline=load_pipeline, train_prompts=train_prompts,
+        codec=_memo(lambda fc: injected_codecs.get(fc)
+                    or _default_codec(cfg, fc, latent_shape, device)),
+        linear_code=_memo(lambda fc: injected_linear.get(fc)
+                          or _default_linear(fc, z_train(), device)))
+    schemes = _build_schemes(todo, ctx) if todo else {}
+
+    def compute_parts():
+        """Per-image GFLOPs of every component the cells use (evaluation.compute)."""
+        if "parts" not in cache:
+            from meg_lightning.codec.components import code_length
+            from meg_lightning.evaluation.compute import ComputeParts
+
+            rated = {c.fc for c in cells if c.fc is not None}
+            numel = math.prod(latent_shape)
+            cache["parts"] = ComputeParts.measure(
+                load_pipeline(), latent_shape, cfg.generation.num_inference_steps,
+                cfg.generation.guidance_scale,
+                codecs={fc: ctx.codec(fc) for fc in {c.fc for c in todo if c.fc is not None
+                                                     and registry.base_name(c.scheme) == "meg"}},
+                linear_codes={fc: ctx.linear_code(fc) for fc in
+                              {c.fc for c in todo if c.fc is not None
+                               and registry.base_name(c.scheme) == "linear"}},
+                symbols={fc: code_length(fc, numel) for fc in rated})
+        return cache["parts"]
     if todo:
         extractor = (feature_extractor if feature_extractor is not None
                      else make_feature_extractor(cfg.eval.fid_features, cfg.model)).to(device).eval()
@@ -648,6 +387,9 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
     atomic_write_json(out / "examples" / "index.json", {"example_index": int(index[0]),
                                                         "test_indices": index.tolist()})
     channel_factory = channel_factory or (lambda kind, snr: _default_channel(cfg, kind, snr))
+    test_prompts = [all_prompts()[int(i)] for i in index] if any(
+        c.scheme == "prompt" or c.scheme.endswith(registry.DM_SUFFIX) for c in todo) else None
+
     def opta(symbols: int, snr_db: float) -> float:
         """Gaussian OPTA latent MSE for this symbol budget on AWGN (codec.opta_mse), or nan when
         there are fewer training latents than |z|: the sample covariance then has |z| - N + 1 zero
@@ -672,14 +414,16 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
                                       channel_factory(cell.channel, cell.snr_db), z, i_0, feats_0,
                                       extractor=extractor, batch_size=bs, seed=seed,
                                       bootstrap=cfg.eval.bootstrap, device=device, index=index,
-                                      judge=judge)
+                                      judge=judge, prompts=test_prompts)
             metrics["semantic_accuracy_ref"] = sem_ref
-            if cell.channel == "awgn" and cell.scheme in ("feature", "meg", "linear"):
+            metrics.update(_compute_columns(cell, metrics, compute_parts()))
+            if cell.channel == "awgn" and registry.base_name(cell.scheme) in LATENT_CODES:
                 metrics["opta_latent_mse"] = opta(metrics["symbols"], cell.snr_db)
             row = {"cell": cell.key, "scheme": cell.scheme, "channel": cell.channel,
                    "snr_db": cell.snr_db, "fc": cell.fc, "num_blocks": cfg.channel.num_blocks,
                    "equalizer": cfg.channel.equalizer, "seed": seed, "config_hash": h,
-                   "codec_id": ids.get(cell.fc) if cell.scheme == "meg" else None, **metrics,
+                   "codec_id": ids.get(cell.fc) if registry.base_name(cell.scheme) == "meg"
+                   else None, **metrics,
                    "time_s": round(time.perf_counter() - t0, 3)}
             _save_png(out / "examples" / f"{cell.key}.png", first)
             rows.append(row)
@@ -688,6 +432,17 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
     finally:
         bar.close()
     return result
+
+
+def _compute_columns(cell: Cell, metrics: dict, parts) -> dict:
+    """``ue_unet_evals``, ``ue_gflops``, ``es_gflops`` of a cell (evaluation.compute); for X+dm
+    from the U-Net evaluations its receiver reported, averaged over the cell's images."""
+    from meg_lightning.evaluation.compute import compute_columns
+
+    steps = 0.0
+    if cell.scheme.endswith(registry.DM_SUFFIX):
+        steps = float(metrics.get("ue_unet_evals", 0.0)) / parts.evals_per_step
+    return compute_columns(cell.scheme, parts=parts, fc=cell.fc, ue_steps_run=steps)
 
 
 def _write(cfg: MegConfig, out: Path, csv_path: Path, rows: list[dict], h: str) -> None:

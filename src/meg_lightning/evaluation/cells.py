@@ -1,0 +1,105 @@
+"""The cells of the sweep (scheme x channel kind x SNR x fc), their keys, seeds, and the hash of
+the settings that make a cell's numbers (rows of another hash are not resumed)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from meg_lightning.config import MegConfig, config_hash, data_id, to_dict
+from meg_lightning.errors import UserError
+from meg_lightning.evaluation import registry
+
+#: bumped when a change to the schemes or metrics makes earlier rows incomparable (part of the hash)
+RESULTS_VERSION = 4
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the sweep. ``snr_db`` is inf for the noiseless channel; ``fc`` None when the
+    scheme has no compression rate."""
+
+    scheme: str
+    channel: str
+    snr_db: float
+    fc: Optional[float] = None
+
+    @property
+    def key(self) -> str:
+        """A file-name-safe id, e.g. ``meg_fc0.5_awgn_snr-10``."""
+        fc = f"_fc{self.fc:g}" if self.fc is not None else ""
+        snr = "inf" if math.isinf(self.snr_db) else f"{self.snr_db:g}"
+        return f"{self.scheme}{fc}_{self.channel}_snr{snr}"
+
+
+def scheme_fcs(cfg: MegConfig, scheme: str) -> list:
+    """The rates swept for ``scheme``: ``eval.scheme_fcs[scheme]`` when given, else ``eval.fcs``;
+    ``[None]`` for a scheme without a rate."""
+    if not registry.uses_fc(scheme):
+        return [None]
+    return [float(f) for f in cfg.eval.scheme_fcs.get(scheme, cfg.eval.fcs)]
+
+
+def codec_fcs(cfg: MegConfig) -> list[float]:
+    """The rates at which the sweep needs a trained codec (the `meg` schemes, with or without
+    a generative receiver), ascending."""
+    return sorted({fc for s in cfg.eval.schemes if registry.base_name(s) == "meg"
+                   for fc in scheme_fcs(cfg, s)})
+
+
+def enumerate_cells(cfg: MegConfig) -> list[Cell]:
+    """All cells of ``cfg.eval`` in sweep order (channel, scheme, fc, SNR). The noiseless channel
+    ``none`` has one cell per scheme (SNR = inf)."""
+    ev = cfg.eval
+    cells = []
+    for kind in ev.channels:
+        snrs = [math.inf] if kind == "none" else [float(s) for s in ev.snrs_db]
+        for scheme in ev.schemes:
+            for fc in scheme_fcs(cfg, scheme):
+                cells += [Cell(scheme, kind, snr, fc) for snr in snrs]
+    return cells
+
+
+def sweep_hash(cfg: MegConfig) -> str:
+    """Hash of every setting that changes a cell's numbers, except the swept lists themselves and
+    the codec checkpoints (each `meg` row carries its checkpoint's ``codec_id`` instead)."""
+    d = to_dict(cfg)
+    ev = {k: v for k, v in d["eval"].items()
+          if k not in ("schemes", "snrs_db", "fcs", "scheme_fcs", "channels", "results",
+                       "codec_checkpoints")}
+    return config_hash({"version": RESULTS_VERSION, "data_id": data_id(cfg), "eval": ev,
+                        "channel": {k: d["channel"][k] for k in ("num_blocks", "equalizer")}})
+
+
+def codec_ids(cfg: MegConfig, codecs: Optional[dict[float, Any]] = None) -> dict[float, str]:
+    """fc -> a fingerprint of the codec that evaluates it (checkpoint path, size and mtime;
+    ``injected`` for a module passed in). A `meg` row whose ``codec_id`` differs is recomputed;
+    an fc without a checkpoint yet is absent."""
+    ids = {}
+    fcs = codec_fcs(cfg)
+    for fc in fcs:
+        if codecs and fc in codecs:
+            ids[fc] = "injected"
+            continue
+        try:
+            path = _codec_checkpoint(cfg, fc)
+        except UserError:
+            continue
+        if path.is_file():
+            st = path.stat()
+            blob = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()
+            ids[fc] = hashlib.sha256(blob).hexdigest()[:12]
+    return ids
+
+
+def cell_seed(base_seed: int, key: str) -> int:
+    digest = hashlib.sha256(f"meg-eval:{base_seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def _codec_checkpoint(cfg: MegConfig, fc: float):
+    from meg_lightning.evaluation.inputs import codec_checkpoint
+
+    return codec_checkpoint(cfg, fc)

@@ -1,0 +1,175 @@
+"""What `meg eval` loads and where from: the data, the decoder D, codecs, the linear code, the
+judge, channels, and the scratch store of the perfect images I_0. Each can be injected into
+:func:`meg_lightning.evaluation.sweep.run_sweep` instead (tests, notebooks)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from meg_lightning.config import MegConfig
+from meg_lightning.errors import ConfigError, UserError
+
+def _device(cfg: MegConfig) -> torch.device:
+    from meg_lightning.generation import resolve_device
+
+    return resolve_device(cfg.generation.device)
+
+
+def _default_vae(cfg: MegConfig, device: torch.device):
+    from meg_lightning.generation import load_vae
+
+    return load_vae(cfg, device=device)
+
+
+def _default_datamodule(cfg: MegConfig):
+    from meg_lightning.data import build_datamodule
+
+    dm = build_datamodule(cfg)
+    dm.prepare_data()  # checks the cache (settings, count, checksums); `meg latents` builds it
+    dm.setup("test")
+    return dm
+
+
+def _eval_checkpoint(cfg: MegConfig, fc: float) -> Optional[Path]:
+    """``eval.codec_checkpoints[fc]``, or None when it names none for that rate."""
+    for key, path in cfg.eval.codec_checkpoints.items():
+        try:
+            if math.isclose(float(key), fc):
+                return Path(path)
+        except ValueError:
+            raise ConfigError(f"eval.codec_checkpoints.{key}", path,
+                              "keys that are compression rates, e.g. "
+                              "'eval.codec_checkpoints={\"0.5\": <ckpt>}'") from None
+    return None
+
+
+def codec_checkpoint(cfg: MegConfig, fc: float) -> Path:
+    """Which codec checkpoint evaluates rate ``fc``: ``eval.codec_checkpoints[fc]``, else
+    :func:`meg_lightning.codec.train.trained_checkpoint` (``codec.checkpoint`` or the output of
+    `meg train-codec codec.fc=<fc>`)."""
+    from meg_lightning.codec.train import trained_checkpoint
+
+    explicit = _eval_checkpoint(cfg, fc)
+    if explicit is not None:
+        return explicit
+    try:
+        return trained_checkpoint(cfg, fc)
+    except UserError as e:
+        raise _eval_advice(e, fc) from None
+
+
+def _eval_advice(e: UserError, fc: float) -> UserError:
+    """`meg eval` names a checkpoint per rate in eval.codec_checkpoints (codec.checkpoint only
+    counts when codec.fc is that rate): say so instead of train-codec's advice."""
+    msg = str(e)
+    if not msg.startswith("no trained codec"):
+        return e
+    return UserError(msg.split("; run ")[0] + f"; run `meg train-codec codec.fc={fc:g}` first "
+                     f"or set 'eval.codec_checkpoints={{\"{fc:g}\": <.ckpt>}}'")
+
+
+def _default_codec(cfg: MegConfig, fc: float, latent_shape, device):
+    """The codec of :func:`codec_checkpoint`; one that `meg train-codec` left in ``out_dir``
+    must have been trained on this run's latents (codec.train.load_trained_codec)."""
+    from meg_lightning.codec.train import load_trained_codec
+
+    try:
+        codec = load_trained_codec(cfg, fc, latent_shape=latent_shape,
+                                   path=_eval_checkpoint(cfg, fc))
+    except UserError as e:
+        raise _eval_advice(e, fc) from None
+    return codec.to(device)
+
+
+def train_latents(dm) -> Tensor:
+    """All training latents (N, C, h, w): what the linear code and the OPTA spectrum are fitted on."""
+    ds = dm.dataset("train")
+    return torch.stack([ds[i]["z"] for i in range(len(ds))])
+
+
+def _default_linear(fc: float, z_train: Tensor, device):
+    """The optimal linear analog code of rate fc (codec.LinearCode) fitted on training latents."""
+    from meg_lightning.codec import LinearCode
+
+    return LinearCode.fit(z_train, fc).to(device)
+
+
+def latent_spectrum(z_train: Tensor) -> np.ndarray:
+    """All |z| eigenvalues of the training latents' sample covariance (descending, zero-padded)."""
+    from meg_lightning.codec import LinearCode
+
+    lam = LinearCode.fit(z_train, 1.0).eigvals
+    return np.pad(lam, (0, z_train[0].numel() - lam.size))
+
+
+def _default_judge(cfg: MegConfig) -> Optional[Callable[[Tensor, Tensor], Tensor]]:
+    """For model ``mini``: (images, cache indices) -> (b,) bool, whether each image's five
+    attributes all match its prompt (the shipped classifier); None for other models."""
+    if cfg.model != "mini":
+        return None
+    from meg_lightning.data.prompts import get_prompts
+    from meg_lightning.mini.classifier import all_match, load_classifier
+
+    prompts = get_prompts(cfg.data.prompts, cfg.data.num_prompts, cfg.data.prompt_column)
+    clf = load_classifier()
+
+    def judge(images: Tensor, index: Tensor) -> Tensor:
+        return all_match(images.cpu(), [prompts[int(i)] for i in index], clf)
+
+    return judge
+
+
+def _default_channel(cfg: MegConfig, kind: str, snr_db: float):
+    from meg_lightning.channel import Channel
+
+    return Channel(kind=kind, snr_db=snr_db if math.isfinite(snr_db) else 0.0,
+                   num_blocks=cfg.channel.num_blocks, equalizer=cfg.channel.equalizer,
+                   normalize=True)
+
+
+class ImageStore:
+    """Images (N, 3, H, W) float32 appended batch by batch to an anonymous scratch file in
+    ``folder`` and read back by slices (``store[a:b]``), so that only one batch is in memory.
+
+    The file has no name (``tempfile.TemporaryFile``): the system removes it when the store is
+    garbage-collected or the process ends, even when it is killed. Plain reads, not a memory map:
+    mapped pages would count towards the process's resident memory.
+    """
+
+    def __init__(self, folder: Path):
+        import tempfile
+
+        self._file = tempfile.TemporaryFile(dir=folder)
+        self.n, self.shape = 0, None
+
+    def append(self, images: Tensor) -> None:
+        arr = np.ascontiguousarray(images.detach().cpu().float().numpy())
+        if self.shape is None:
+            self.shape = arr.shape[1:]
+        elif arr.shape[1:] != self.shape:
+            raise ValueError(f"images of shape {arr.shape[1:]} after images of shape {self.shape}")
+        self._file.seek(0, os.SEEK_END)
+        self._file.write(arr.tobytes())
+        self.n += len(arr)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, sl: slice) -> Tensor:
+        if not isinstance(sl, slice) or sl.step not in (None, 1):
+            raise TypeError(f"ImageStore reads contiguous slices, got {sl!r}")
+        a, b, _ = sl.indices(self.n)
+        per = int(np.prod(self.shape))
+        self._file.seek(a * per * 4)
+        buf = self._file.read(max(0, b - a) * per * 4)
+        arr = np.frombuffer(buf, dtype=np.float32).copy()  # writable, owned by the tensor
+        return torch.from_numpy(arr).reshape(-1, *self.shape)  # (b, 3, H, W)
+
+

@@ -1,0 +1,131 @@
+"""Report sections on the full trade-off, written from a sweep's results rows (the demo report):
+what the generative receiver adds (``X+dm`` against X), where prompt transmission works, the
+digital scheme's cliff, and which scheme wins at which UE compute budget. Every sentence is
+computed from the rows it is given; nothing here knows the expected outcome."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from meg_lightning.evaluation.registry import DM_SUFFIX
+
+
+def _num(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _fc(r: dict) -> str:
+    fc = _num(r.get("fc"))
+    return f" fc={fc:g}" if math.isfinite(fc) else ""
+
+
+def _table(header: list[str], body: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *["| " + " | ".join(row) + " |" for row in body]]
+
+
+def dm_lines(rows: list[dict], channel: str = "awgn") -> list[str]:
+    """X+dm against X at every swept SNR: PSNR, semantic accuracy, UE U-Net evaluations, and the
+    lowest SNR from which the receiver stops helping (PSNR gain below 0.1 dB)."""
+    by = {(r["scheme"], _fc(r), _num(r["snr_db"])): r for r in rows if r["channel"] == channel}
+    pairs = sorted({(s[: -len(DM_SUFFIX)], fc) for s, fc, _ in by if s.endswith(DM_SUFFIX)})
+    if not pairs:
+        return []
+    sem = any(math.isfinite(_num(r.get("semantic_accuracy"))) for r in rows)
+    head = ["scheme", "SNR", "PSNR", "PSNR +dm", "gain (dB)"]
+    head += ["accuracy", "accuracy +dm"] if sem else []
+    head += ["U-Net evals at the UE", "sigma_e^2"]
+    body, notes = [], []
+    for base, fc in pairs:
+        snrs = sorted(s for b, f, s in by if b == base + DM_SUFFIX and f == fc
+                      and (base, fc, s) in by)
+        stops = None
+        for snr in snrs:
+            a, d = by[(base, fc, snr)], by[(base + DM_SUFFIX, fc, snr)]
+            gain = _num(d["psnr_db"]) - _num(a["psnr_db"])
+            row = [f"{base}{fc}", f"{snr:g} dB", f"{_num(a['psnr_db']):.2f}",
+                   f"{_num(d['psnr_db']):.2f}", f"{gain:+.2f}"]
+            if sem:
+                row += [f"{_num(a.get('semantic_accuracy')):.2f}",
+                        f"{_num(d.get('semantic_accuracy')):.2f}"]
+            row += [f"{_num(d.get('ue_unet_evals')):.1f}", f"{_num(d.get('dm_sigma_e2')):.3g}"]
+            body.append(row)
+            if gain < 0.1 and stops is None:
+                stops = (snr, gain)
+            elif gain >= 0.1:
+                stops = None
+        if stops is None:
+            notes.append(f"`{base}+dm`{fc} gains PSNR at every swept SNR.")
+        else:
+            notes.append(f"`{base}+dm`{fc} stops helping from {stops[0]:g} dB "
+                         f"(PSNR gain {stops[1]:+.2f} dB there and above).")
+    return (["## Generative receivers at the UE (X+dm against X, " + channel + ")", "",
+             "The UE treats the received latent as a diffusion state at the step matched to the "
+             "scheme's latent error variance sigma_e^2 (measured on training latents at that "
+             "SNR) and runs the remaining prompt-conditioned DDIM steps.", ""]
+            + _table(head, body) + ["", " ".join(notes), ""])
+
+
+def prompt_lines(rows: list[dict]) -> list[str]:
+    """Where sending the prompt and the seed works: payload, threshold SNR, delivered share."""
+    pr = [r for r in rows if r["scheme"] == "prompt"]
+    if not pr:
+        return []
+    out = ["## Prompt transmission (prompt + seed, UE runs the whole generation)", ""]
+    body = []
+    fails: dict[tuple, list[float]] = defaultdict(list)
+    for r in sorted(pr, key=lambda r: (r["channel"], _num(r.get("fc")), _num(r["snr_db"]))):
+        ok = _num(r.get("success"))
+        body.append([r["channel"], f"prompt{_fc(r)}", f"{_num(r['snr_db']):g} dB",
+                     f"{_num(r.get('payload_bits')):.0f}", f"{_num(r.get('threshold_snr_db')):.2f}",
+                     f"{ok:.2f}", f"{_num(r['psnr_db']):.2f}", f"{int(_num(r['psnr_capped']))}"
+                     f"/{int(_num(r['n_images']))}", f"{_num(r.get('ue_unet_evals')):.0f}"])
+        if ok < 1:
+            fails[(r["channel"], _fc(r))].append(_num(r["snr_db"]))
+    out += _table(["channel", "scheme", "SNR", "payload bits", "threshold SNR (AWGN)",
+                   "delivered", "PSNR", "= I_0", "U-Net evals at the UE"], body)
+    out.append("")
+    text = ["Where the bits arrive the UE regenerates I_0 exactly (PSNR at the cap). On an "
+            "outage it has nothing to generate from and shows mid-grey."]
+    for (channel, fc), snrs in sorted(fails.items()):
+        text.append(f"prompt{fc} on {channel} loses images (delivered < 1) at "
+                    + ", ".join(f"{s:g}" for s in sorted(snrs)) + " dB.")
+    return out + [" ".join(text), ""]
+
+
+def compute_lines(rows: list[dict], channel: str = "awgn") -> list[str]:
+    """Which scheme wins at which UE compute budget, per SNR, from the rows' compute columns:
+    the best scheme (PSNR; also semantic accuracy when measured) whose UE GFLOPs per image fit
+    the budget, listed where the winner changes."""
+    from meg_lightning.evaluation.figure_compute import format_budget_winners
+    from meg_lightning.evaluation.figures import compute_snrs
+
+    if not any(math.isfinite(_num(r.get("ue_gflops"))) for r in rows):
+        return []
+    out = [f"## Quality against UE compute ({channel})", "",
+           "Every row of the results has `ue_unet_evals`, `ue_gflops` and `es_gflops` (GFLOPs "
+           "per image at the UE and at the edge server; evaluation/compute.py). The best "
+           "scheme within each UE budget (the winner changes at each line):", ""]
+    metrics = [("psnr_db", "PSNR")]
+    if any(math.isfinite(_num(r.get("semantic_accuracy"))) for r in rows):
+        metrics.append(("semantic_accuracy", "semantic accuracy"))
+    for snr in compute_snrs(rows, channel):
+        for metric, name in metrics:
+            text = format_budget_winners(rows, snr, metric, channel=channel)
+            if text:
+                out += [f"- **{snr:g} dB, {name}**: " + "; ".join(text.splitlines())]
+    costs = {}
+    for r in rows:
+        if r["channel"] == channel and math.isfinite(_num(r.get("ue_gflops"))):
+            costs.setdefault((r["scheme"], _fc(r)), (_num(r["ue_gflops"]), _num(r["es_gflops"]),
+                                                     _num(r.get("ue_unet_evals"))))
+    out += ["", "UE / ES GFLOPs per image (the `+dm` rows vary with SNR: the first swept SNR's "
+            "value is shown):", ""]
+    out += _table(["scheme", "UE GFLOPs", "ES GFLOPs", "U-Net evals at the UE"],
+                  [[f"{s}{fc}", f"{u:.4g}", f"{e:.4g}", f"{n:.1f}"]
+                   for (s, fc), (u, e, n) in sorted(costs.items(), key=lambda kv: kv[1][0])])
+    return out + [""]
