@@ -339,7 +339,8 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
             rated = {c.fc for c in cells if c.fc is not None}
             numel = math.prod(latent_shape)
             cache["parts"] = ComputeParts.measure(
-                load_pipeline(), latent_shape, cfg.generation.num_inference_steps,
+                _compute_pipeline(cfg, todo, load_pipeline), latent_shape,
+                cfg.generation.num_inference_steps,
                 cfg.generation.guidance_scale,
                 codecs={fc: ctx.codec(fc) for fc in {c.fc for c in todo if c.fc is not None
                                                      and registry.base_name(c.scheme) == "meg"}},
@@ -432,6 +433,21 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
     finally:
         bar.close()
     return result
+
+
+def _compute_pipeline(cfg: MegConfig, cells: list[Cell], load: Callable[[], Any]) -> Any:
+    """The pipeline whose components are costed: at SD-v1.5 size (``paper``, ``sd15-random``)
+    the exact architecture on the ``meta`` device (FLOPs depend on shapes only; no 4 GB of
+    weights just to count), unless a scheme runs the pipeline anyway; else the loaded one."""
+    runs_it = any(c.scheme == "prompt" or c.scheme.endswith(registry.DM_SUFFIX) for c in cells)
+    if cfg.model in ("paper", "sd15-random") and not runs_it:
+        from types import SimpleNamespace
+
+        from meg_lightning.generation.sd15 import MAX_LENGTH, build_components
+
+        return SimpleNamespace(tokenizer=SimpleNamespace(model_max_length=MAX_LENGTH),
+                               **build_components(device="meta"))
+    return load()
 
 
 def _compute_columns(cell: Cell, metrics: dict, parts) -> dict:
