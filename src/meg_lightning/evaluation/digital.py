@@ -77,8 +77,27 @@ def _snr(snr_db) -> Optional[float]:
     return s
 
 
+class _Separation(LatentTransmission):
+    """What both separation schemes share: the budget of `meg` at fc, built from the training
+    latents (the quantiser's KLT) and the cell's channel kind."""
+
+    uses_fc = True
+
+    @classmethod
+    def build(cls, ctx, fc, kind):
+        from meg_lightning.codec.components import code_length
+
+        return cls(ctx.z_train(), ctx.decode_image, code_length(fc, math.prod(ctx.latent_shape)),
+                   kind=kind, num_blocks=ctx.cfg.channel.num_blocks, fc=fc)
+
+    @torch.no_grad()
+    def transmit(self, z, *, channel=None, snr_db=None, generator=None):
+        out = self(z, None, channel=channel, snr_db=snr_db, generator=generator, decode=False)
+        return out.z_hat, out.symbols
+
+
 @register
-class LatentDigitalScheme(LatentTransmission):
+class LatentDigitalScheme(_Separation):
     """``digital``: separation in latent space with a real code (Sionna 5G LDPC + QAM).
 
     z -> :class:`LatentQuantizer` (K bits) -> :class:`LdpcLink` (``symbols // 2`` QAM symbols)
@@ -107,14 +126,6 @@ class LatentDigitalScheme(LatentTransmission):
     """
 
     name = "digital"
-    uses_fc = True
-
-    @classmethod
-    def build(cls, ctx, fc, kind):
-        from meg_lightning.codec.components import code_length
-
-        return cls(ctx.z_train(), ctx.decode_image, code_length(fc, math.prod(ctx.latent_shape)),
-                   kind=kind, num_blocks=ctx.cfg.channel.num_blocks, fc=fc)
 
     @classmethod
     def compute(cls, parts, fc):
@@ -186,11 +197,6 @@ class LatentDigitalScheme(LatentTransmission):
         return self._links[key]
 
     @torch.no_grad()
-    def transmit(self, z, *, channel=None, snr_db=None, generator=None):
-        out = self(z, None, channel=channel, snr_db=snr_db, generator=generator, decode=False)
-        return out.z_hat, out.symbols
-
-    @torch.no_grad()
     def __call__(self, z: Tensor, i_0: Optional[Tensor] = None, *, channel=None,
                  snr_db: Optional[float] = None, generator: Optional[torch.Generator] = None,
                  prompts=None, decode: bool = True) -> SchemeOutput:
@@ -214,7 +220,7 @@ class LatentDigitalScheme(LatentTransmission):
 
 
 @register
-class CapacityDigitalScheme(LatentTransmission):
+class CapacityDigitalScheme(_Separation):
     """``capacity``: the same quantiser over an ideal capacity-achieving code in the same budget.
 
     - AWGN: K = floor(symbols * 0.5 log2(1 + SNR)) bits, always decoded.
@@ -238,14 +244,6 @@ class CapacityDigitalScheme(LatentTransmission):
     """
 
     name = "capacity"
-    uses_fc = True
-
-    @classmethod
-    def build(cls, ctx, fc, kind):
-        from meg_lightning.codec.components import code_length
-
-        return cls(ctx.z_train(), ctx.decode_image, code_length(fc, math.prod(ctx.latent_shape)),
-                   kind=kind, num_blocks=ctx.cfg.channel.num_blocks, fc=fc)
 
     @classmethod
     def compute(cls, parts, fc):
@@ -290,11 +288,6 @@ class CapacityDigitalScheme(LatentTransmission):
             exp_d = p_out * q.expected_mse(0) + (1 - p_out) * q.expected_mse(K)
             self._rate_cache[snr_db] = int(K[int(np.argmin(exp_d))])
         return self._rate_cache[snr_db]
-
-    @torch.no_grad()
-    def transmit(self, z, *, channel=None, snr_db=None, generator=None):
-        out = self(z, None, channel=channel, snr_db=snr_db, generator=generator, decode=False)
-        return out.z_hat, out.symbols
 
     @torch.no_grad()
     def __call__(self, z: Tensor, i_0: Optional[Tensor] = None, *, channel=None,

@@ -8,14 +8,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
+from meg_lightning.evaluation.figure_compute import _num
 from meg_lightning.evaluation.registry import DM_SUFFIX
-
-
-def _num(v) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _fc(r: dict) -> str:
