@@ -27,6 +27,7 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path):
                     "## How much the noise seed decides",
                     "## Generative receivers at the UE (X+dm against X, awgn)",
                     "## Prompt transmission", "## Quality against UE compute (awgn)",
+                    "## Digital separation", "| digital fc=0.5 | awgn | 10 dB |",
                     "fig_compute_psnr"):
         assert section in report, section
     seed_ref = json.loads((out / "eval" / "seed_reference.json").read_text())

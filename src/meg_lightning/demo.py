@@ -320,7 +320,8 @@ def write_report(cfg: MegConfig, timings: dict[str, float]) -> Path:
     lines.append("")
     lines += _claim_lines(rows)
     lines += _seed_lines(cfg, rows)
-    lines += tradeoff.dm_lines(rows) + tradeoff.prompt_lines(rows) + tradeoff.compute_lines(rows)
+    lines += tradeoff.dm_lines(rows) + tradeoff.prompt_lines(rows) + tradeoff.digital_lines(rows)
+    lines += tradeoff.compute_lines(rows)
     snrs = sorted({r["snr_db"] for r in rows})
     fid_name = rows[0].get("fid_features") if rows else None
     metrics = [("psnr_db", "PSNR (dB)"), ("fid", "FID" if fid_name in (None, "inception")
