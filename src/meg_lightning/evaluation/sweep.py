@@ -216,7 +216,6 @@ def run_cell(cell: Cell, scheme: Scheme, channel, z: Tensor, i_0: Tensor, feats_
         "semantic_accuracy": float(torch.cat(sem).float().mean()) if sem else nan,
     }
     row.update(fid.as_dict() if fid else {"fid": nan, "fid_n_images": len(z)})
-    row["ue_unet_evals"] = 0.0  # unless the scheme runs the U-Net at the UE (below)
     for k, v in info.items():
         row[k] = float(torch.cat(v).double().mean())
     return row, torch.cat(first)[:EXAMPLES]
