@@ -93,7 +93,7 @@ def test_gradients_reach_encoder_through_channel(kind):
     model = CodecModule((4, 8, 8), fc=0.5, arch="paper", channel=ch)
     z = torch.randn(4, 4, 8, 8)
     out = model(z, mode="train", generator=torch.Generator().manual_seed(0))
-    assert set(out) == {"z_hat", "x", "x_hat"}
+    assert set(out) == {"z_hat", "x", "x_hat", "snr_db", "csi_db"}  # and the channel state
     torch.nn.functional.mse_loss(out["z_hat"], z).backward()
     g = model.encoder.linear.weight.grad
     assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0

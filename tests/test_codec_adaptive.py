@@ -135,7 +135,7 @@ def test_resume_matches_uninterrupted_run_and_keeps_the_klt_init(make_cfg, tmp_p
                datamodule=_dm(z))
 
     def ckpt(root, name):
-        return torch.load(root / "codec" / "fc0.25" / name, map_location="cpu", weights_only=True)
+        return torch.load(root / "codec-adaptive" / "fc0.25" / name, map_location="cpu", weights_only=True)
 
     # last.ckpt is only rewritten when val/loss improves (ModelCheckpoint's save_last), so the
     # exact-resume check compares the best checkpoints, chosen from the same 3 epochs
@@ -151,7 +151,7 @@ def test_early_stopping_and_mean_validation_loss(make_cfg, tmp_path):
     cfg = _cfg(make_cfg, "trainer.max_epochs=50", "codec.early_stop_patience=1", "codec.lr=0.5",
                f"out_dir={tmp_path}")
     train_main(cfg, datamodule=_dm(z))
-    last = torch.load(tmp_path / "codec" / "fc0.25" / "last.ckpt", map_location="cpu",
+    last = torch.load(tmp_path / "codec-adaptive" / "fc0.25" / "last.ckpt", map_location="cpu",
                       weights_only=True)
     assert last["epoch"] < 49  # lr 0.5 diverges: stopped early on val/loss
     assert last["hyper_parameters"]["val_loss"] == "mean"

@@ -13,7 +13,8 @@ from meg_lightning.evaluation.sweep import read_results
 def test_demo_runs_every_stage_and_writes_the_report(tmp_path):
     out = tmp_path / "demo"
     args = [f"out_dir={out}", f"data.cache_dir={out / 'latents'}", "data.num_prompts=24",
-            "eval.fcs=[0.5]", "eval.scheme_fcs={meg: [0.5]}", "eval.snrs_db=[-10,10]", "eval.channels=[awgn]",
+            "eval.fcs=[0.5]",
+            "eval.scheme_fcs={meg: [0.5], meg-adaptive: [0.5], linear: [0.5]}", "eval.snrs_db=[-10,10]", "eval.channels=[awgn]",
             "eval.num_images=6", "eval.bootstrap=5",
             "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
             "ppo.num_envs=16", "ppo.frames_per_batch=256", "ppo.total_frames=512",
@@ -28,7 +29,9 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path):
                     "## Generative receivers at the UE (X+dm against X, awgn)",
                     "## Prompt transmission", "## Quality against UE compute (awgn)",
                     "## Digital separation", "| digital fc=0.5 | awgn | 10 dB |",
-                    "fig_compute_psnr"):
+                    "fig_compute_psnr",
+                    "## Learned codecs against the optimal linear code and the OPTA bound",
+                    "| awgn | 0.5 | -10 dB |"):
         assert section in report, section
     seed_ref = json.loads((out / "eval" / "seed_reference.json").read_text())
     assert seed_ref["n_images"] == 6 and 0 <= seed_ref["semantic_accuracy"] <= 1
@@ -36,12 +39,15 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path):
     assert f"PSNR **{seed_ref['psnr_db']:.2f} dB** against I_0" in report
     rows = read_results(out / "eval" / "results.csv")
     assert {r["scheme"] for r in rows} == {"centralized", "feature", "feature+dm", "meg", "meg+dm",
-                                           "linear", "digital", "prompt"}
-    assert len(rows) == 8 * 2
+                                           "meg-adaptive", "linear", "digital", "prompt"}
+    assert len(rows) == 9 * 2
+    shipped = {r["codec_id"] for r in rows if r["scheme"] == "meg-adaptive"}
+    assert len(shipped) == 1 and None not in shipped  # the codec shipped for mini, fingerprinted
     assert {r["fid_features"] for r in rows} == {"mini-FID"}
     assert all(0 <= r["semantic_accuracy"] <= 1 for r in rows)
     assert len({r["semantic_accuracy_ref"] for r in rows}) == 1  # one I_0 set for every cell
     for stem in ("fig5_examples", "fig6_psnr", "fig7_fid", "fig_semantic", "fig10_fid_power",
+                 "fig_codecs",
                  "grid_awgn_snr-10", "grid_awgn_snr10"):
         assert (out / "figures" / f"{stem}.png").stat().st_size > 0, stem
     assert (out / "ppo" / "fig10.csv").exists() and (out / "codec" / "fc0.5" / "best.ckpt").exists()
@@ -88,3 +94,15 @@ def test_low_snr_claim_compares_each_cell_with_centralized_at_the_same_snr():
     # without semantic accuracy (models other than mini) only PSNR is judged
     plain = low_snr_claim([{**r, "semantic_accuracy": None} for r in rows])
     assert {x["sem"] for x in plain} == {None}
+
+
+def test_the_demo_leaves_meg_adaptive_out_for_a_model_without_shipped_codecs(tmp_path, capsys):
+    from meg_lightning.demo import _available_schemes, demo_config
+
+    tiny = demo_config(["model=tiny", f"out_dir={tmp_path}"])
+    assert "meg-adaptive" in tiny.eval.schemes
+    kept = _available_schemes(tiny).eval.schemes
+    assert "meg-adaptive" not in kept and "meg" in kept
+    assert "meg-adaptive left out (no adaptive codec for fc=0.25" in capsys.readouterr().out
+    mini = demo_config([f"out_dir={tmp_path}"])
+    assert _available_schemes(mini).eval.schemes == mini.eval.schemes  # shipped for mini

@@ -140,6 +140,9 @@ class CodecConfig:
     skip: str = "auto"  # adaptive: dense linear (KLT-initialised) path: auto (|z| <= 4096) | dense | none
     linear_init: bool = True  # adaptive: start the dense path at the KLT of the training latents
     val_loss: str = "train_snr"  # val/loss: train_snr (MSE at channel.snr_db) | mean (over val_snrs_db)
+    # | linear_ratio (mean over val_snrs_db of MSE / the linear code's MSE at that SNR)
+    loss: str = "mse"  # training loss: mse (eq. 27) | linear_ratio (each sample's MSE / the optimal
+    # linear code's closed-form MSE at its blocks' effective SNRs: every SNR and fade counts alike)
     schedule: str = "none"  # learning-rate schedule: none | cosine (to lr/100 over max_epochs) | plateau
     early_stop_patience: Optional[int] = None  # stop after this many epochs without a better val/loss
     awgn_fraction: float = 0.0  # rayleigh training: share of samples sent with h = 1 (one model for both)
@@ -152,8 +155,11 @@ class CodecConfig:
         _check(f"{p}.blocks", self.blocks, self.blocks >= 0, "an integer >= 0")
         _check(f"{p}.skip", self.skip, self.skip in ("auto", "dense", "none"),
                "one of auto, dense, none")
-        _check(f"{p}.val_loss", self.val_loss, self.val_loss in ("train_snr", "mean"),
-               "one of train_snr, mean")
+        _check(f"{p}.val_loss", self.val_loss,
+               self.val_loss in ("train_snr", "mean", "linear_ratio"),
+               "one of train_snr, mean, linear_ratio")
+        _check(f"{p}.loss", self.loss, self.loss in ("mse", "linear_ratio"),
+               "one of mse, linear_ratio")
         _check(f"{p}.schedule", self.schedule, self.schedule in ("none", "cosine", "plateau"),
                "one of none, cosine, plateau")
         _check(f"{p}.awgn_fraction", self.awgn_fraction,
@@ -242,6 +248,8 @@ class EvalConfig:
     bootstrap: int = 200  # bootstrap resamples for the FID confidence interval
     fid_features: str = "auto"  # auto | inception | pixels | mini (auto: see metrics.fid)
     codec_checkpoints: dict[str, str] = field(default_factory=dict)  # fc -> codec checkpoint path
+    adaptive_checkpoints: dict[str, str] = field(default_factory=dict)  # fc -> meg-adaptive codec
+    pretrained: bool = False  # meg-adaptive: the codecs shipped for the model, even if out_dir has one
     digital_codec: str = "png"  # png | jpeg: source code of the `digital-image` scheme
     ue_steps: int = 10  # X+dm: at most this many DDIM steps at the UE (each 2 U-Net evals w/ CFG)
     dm_calibration: int = 128  # X+dm: training latents that measure the error variance sigma_e^2

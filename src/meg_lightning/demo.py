@@ -24,6 +24,7 @@ from typing import Any, Optional
 import numpy as np
 
 from meg_lightning.config import MegConfig, load_config, save_resolved
+from meg_lightning.errors import UserError
 from meg_lightning.runtime import torch_threads
 
 #: The demo's short defaults (overridable: `meg demo key=value`).
@@ -39,9 +40,12 @@ DEMO_DEFAULTS = [
     # every scheme family once; the learned codec over three rates (eval.scheme_fcs), the rest at
     # fc 0.5, over four SNRs, the generative receivers with at most 5 UE steps: the whole demo
     # fits its 10-minute budget (the full sweep is a matter of configuration)
-    "eval.schemes=[centralized,feature,feature+dm,meg,meg+dm,linear,digital,prompt]",
+    # meg: the paper's recipe, trained here; meg-adaptive: the SNR-adaptive codecs shipped for
+    # mini (docs/CODECS.md), left out for a model without them
+    "eval.schemes=[centralized,feature,feature+dm,meg,meg+dm,meg-adaptive,linear,digital,prompt]",
     "eval.fcs=[0.5]",
-    "eval.scheme_fcs={meg: [0.25,0.5,0.75]}",
+    "eval.scheme_fcs={meg: [0.25,0.5,0.75], meg-adaptive: [0.25,0.5,0.75], "
+    "linear: [0.25,0.5,0.75]}",
     "eval.snrs_db=[-10,0,10,20]",
     "eval.ue_steps=5",
     "eval.num_images=128",
@@ -320,6 +324,7 @@ def write_report(cfg: MegConfig, timings: dict[str, float]) -> Path:
     lines.append("")
     lines += _claim_lines(rows)
     lines += _seed_lines(cfg, rows)
+    lines += tradeoff.codec_lines(rows)
     lines += tradeoff.dm_lines(rows) + tradeoff.prompt_lines(rows) + tradeoff.digital_lines(rows)
     lines += tradeoff.compute_lines(rows)
     snrs = sorted({r["snr_db"] for r in rows})
@@ -401,6 +406,22 @@ def main(cfg: MegConfig, overrides: list[str] | None = None) -> Path:
     return _run(cfg)
 
 
+def _available_schemes(cfg: MegConfig) -> MegConfig:
+    """Leave `meg-adaptive` out (with a note) when no adaptive codec exists for some rate: none
+    trained in out_dir, none named, none shipped for the model (e.g. model=tiny)."""
+    from meg_lightning.evaluation.cells import codec_fcs
+    from meg_lightning.evaluation.inputs import adaptive_checkpoint
+
+    try:
+        for fc in codec_fcs(cfg, "meg-adaptive"):
+            adaptive_checkpoint(cfg, fc)
+    except UserError as e:
+        keep = [s for s in cfg.eval.schemes if not s.startswith("meg-adaptive")]
+        print(f"meg demo: meg-adaptive left out ({e})", flush=True)
+        return dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, schemes=keep))
+    return cfg
+
+
 def _run(cfg: MegConfig) -> Path:
     from meg_lightning.codec import train as codec_train
     from meg_lightning.data import cache
@@ -409,6 +430,7 @@ def _run(cfg: MegConfig) -> Path:
     from meg_lightning.power import train as ppo_train
 
     timings: dict[str, float] = {}
+    cfg = _available_schemes(cfg)
     _, timings["latents"] = _stage("latents", cache.main, cfg)
     t = 0.0
     for fc in codec_fcs(cfg):

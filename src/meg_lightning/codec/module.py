@@ -32,6 +32,8 @@ from meg_lightning.errors import ConfigError, UserError
 from meg_lightning.metrics.image import latent_nmse_per_sample
 
 MODES = ("train", "eval")
+#: SNR grid (dB, 1 dB steps) of the ``linear_ratio`` reference
+REF_GRID_DB = (-30.0, 50.0)
 
 
 def snr_key(snr_db: float) -> str:
@@ -74,7 +76,7 @@ class CodecModule(L.LightningModule):
                  channel: Optional[dict[str, Any]] = None, seed: int = 0,
                  data_id: Optional[str] = None, width: int = 64, blocks: int = 2,
                  skip: str = "auto", linear_init: bool = True, val_loss: str = "train_snr",
-                 schedule: str = "none", awgn_fraction: float = 0.0):
+                 schedule: str = "none", awgn_fraction: float = 0.0, loss: str = "mse"):
         super().__init__()
         latent_shape = [int(s) for s in latent_shape]
         channel = asdict(ChannelConfig()) if channel is None else dict(channel)
@@ -86,7 +88,7 @@ class CodecModule(L.LightningModule):
         codec_cfg = CodecConfig(fc=fc, arch=arch, hidden=hidden, lr=lr, weight_decay=weight_decay,
                                 val_snrs_db=list(val_snrs_db), width=width, blocks=blocks,
                                 skip=skip, linear_init=linear_init, val_loss=val_loss,
-                                schedule=schedule, awgn_fraction=awgn_fraction)
+                                schedule=schedule, awgn_fraction=awgn_fraction, loss=loss)
         codec_cfg.validate("codec")
         self.encoder, self.decoder = build_codec(self.latent_shape, codec_cfg)
         channel_cfg = ChannelConfig(**channel)
@@ -96,6 +98,12 @@ class CodecModule(L.LightningModule):
         if arch == "adaptive":
             # set once the dense path has been fitted to data (saved: a resumed run does not refit)
             self.register_buffer("linear_initialised", torch.zeros((), dtype=torch.bool))
+        if "linear_ratio" in (loss, val_loss):
+            # the optimal linear code's closed-form MSE on a 1 dB grid (ln), fitted on the training
+            # latents at the start of training (saved: a resumed run does not refit)
+            self.register_buffer("ref_snr_db", torch.arange(REF_GRID_DB[0], REF_GRID_DB[1] + 0.5))
+            self.register_buffer("ref_log_mse", torch.zeros_like(self.ref_snr_db))
+            self.register_buffer("reference_fitted", torch.zeros((), dtype=torch.bool))
 
     @classmethod
     def from_config(cls, cfg: Any, latent_shape: Sequence[int]) -> "CodecModule":
@@ -105,7 +113,8 @@ class CodecModule(L.LightningModule):
                    weight_decay=c.weight_decay, val_snrs_db=list(c.val_snrs_db),
                    channel=asdict(cfg.channel), seed=cfg.seed, data_id=config_data_id(cfg),
                    width=c.width, blocks=c.blocks, skip=c.skip, linear_init=c.linear_init,
-                   val_loss=c.val_loss, schedule=c.schedule, awgn_fraction=c.awgn_fraction)
+                   val_loss=c.val_loss, schedule=c.schedule, awgn_fraction=c.awgn_fraction,
+                   loss=c.loss)
 
     # -- the three public steps --------------------------------------------------------------
     @property
@@ -145,7 +154,8 @@ class CodecModule(L.LightningModule):
                 generator: Optional[torch.Generator] = None,
                 power: Optional[torch.Tensor] = None,
                 h: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
-        """z -> {z_hat, x, x_hat}. ``mode`` "train" samples the training SNR (channel config),
+        """z -> {z_hat, x, x_hat, snr_db (B,), csi_db (B, blocks): each block's effective SNR}.
+        ``mode "train" samples the training SNR (channel config),
         "eval" uses ``snr_db`` (float or (B,) tensor; None = ``channel.snr_db``). ``power``
         (B, num_blocks) relative block powers (eq. 29) go to the channel as they are; ``h``
         (B, num_blocks) complex pre-drawn fading gains (``rayleigh`` only).
@@ -162,8 +172,9 @@ class CodecModule(L.LightningModule):
         x = self.encode(z, snr)  # (B, k)
         out = self.channel(x, mode=mode, snr_db=snr, power=power, h=h, generator=generator)
         x_hat = out["x_hat"]  # (B, k), de-normalised to x's scale
-        csi = effective_snr_db(out) if self.adaptive else None
-        return {"z_hat": self.decode(x_hat, snr, csi), "x": x, "x_hat": x_hat}
+        csi = effective_snr_db(out)  # (B, blocks)
+        return {"z_hat": self.decode(x_hat, snr, csi if self.adaptive else None), "x": x,
+                "x_hat": x_hat, "snr_db": snr, "csi_db": csi}
 
     # -- Lightning hooks -----------------------------------------------------------------------
     def _generator(self, device: torch.device, *parts: Any) -> torch.Generator:
@@ -173,24 +184,68 @@ class CodecModule(L.LightningModule):
         z = batch["z"]  # (B, C, h, w)
         g = self._generator(z.device, "train", self.global_step, self.global_rank)
         out = self(z, mode="train", generator=g, h=self._train_fading(z, g))
-        loss = F.mse_loss(out["z_hat"], z)  # eq. 27 (mean over entries)
+        if self.hparams.loss == "linear_ratio":
+            # each sample's MSE relative to what the optimal linear code gets at its SNR: without
+            # it the low-SNR samples (MSE ~100x larger) decide every gradient
+            per = (out["z_hat"] - z).pow(2).flatten(1).mean(1)  # (B,)
+            loss = (per / self.sample_reference(out["csi_db"])).mean()
+        else:
+            loss = F.mse_loss(out["z_hat"], z)  # eq. 27 (mean over entries)
         self.log("train/loss", loss, prog_bar=True, batch_size=z.shape[0])
         return loss
 
+    def _needs_reference(self) -> bool:
+        return hasattr(self, "reference_fitted") and not bool(self.reference_fitted)
+
+    def _needs_linear_init(self) -> bool:
+        return (self.adaptive and self.hparams.linear_init and self.encoder.dense
+                and not bool(self.linear_initialised))
+
     def on_fit_start(self) -> None:
-        """Adaptive codecs with ``linear_init``: start the dense path at the KLT of the training
-        latents (the optimal linear code at high SNR), once; a resumed run keeps its weights."""
-        if not (self.adaptive and self.hparams.linear_init and self.encoder.dense):
-            return
-        if self.global_step > 0 or bool(self.linear_initialised):
+        """Fits what depends on the training latents, once (a resumed run keeps it): adaptive
+        codecs with ``linear_init`` start the dense path at their KLT (the optimal linear code at
+        high SNR); ``linear_ratio`` losses get the linear code's MSE per SNR."""
+        if self.global_step > 0 or not (self._needs_linear_init() or self._needs_reference()):
             return
         z = torch.cat([b["z"] for b in self.trainer.datamodule.train_dataloader()]).to(self.device)
-        self.init_linear(z)
+        if self._needs_linear_init():
+            self.init_linear(z)
+        if self._needs_reference():
+            self.fit_reference(z)
         if self.trainer.world_size > 1:
             # each rank saw its own shard of the data: every rank takes rank 0's fit (DDP syncs
             # gradients only, and its start-up broadcast has already happened)
-            for t in list(self.parameters()) + [self.linear_initialised]:
+            for t in list(self.parameters()) + list(self.buffers()):
                 t.data.copy_(self.trainer.strategy.broadcast(t.data, src=0))
+
+    @torch.no_grad()
+    def fit_reference(self, z: torch.Tensor) -> None:
+        """The ``linear_ratio`` reference: ln of :meth:`LinearCode.expected_mse` of the linear code
+        fitted on latents z (N, C, h, w), on the 1 dB grid ``ref_snr_db``."""
+        from meg_lightning.codec.baselines import LinearCode
+
+        code = LinearCode.fit(z.detach().float().cpu(), self.hparams.fc)
+        mse = [max(code.expected_mse(float(s)), 1e-12) for s in self.ref_snr_db.tolist()]
+        self.ref_log_mse.copy_(torch.tensor(mse, dtype=torch.float64).log())
+        self.reference_fitted.fill_(True)
+
+    def sample_reference(self, csi_db: torch.Tensor) -> torch.Tensor:
+        """The ``linear_ratio`` denominator of each sample (B,): the linear code's MSE at each
+        fading block's effective SNR (B, blocks), averaged over the blocks. On AWGN that is its
+        MSE at the SNR; under fading a deep fade raises it, so that the fading samples do not
+        outweigh the AWGN ones."""
+        B, nb = csi_db.shape
+        return self.reference_mse(csi_db.reshape(-1)).reshape(B, nb).mean(1)
+
+    def reference_mse(self, snr_db: torch.Tensor) -> torch.Tensor:
+        """The linear code's AWGN MSE at each SNR (B,) (log-linear between grid points; clamped
+        to the grid's ends)."""
+        grid = self.ref_snr_db
+        s = snr_db.to(grid).clamp(float(grid[0]), float(grid[-1]))
+        i = (s - grid[0]).floor().long().clamp(0, grid.numel() - 2)  # 1 dB steps
+        t = s - grid[i]
+        log_mse = self.ref_log_mse[i] * (1 - t) + self.ref_log_mse[i + 1] * t
+        return log_mse.exp().to(snr_db.dtype)
 
     @torch.no_grad()
     def init_linear(self, z: torch.Tensor) -> None:
@@ -226,7 +281,7 @@ class CodecModule(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         z = batch["z"]
         bs = z.shape[0]
-        losses = []
+        losses, ratios = [], []
         for snr in self._val_snrs():
             g = self._generator(z.device, "val", snr, batch_idx, self.global_rank)
             z_hat = self(z, snr_db=snr, mode="eval", generator=g)["z_hat"]
@@ -239,6 +294,12 @@ class CodecModule(L.LightningModule):
             if self.hparams.val_loss == "train_snr" and snr == float(self.channel_cfg.snr_db):
                 self.log("val/loss", mse, prog_bar=True, batch_size=bs, sync_dist=True)
             losses.append(mse)
+            if self.hparams.val_loss == "linear_ratio":
+                ratios.append(mse / self.reference_mse(torch.tensor([snr], device=z.device))[0])
+        if self.hparams.val_loss == "linear_ratio":
+            # the monitor of a codec meant to beat the linear code at every SNR of the range
+            self.log("val/loss", torch.stack(ratios).mean(), prog_bar=True, batch_size=bs,
+                     sync_dist=True)
         if self.hparams.val_loss == "mean":
             # the early-stopping / best-checkpoint monitor of a codec that serves many SNRs
             self.log("val/loss", torch.stack(losses).mean(), prog_bar=True, batch_size=bs,

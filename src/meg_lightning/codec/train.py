@@ -37,8 +37,11 @@ SMALL_EPOCHS = 30  # tiny / mini presets: a few seconds per epoch on a CPU
 
 
 def run_dir(cfg: MegConfig) -> Path:
-    """``{out_dir}/codec/fc{fc}``, e.g. ``data/runs/codec/fc0.5``."""
-    return Path(cfg.out_dir) / "codec" / f"fc{cfg.codec.fc:g}"
+    """``{out_dir}/codec/fc{fc}`` (e.g. ``data/runs/codec/fc0.5``: the paper's recipe, scheme
+    `meg`), or ``{out_dir}/codec-adaptive/fc{fc}`` for ``codec.arch=adaptive`` (scheme
+    `meg-adaptive`), so the two recipes can be trained side by side in one out_dir."""
+    family = "codec-adaptive" if cfg.codec.arch == "adaptive" else "codec"
+    return Path(cfg.out_dir) / family / f"fc{cfg.codec.fc:g}"
 
 
 def configured_checkpoint(cfg: MegConfig, fc: float) -> Optional[Path]:

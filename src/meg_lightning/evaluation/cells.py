@@ -42,10 +42,14 @@ def scheme_fcs(cfg: MegConfig, scheme: str) -> list:
     return [float(f) for f in cfg.eval.scheme_fcs.get(scheme, cfg.eval.fcs)]
 
 
-def codec_fcs(cfg: MegConfig) -> list[float]:
-    """The rates at which the sweep needs a trained codec (the `meg` schemes, with or without
-    a generative receiver), ascending."""
-    return sorted({fc for s in cfg.eval.schemes if registry.base_name(s) == "meg"
+#: the scheme families that evaluate a trained codec: their rows record the codec's fingerprint
+CODEC_FAMILIES = ("meg", "meg-adaptive")
+
+
+def codec_fcs(cfg: MegConfig, family: str = "meg") -> list[float]:
+    """The rates at which the sweep needs a trained codec of ``family`` (the `meg` or
+    `meg-adaptive` schemes, with or without a generative receiver), ascending."""
+    return sorted({fc for s in cfg.eval.schemes if registry.base_name(s) == family
                    for fc in scheme_fcs(cfg, s)})
 
 
@@ -68,30 +72,39 @@ def sweep_hash(cfg: MegConfig) -> str:
     d = to_dict(cfg)
     ev = {k: v for k, v in d["eval"].items()
           if k not in ("schemes", "snrs_db", "fcs", "scheme_fcs", "channels", "results",
-                       "codec_checkpoints")}
+                       "codec_checkpoints", "adaptive_checkpoints", "pretrained")}
     return config_hash({"version": RESULTS_VERSION, "data_id": data_id(cfg), "eval": ev,
                         "channel": {k: d["channel"][k] for k in ("num_blocks", "equalizer")}})
 
 
-def codec_ids(cfg: MegConfig, codecs: Optional[dict[float, Any]] = None) -> dict[float, str]:
-    """fc -> a fingerprint of the codec that evaluates it (checkpoint path, size and mtime;
-    ``injected`` for a module passed in). A `meg` row whose ``codec_id`` differs is recomputed;
-    an fc without a checkpoint yet is absent."""
+def codec_ids(cfg: MegConfig, codecs: Optional[dict[float, Any]] = None
+              ) -> dict[tuple[str, float], str]:
+    """(family, fc) -> a fingerprint of the codec that evaluates it (checkpoint path, size and
+    mtime; ``injected`` for a `meg` module passed in). A row whose ``codec_id`` differs is
+    recomputed; a (family, fc) without a checkpoint yet is absent."""
     ids = {}
-    fcs = codec_fcs(cfg)
-    for fc in fcs:
-        if codecs and fc in codecs:
-            ids[fc] = "injected"
-            continue
-        try:
-            path = _codec_checkpoint(cfg, fc)
-        except UserError:
-            continue
-        if path.is_file():
-            st = path.stat()
-            blob = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()
-            ids[fc] = hashlib.sha256(blob).hexdigest()[:12]
+    for family in CODEC_FAMILIES:
+        for fc in codec_fcs(cfg, family):
+            if family == "meg" and codecs and fc in codecs:
+                ids[(family, fc)] = "injected"
+                continue
+            try:
+                path = _codec_checkpoint(cfg, fc, family)
+            except UserError:
+                continue
+            if path.is_file():
+                st = path.stat()
+                blob = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()
+                ids[(family, fc)] = hashlib.sha256(blob).hexdigest()[:12]
     return ids
+
+
+def row_codec_id(ids: dict[tuple[str, float], str], scheme: str, fc: Any) -> Optional[str]:
+    """The ``codec_id`` a row of ``scheme`` at ``fc`` must carry (None: it uses no codec)."""
+    family = registry.base_name(scheme)
+    if family not in CODEC_FAMILIES or fc is None or (isinstance(fc, float) and math.isnan(fc)):
+        return None
+    return ids.get((family, float(fc)))
 
 
 def cell_seed(base_seed: int, key: str) -> int:
@@ -99,7 +112,7 @@ def cell_seed(base_seed: int, key: str) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
-def _codec_checkpoint(cfg: MegConfig, fc: float):
-    from meg_lightning.evaluation.inputs import codec_checkpoint
+def _codec_checkpoint(cfg: MegConfig, fc: float, family: str = "meg"):
+    from meg_lightning.evaluation.inputs import adaptive_checkpoint, codec_checkpoint
 
-    return codec_checkpoint(cfg, fc)
+    return (adaptive_checkpoint if family == "meg-adaptive" else codec_checkpoint)(cfg, fc)

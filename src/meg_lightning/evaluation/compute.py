@@ -331,6 +331,8 @@ class ComputeParts:
     linear_encode: dict[float, float] = field(default_factory=dict)
     linear_decode: dict[float, float] = field(default_factory=dict)
     digital_decode: dict[float, float] = field(default_factory=dict)
+    adaptive_encode: dict[float, float] = field(default_factory=dict)
+    adaptive_decode: dict[float, float] = field(default_factory=dict)
 
     @property
     def evals_per_step(self) -> int:
@@ -361,11 +363,13 @@ class ComputeParts:
                 guidance_scale: float, codecs: Optional[Mapping[Any, Any]] = None,
                 linear_codes: Optional[Mapping[Any, Any]] = None,
                 symbols: Optional[Mapping[Any, int]] = None, *,
-                ldpc: Optional[Mapping[str, float]] = None) -> "ComputeParts":
+                ldpc: Optional[Mapping[str, float]] = None,
+                adaptive_codecs: Optional[Mapping[Any, Any]] = None) -> "ComputeParts":
         """Measure every component with :func:`gflops` (cached per module and shape).
 
         ``pipe``: a StableDiffusionPipeline (``unet``, ``vae``, ``text_encoder``, ``tokenizer``);
         ``latent_shape`` (C, h, w); ``codecs`` fc -> codec module (``encode`` / ``decode``);
+        ``adaptive_codecs`` the same for `meg-adaptive`;
         ``linear_codes`` fc -> :class:`~meg_lightning.codec.LinearCode`, counted as they run, or
         None for the closed form 2 k |z| per side with k = ``symbols[fc]``; ``symbols`` fc ->
         real channel symbols per image (k of meg / linear, the budget of digital), which sets
@@ -384,6 +388,11 @@ class ComputeParts:
             k = code_length_of(codec, shape)
             parts.codec_encode[fc] = codec_encode_gflops(codec, shape)
             parts.codec_decode[fc] = codec_decode_gflops(codec, k)
+        for fc, codec in (adaptive_codecs or {}).items():
+            fc = _fc_key(fc)
+            k = code_length_of(codec, shape)
+            parts.adaptive_encode[fc] = codec_encode_gflops(codec, shape)
+            parts.adaptive_decode[fc] = codec_decode_gflops(codec, k)
         if linear_codes is not None:
             for fc, code in linear_codes.items():
                 fc = _fc_key(fc)

@@ -317,6 +317,49 @@ def fig_compute(rows: list[dict], out: Path) -> list[Path]:
     return paths
 
 
+def fig_codecs(rows: list[dict], path_stem: Path) -> list[Path]:
+    """Test latent MSE against SNR of the analog latent codes (`meg`, `meg-adaptive`, `linear`)
+    per channel and rate, with the Gaussian OPTA bound of each rate on AWGN (black, dotted).
+    Nothing unless `meg-adaptive` and another code were swept."""
+    from meg_lightning.evaluation.tradeoff import CODEC_SCHEMES
+
+    rows = [r for r in rows if r["scheme"] in CODEC_SCHEMES and _finite(r.get("latent_mse"))
+            and r["channel"] != "none"]
+    if len({r["scheme"] for r in rows}) < 2 or not any(r["scheme"] == "meg-adaptive" for r in rows):
+        return []
+    kinds = _channels(rows)
+    styles = {"meg": ":", "meg-adaptive": "-", "linear": "--"}
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds), 4), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        series: dict[str, list[dict]] = defaultdict(list)
+        for r in rows:
+            if r["channel"] == kind:
+                series[label(r)].append(r)
+        colours: dict[float, str] = {}
+        for lbl in sorted(series, key=_sort_key):
+            pts = sorted(series[lbl], key=lambda r: float(r["snr_db"]))
+            fc = float(pts[0]["fc"])
+            (line,) = ax.semilogy([float(r["snr_db"]) for r in pts],
+                                  [float(r["latent_mse"]) for r in pts], marker="o", ms=3,
+                                  label=lbl, ls=styles[pts[0]["scheme"]],
+                                  color=colours.get(fc))
+            colours.setdefault(fc, line.get_color())
+            opta = [(float(r["snr_db"]), float(r["opta_latent_mse"])) for r in pts
+                    if _finite(r.get("opta_latent_mse"))]
+            if pts[0]["scheme"] == "meg-adaptive" and opta:
+                ax.semilogy(*zip(*opta), color="k", ls=":", lw=1,
+                            label=f"OPTA fc={fc:g}" if kind == "awgn" else None)
+        ax.set_title(kind.upper() if kind == "awgn" else kind.capitalize())
+        ax.set_xlabel("SNR (dB)")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel("test latent MSE per entry, lower is better")
+    fig.suptitle("Learned codecs against the optimal linear code and the Gaussian OPTA bound "
+                 "(colour: rate; dotted: meg, paper recipe; solid: meg-adaptive; dashed: linear)",
+                 fontsize=9)
+    axes[0][-1].legend(fontsize=7)
+    return save(fig, path_stem)
+
+
 def make_figures(results_csv: Optional[Path], examples: Optional[Path], ppo_csv: Optional[Path],
                  out: Path, *, table2: bool = True) -> tuple[list[Path], list[str]]:
     """Every figure whose inputs exist; returns (written paths, notes on what was skipped)."""
@@ -330,12 +373,13 @@ def make_figures(results_csv: Optional[Path], examples: Optional[Path], ppo_csv:
         for name, fn in (("fig6_psnr", lambda p: fig_vs_snr(rows, "psnr_db", p)),
                          ("fig7_fid", lambda p: fig_vs_snr(rows, "fid", p)),
                          ("fig_semantic", lambda p: fig_vs_snr(rows, "semantic_accuracy", p)),
+                         ("fig_codecs", lambda p: fig_codecs(rows, p)),
                          ("fig8_psnr_fc", lambda p: fig_heatmap(rows, "psnr_db", p)),
                          ("fig9_fid_fc", lambda p: fig_heatmap(rows, "fid", p)),
                          ("fig5_examples", lambda p: fig_examples(rows, examples or Path(), p))):
             got = fn(out / name)
             paths += got
-            if not got and name != "fig_semantic":  # semantic accuracy: mini model only
+            if not got and name not in ("fig_semantic", "fig_codecs"):  # mini / adaptive only
                 notes.append(f"{name}: skipped (no matching rows / example images in "
                              f"{results_csv.parent})")
         paths += fig_compute(rows, out)

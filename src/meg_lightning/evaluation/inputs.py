@@ -37,17 +37,67 @@ def _default_datamodule(cfg: MegConfig):
     return dm
 
 
-def _eval_checkpoint(cfg: MegConfig, fc: float) -> Optional[Path]:
-    """``eval.codec_checkpoints[fc]``, or None when it names none for that rate."""
-    for key, path in cfg.eval.codec_checkpoints.items():
+def _eval_checkpoint(cfg: MegConfig, fc: float, key: str = "codec_checkpoints") -> Optional[Path]:
+    """``eval.<key>[fc]`` (codec_checkpoints | adaptive_checkpoints), or None when it names none
+    for that rate."""
+    for rate, path in getattr(cfg.eval, key).items():
         try:
-            if math.isclose(float(key), fc):
+            if math.isclose(float(rate), fc):
                 return Path(path)
         except ValueError:
-            raise ConfigError(f"eval.codec_checkpoints.{key}", path,
+            raise ConfigError(f"eval.{key}.{rate}", path,
                               "keys that are compression rates, e.g. "
-                              "'eval.codec_checkpoints={\"0.5\": <ckpt>}'") from None
+                              f"'eval.{key}={{\"0.5\": <ckpt>}}'") from None
     return None
+
+
+def adaptive_checkpoint(cfg: MegConfig, fc: float) -> Path:
+    """Which codec evaluates `meg-adaptive` at rate ``fc``: ``eval.adaptive_checkpoints[fc]``;
+    else (unless ``eval.pretrained``) `make train-codec-adaptive`'s
+    ``{out_dir}/codec-adaptive/fc<fc>/best.ckpt`` (or ``last.ckpt``); else the codec shipped for
+    the model (:mod:`meg_lightning.codec.pretrained`, a ``codec.safetensors``)."""
+    import dataclasses
+
+    from meg_lightning.codec import pretrained
+    from meg_lightning.codec.train import run_dir
+
+    explicit = _eval_checkpoint(cfg, fc, "adaptive_checkpoints")
+    if explicit is not None:
+        return explicit
+    folder = run_dir(dataclasses.replace(cfg, codec=dataclasses.replace(
+        cfg.codec, fc=fc, arch="adaptive")))
+    if not cfg.eval.pretrained:
+        for name in ("best.ckpt", "last.ckpt"):
+            if (folder / name).is_file():
+                return folder / name
+    if pretrained.has_pretrained(cfg.model, fc):
+        return pretrained.folder(cfg.model, fc) / "codec.safetensors"
+    shipped = ", ".join(f"{f:g}" for f in pretrained.available(cfg.model)) or "none"
+    where = "" if cfg.eval.pretrained else f"{str(folder)!r} holds no checkpoint and "
+    raise UserError(f"no adaptive codec for fc={fc:g}: {where}none ships for model={cfg.model} "
+                    f"(shipped rates: {shipped}); run `make train-codec-adaptive FC={fc:g}` "
+                    f"first or set 'eval.adaptive_checkpoints={{\"{fc:g}\": <.ckpt>}}'")
+
+
+def _default_adaptive_codec(cfg: MegConfig, fc: float, latent_shape, device):
+    """The codec of :func:`adaptive_checkpoint`: a shipped one is taken as it is (it records its
+    own data in its card); one in ``out_dir`` must have been trained on this run's latents."""
+    from meg_lightning.codec import pretrained
+    from meg_lightning.codec.module import load_codec
+    from meg_lightning.config import data_id
+
+    path = adaptive_checkpoint(cfg, fc)
+    if path.name == "codec.safetensors" and path.parent == pretrained.folder(cfg.model, fc):
+        codec = pretrained.load_pretrained(cfg.model, fc, latent_shape)
+    else:
+        explicit = _eval_checkpoint(cfg, fc, "adaptive_checkpoints") is not None
+        codec = load_codec(path, latent_shape=latent_shape, fc=fc,
+                           data_id=None if explicit else data_id(cfg))
+    if not codec.adaptive:
+        raise ConfigError(f"eval.adaptive_checkpoints.{fc:g}", str(path),
+                          "a codec trained with codec.arch=adaptive (this one is "
+                          f"arch={codec.hparams.arch}; evaluate it as scheme meg)")
+    return codec.to(device)
 
 
 def codec_checkpoint(cfg: MegConfig, fc: float) -> Path:

@@ -94,6 +94,7 @@ class BuildContext:
     linear_code: Callable[[float], Any]  # fc -> fitted LinearCode
     pipeline: Callable[[], Any]  # the diffusers pipeline (U-Net, text encoder, scheduler)
     train_prompts: Callable[[], list] = list  # the prompts of the training latents
+    adaptive_codec: Optional[Callable[[float], Any]] = None  # fc -> SNR-adaptive codec
 
 
 def build(name: str, ctx: BuildContext, fc: Optional[float], kind: str):

@@ -174,9 +174,51 @@ class LatentScheme(LatentTransmission):
 
     @torch.no_grad()
     def transmit(self, z, *, channel, snr_db, generator):
+        if getattr(self.codec, "adaptive", False):
+            return self._transmit_adaptive(z, channel, snr_db, generator)
         x = self.encode(z).flatten(1)  # (B, k)
         x_hat = _send(channel, x, snr_db, generator)
         return self.decode(x_hat).reshape(z.shape), x.shape[1]  # (B, C, h, w)
+
+    def _transmit_adaptive(self, z, channel, snr_db, generator):
+        """An SNR-adaptive codec: both ends know the cell's SNR, and the decoder each fading
+        block's SNR after zero-forcing (what it was trained with, whatever the cell's
+        ``channel.equalizer``), from the same draws as the cell's channel would make."""
+        from meg_lightning.channel import Channel
+        from meg_lightning.codec.module import effective_snr_db
+
+        kind = getattr(channel, "kind", "awgn")
+        snr = NOISELESS_DESIGN_SNR_DB if kind == "none" or snr_db is None else float(snr_db)
+        link = Channel(kind=kind, snr_db=snr, equalizer="zf",
+                       num_blocks=getattr(channel, "num_blocks", 1))
+        snr_t = torch.full((z.shape[0],), snr, device=z.device, dtype=torch.float32)
+        x = self.codec.encode(z, snr_t).flatten(1)  # (B, k)
+        out = link(x, mode="eval", snr_db=snr_t, generator=generator)
+        z_hat = self.codec.decode(out["x_hat"], snr_t, effective_snr_db(out))
+        return z_hat.reshape(z.shape), x.shape[1]
+
+
+@register
+class AdaptiveLatentScheme(LatentScheme):
+    """``meg-adaptive``: MEG with the SNR-adaptive, CSI-aware codec (``codec.arch=adaptive``,
+    :mod:`meg_lightning.codec.adaptive`): one model per rate serves every SNR; both ends know the
+    SNR, the decoder also each fading block's SNR after equalisation. Its codec is
+    ``eval.adaptive_checkpoints[fc]``, else `make train-codec-adaptive`'s in ``out_dir``, else the
+    one shipped for the model (:mod:`meg_lightning.codec.pretrained`; ``eval.pretrained=true``
+    always takes that one)."""
+
+    name = "meg-adaptive"
+
+    @classmethod
+    def compute(cls, parts, fc):
+        return (0.0, parts.at("adaptive_decode", fc) + parts.vae_decode,
+                parts.generation + parts.at("adaptive_encode", fc))
+
+    @classmethod
+    def build(cls, ctx, fc, kind):
+        codec = ctx.adaptive_codec(fc)
+        return cls("meg-adaptive", ctx.decode_image, encode=codec.encode, decode=codec.decode,
+                   fc=fc, codec=codec)
 
 
 #: SNR the linear code is designed for on the noiseless channel: its power loading and LMMSE

@@ -58,6 +58,7 @@ from meg_lightning.evaluation.cells import (  # noqa: F401 - re-exported
     Cell,
     cell_seed,
     codec_ids,
+    row_codec_id,
     enumerate_cells,
     sweep_hash,
 )
@@ -69,6 +70,7 @@ from meg_lightning.evaluation.results import (  # noqa: F401 - the results file'
 from meg_lightning.evaluation.inputs import (  # noqa: F401 - re-exported: injectable defaults
     ImageStore,
     _default_channel,
+    _default_adaptive_codec,
     _default_codec,
     _default_datamodule,
     _default_judge,
@@ -95,7 +97,7 @@ from meg_lightning.metrics import (
 EXAMPLES = 8
 
 #: schemes whose rows get the Gaussian OPTA latent MSE beside theirs (analog latent codes)
-LATENT_CODES = ("feature", "meg", "linear")
+LATENT_CODES = ("feature", "meg", "meg-adaptive", "linear")
 
 
 
@@ -259,9 +261,9 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
         rows = [r for r in old if r.get("config_hash") == h]
         stale = [r for r in old if r.get("config_hash") != h]
     ids = codec_ids(cfg, codecs)
-    # a meg row made with another codec checkpoint than the one now configured is recomputed
-    kept = [r for r in rows if registry.base_name(r["scheme"]) != "meg" or r.get("fc") is None
-            or float(r["fc"]) not in ids or r.get("codec_id") == ids[float(r["fc"])]]
+    # a meg / meg-adaptive row made with another codec than the one now configured is recomputed
+    kept = [r for r in rows if row_codec_id(ids, r["scheme"], r.get("fc")) is None
+            or r.get("codec_id") == row_codec_id(ids, r["scheme"], r.get("fc"))]
     changed = bool(stale) or len(kept) != len(rows)
     rows = kept
     done = {r["cell"] for r in rows}
@@ -326,7 +328,8 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
         codec=_memo(lambda fc: injected_codecs.get(fc)
                     or _default_codec(cfg, fc, latent_shape, device)),
         linear_code=_memo(lambda fc: injected_linear.get(fc)
-                          or _default_linear(fc, z_train(), device)))
+                          or _default_linear(fc, z_train(), device)),
+        adaptive_codec=_memo(lambda fc: _default_adaptive_codec(cfg, fc, latent_shape, device)))
     schemes = _build_schemes(todo, ctx) if todo else {}
 
     def compute_parts():
@@ -343,6 +346,9 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
                 cfg.generation.guidance_scale,
                 codecs={fc: ctx.codec(fc) for fc in {c.fc for c in todo if c.fc is not None
                                                      and registry.base_name(c.scheme) == "meg"}},
+                adaptive_codecs={fc: ctx.adaptive_codec(fc) for fc in
+                                 {c.fc for c in todo if c.fc is not None
+                                  and registry.base_name(c.scheme) == "meg-adaptive"}},
                 linear_codes={fc: ctx.linear_code(fc) for fc in
                               {c.fc for c in todo if c.fc is not None
                                and registry.base_name(c.scheme) == "linear"}},
@@ -422,8 +428,7 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
             row = {"cell": cell.key, "scheme": cell.scheme, "channel": cell.channel,
                    "snr_db": cell.snr_db, "fc": cell.fc, "num_blocks": cfg.channel.num_blocks,
                    "equalizer": cfg.channel.equalizer, "seed": seed, "config_hash": h,
-                   "codec_id": ids.get(cell.fc) if registry.base_name(cell.scheme) == "meg"
-                   else None, **metrics,
+                   "codec_id": row_codec_id(ids, cell.scheme, cell.fc), **metrics,
                    "time_s": round(time.perf_counter() - t0, 3)}
             _save_png(out / "examples" / f"{cell.key}.png", first)
             rows.append(row)

@@ -1,5 +1,6 @@
 """Report sections on the full trade-off, written from a sweep's results rows (the demo report):
-what the generative receiver adds (``X+dm`` against X), where prompt transmission works, the
+the learned codecs against the optimal linear code and the OPTA bound, what the generative
+receiver adds (``X+dm`` against X), where prompt transmission works, the
 digital scheme's cliff, and which scheme wins at which UE compute budget. Every sentence is
 computed from the rows it is given; nothing here knows the expected outcome."""
 
@@ -147,3 +148,54 @@ def digital_lines(rows: list[dict]) -> list[str]:
              "leaves its latent components at the mean.", ""]
             + _table(["scheme", "channel", "SNR", "MCS", "info bits", "BLER", "all decoded",
                       "PSNR", "latent MSE"], body) + [""])
+
+
+#: the analog latent codes the codec section compares, in column order
+CODEC_SCHEMES = ("meg", "meg-adaptive", "linear")
+
+
+def codec_lines(rows: list[dict]) -> list[str]:
+    """The learned codecs (`meg`: the paper's recipe, one model trained at one SNR;
+    `meg-adaptive`: one model for every SNR) against the optimal linear code and, on AWGN, the
+    Gaussian OPTA bound, per channel, rate and SNR: test latent MSE and semantic accuracy, with
+    `centralized`'s accuracy beside them; and where the adaptive codec is not below `linear`."""
+    by = {(r["scheme"], r["channel"], _num(r.get("fc")), _num(r["snr_db"])): r for r in rows}
+    have = [s for s in CODEC_SCHEMES if any(k[0] == s for k in by)]
+    if "meg-adaptive" not in have or len(have) < 2:
+        return []
+    keys = sorted({(c, fc, snr) for s, c, fc, snr in by if s == "meg-adaptive"},
+                  key=lambda k: (k[0], k[1], k[2]))
+    centralized = {(r["channel"], _num(r["snr_db"])): r for r in rows
+                   if r["scheme"] == "centralized"}
+    sem = any(math.isfinite(_num(r.get("semantic_accuracy"))) for r in rows)
+    head = ["channel", "fc", "SNR"] + [f"{s} MSE" for s in have] + ["OPTA (AWGN)"]
+    head += [f"{s} acc." for s in have] + ["centralized acc."] if sem else []
+    body, worse = [], []
+    for channel, fc, snr in keys:
+        cells = [by.get((s, channel, fc, snr)) for s in have]
+        mse = [_num(r.get("latent_mse")) if r else math.nan for r in cells]
+        opta = _num((by.get(("meg-adaptive", channel, fc, snr)) or {}).get("opta_latent_mse"))
+        row = [channel, f"{fc:g}", f"{snr:g} dB"] + [f"{m:.4f}" if math.isfinite(m) else "-"
+                                                   for m in mse]
+        row.append(f"{opta:.4f}" if math.isfinite(opta) else "-")
+        if sem:
+            acc = [_num(r.get("semantic_accuracy")) if r else math.nan for r in cells]
+            central = _num(centralized.get((channel, snr), {}).get("semantic_accuracy"))
+            row += [f"{a:.2f}" if math.isfinite(a) else "-" for a in acc]
+            row.append(f"{central:.2f}" if math.isfinite(central) else "-")
+        body.append(row)
+        if "linear" in have:
+            a, lin = mse[have.index("meg-adaptive")], mse[have.index("linear")]
+            if math.isfinite(a) and math.isfinite(lin) and a > lin:
+                worse.append(f"{channel} fc={fc:g} {snr:g} dB ({a:.4f} > {lin:.4f})")
+    verdict = ("`meg-adaptive` has a latent MSE at most `linear`'s in every cell above."
+               if "linear" in have and not worse else
+               "`meg-adaptive` is above `linear` in: " + "; ".join(worse) + "." if worse else "")
+    return (["## Learned codecs against the optimal linear code and the OPTA bound", "",
+             "`meg` is the paper's recipe (one model per rate, trained at one SNR); `meg-adaptive` "
+             "is one SNR-adaptive, CSI-aware model per rate for every SNR (docs/CODECS.md); "
+             "`linear` is the optimal linear analog code (KLT, MMSE power loading, LMMSE) fitted "
+             "on this run's training latents; OPTA is the Gaussian bound for the training "
+             "latents' spectrum (latents are not Gaussian: a code can go below it). Latent MSE "
+             "per entry on the test images.", ""]
+            + _table(head, body) + ["", verdict, ""])
