@@ -354,7 +354,8 @@ def fig_codecs(rows: list[dict], path_stem: Path) -> list[Path]:
         ax.grid(alpha=0.3, which="both")
     axes[0][0].set_ylabel("test latent MSE per entry, lower is better")
     fig.suptitle("Learned codecs against the optimal linear code and the Gaussian OPTA bound "
-                 "(colour: rate; dotted: meg, paper recipe; solid: meg-adaptive; dashed: linear)",
+                 "(colour: rate; dotted: meg, paper recipe; solid: meg-adaptive; dashed: linear; "
+                 "black dotted: OPTA on AWGN)",
                  fontsize=9)
     axes[0][-1].legend(fontsize=7)
     return save(fig, path_stem)
