@@ -465,6 +465,9 @@ def test_an_interrupt_a_library_turns_into_another_error_still_exits_130(tmp_pat
     (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 GB"), 2,
      "out of memory: lower data.gen_batch_size"),
     (FileNotFoundError(2, "No such file or directory", "/proc/x"), 2, "cannot use '/proc/x'"),
+    # torch.save on a full disk (seen in the rehearsal): torch's zip writer, not an OSError
+    (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 2495490816 vs "
+                  "2495490704"), 2, "most likely no space left on the device"),
     (RuntimeError("something broke\nsecond line"), 1, "RuntimeError: something broke second line"),
 ])
 def test_runtime_failures_are_one_line(world, monkeypatch, capsys, exc, code, needle):

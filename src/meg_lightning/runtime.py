@@ -134,6 +134,21 @@ BATCH_KEYS = {"latents": "data.gen_batch_size", "train-codec": "data.batch_size"
               "demo": "data.gen_batch_size, data.batch_size or eval.batch_size"}
 
 
+def _torch_write_failed(text: str) -> bool:
+    """torch.save's zip writer (PyTorchStreamWriter) when a write came up short."""
+    return ("inline_container" in text and "unexpected pos" in text) or \
+        "PytorchStreamWriter failed writing" in text
+
+
+def _free_gib(path: str = ".") -> float:
+    import shutil
+
+    try:
+        return shutil.disk_usage(path).free / 1024 ** 3
+    except OSError:
+        return float("nan")
+
+
 def one_line_error(e: BaseException, command: str) -> tuple[int, str]:
     """(exit code, one line) for an unexpected exception: 2 with what to change when it is the
     user's to fix (disk full, permission denied, out of memory), else 1 with the exception."""
@@ -151,6 +166,11 @@ def one_line_error(e: BaseException, command: str) -> tuple[int, str]:
         return 2, (f"cannot use {str(e.filename)!r} ({e.strerror}): expected an existing input "
                    "and a creatable out_dir / data.cache_dir")
     text = str(e)
+    if isinstance(e, RuntimeError) and _torch_write_failed(text):
+        # torch.save's zip writer reports a full disk as "unexpected pos" / "failed writing file"
+        return 2, (f"writing a file failed ({' '.join(text.split())[:120]}), most likely no space "
+                   f"left on the device ({_free_gib():.1f} GiB free in the working folder): free "
+                   "some space or choose another out_dir / data.cache_dir (a rerun resumes)")
     oom = isinstance(e, MemoryError) or isinstance(e, getattr(torch, "OutOfMemoryError", ())) \
         or "out of memory" in text.lower() or "can't allocate memory" in text.lower()
     if oom:
