@@ -106,3 +106,25 @@ def test_the_demo_leaves_meg_adaptive_out_for_a_model_without_shipped_codecs(tmp
     assert "meg-adaptive left out (no adaptive codec for fc=0.25" in capsys.readouterr().out
     mini = demo_config([f"out_dir={tmp_path}"])
     assert _available_schemes(mini).eval.schemes == mini.eval.schemes  # shipped for mini
+
+
+def test_the_codec_section_compares_each_cell_and_names_where_adaptive_loses():
+    from meg_lightning.evaluation.tradeoff import codec_lines
+
+    def r(scheme, snr, mse, sem=math.nan, opta=math.nan, channel="awgn"):
+        return {**_row(scheme, snr, 20.0, sem, fc=None if scheme == "centralized" else 0.5,
+                       channel=channel), "latent_mse": mse, "opta_latent_mse": opta}
+
+    rows = [r("centralized", 0.0, math.nan, 0.2), r("meg", 0.0, 0.5, 0.3),
+            r("meg-adaptive", 0.0, 0.1, 0.8, opta=0.08), r("linear", 0.0, 0.2, 0.6),
+            r("meg-adaptive", 20.0, 0.004, 1.0, opta=0.001), r("linear", 20.0, 0.003, 1.0),
+            r("meg-adaptive", 0.0, 0.3, 0.5, channel="rayleigh")]  # no linear row there
+    text = "\n".join(codec_lines(rows))
+    assert "| awgn | 0.5 | 0 dB | 0.5000 | 0.1000 | 0.2000 | 0.0800 | 0.30 | 0.80 | 0.60 | 0.20 |" \
+        in text
+    assert "| awgn | 0.5 | 20 dB | - | 0.0040 | 0.0030 | 0.0010 | - | 1.00 | 1.00 | - |" in text
+    assert "| rayleigh | 0.5 | 0 dB | - | 0.3000 | - | - | - | 0.50 | - | - |" in text
+    assert "above `linear` in: awgn fc=0.5 20 dB (0.0040 > 0.0030)." in text
+    better = [x for x in rows if not (x["scheme"] == "meg-adaptive" and x["snr_db"] == 20.0)]
+    assert "at most `linear`'s in every cell" in "\n".join(codec_lines(better))
+    assert codec_lines([x for x in rows if x["scheme"] != "meg-adaptive"]) == []

@@ -155,7 +155,7 @@ class CodecModule(L.LightningModule):
                 power: Optional[torch.Tensor] = None,
                 h: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
         """z -> {z_hat, x, x_hat, snr_db (B,), csi_db (B, blocks): each block's effective SNR}.
-        ``mode "train" samples the training SNR (channel config),
+        ``mode`` "train" samples the training SNR (channel config),
         "eval" uses ``snr_db`` (float or (B,) tensor; None = ``channel.snr_db``). ``power``
         (B, num_blocks) relative block powers (eq. 29) go to the channel as they are; ``h``
         (B, num_blocks) complex pre-drawn fading gains (``rayleigh`` only).

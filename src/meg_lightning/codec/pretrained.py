@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from meg_lightning.errors import UserError
+from meg_lightning.errors import ConfigError, UserError
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 #: the rates shipped per model
@@ -33,8 +33,8 @@ TRAIN_SEED, HELDOUT_SEED = 1, 2  # base seeds of the two caches (the demo's late
 PROMPT_ORDER_SEED = 11
 
 
-def folder(model: str, fc: float) -> Path:
-    return WEIGHTS / model / f"fc{float(fc):g}"
+def folder(model: str, fc: float, root: Path = WEIGHTS) -> Path:
+    return root / model / f"fc{float(fc):g}"
 
 
 def available(model: str) -> list[float]:
@@ -61,7 +61,6 @@ def load_pretrained(model: str, fc: float, latent_shape: Optional[Sequence[int]]
     from safetensors.torch import load_file
 
     from meg_lightning.codec.module import CodecModule
-    from meg_lightning.errors import ConfigError
 
     if not has_pretrained(model, fc):
         have = ", ".join(f"{f:g}" for f in available(model)) or "none"
@@ -91,7 +90,7 @@ def export(checkpoint: str | Path, model: str, *, recipe: str = "", data: Option
 
     ckpt = read_checkpoint(Path(checkpoint))
     hp = dict(ckpt["hyper_parameters"])
-    out = root / model / f"fc{float(hp['fc']):g}"
+    out = folder(model, hp["fc"], root)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().clone().contiguous() for k, v in ckpt["state_dict"].items()}
     tmp = out / "codec.safetensors.tmp"
@@ -162,45 +161,34 @@ def reproduce(out: Path = RECIPE_DIR, fcs: Sequence[float] = SHIPPED_FCS,
     caches, ``meg train-codec`` with :data:`RECIPE` per rate (``extra``: more ``key=value``
     settings, e.g. a smaller ``trainer.max_epochs``), then :func:`export` to ``export_to``
     (None: not exported). Returns fc -> the best checkpoint."""
-    import dataclasses
     import time
 
     from meg_lightning.codec import train as codec_train
-    from meg_lightning.config import load_config
+    from meg_lightning.config import data_id, load_config
     from meg_lightning.data import cache
 
     out = Path(out)
     cfgs = {split: load_config(data_overrides(out, split) + list(extra))
             for split in ("train", "heldout")}
-    train_cfgs = {fc: load_config(data_overrides(out, "train") + RECIPE + list(extra)
-                                  + [f"codec.fc={fc:g}"]) for fc in fcs}  # all checked first
+    recipes = {fc: data_overrides(out, "train") + RECIPE + list(extra) + [f"codec.fc={fc:g}"]
+               for fc in fcs}
+    train_cfgs = {fc: load_config(r) for fc, r in recipes.items()}  # all checked first
     write_prompt_files(out)
     for split in ("train", "heldout"):
         cache.main(cfgs[split])
     best = {}
     for fc, cfg in train_cfgs.items():
         t0 = time.perf_counter()
-        codec_train.main(cfg)
+        best[fc] = codec_train.main(cfg)  # the best checkpoint (last.ckpt if none monitored)
         seconds = time.perf_counter() - t0
-        folder_fc = codec_train.run_dir(cfg)
-        best[fc] = folder_fc / "best.ckpt" if (folder_fc / "best.ckpt").is_file() \
-            else folder_fc / "last.ckpt"
         if export_to is not None:
-            export(best[fc], "mini", root=export_to,
-                   recipe=" ".join(data_overrides(out, "train") + RECIPE + list(extra)
-                                   + [f"codec.fc={fc:g}"]),
+            export(best[fc], "mini", root=export_to, recipe=" ".join(recipes[fc]),
                    data={"train": f"{len(recipe_prompts('train'))} latents: "
                                   f"{SEEDS_PER_CAPTION} seeds x the 810 training captions of "
                                   f"mini, base seed {TRAIN_SEED} (train split of that cache)",
-                         "data_id": _data_id(dataclasses.replace(cfg))},
+                         "data_id": data_id(cfg)},
                    train_seconds=round(seconds, 1))
     return best
-
-
-def _data_id(cfg) -> str:
-    from meg_lightning.config import data_id
-
-    return data_id(cfg)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

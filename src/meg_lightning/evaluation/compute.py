@@ -383,16 +383,11 @@ class ComputeParts:
                     text_encoder=text_encoder_gflops(pipe.text_encoder, text_shape[0]),
                     es_steps=int(es_steps), guidance_scale=float(guidance_scale))
         symbols = {_fc_key(f): int(n) for f, n in (symbols or {}).items()}
-        for fc, codec in (codecs or {}).items():
-            fc = _fc_key(fc)
-            k = code_length_of(codec, shape)
-            parts.codec_encode[fc] = codec_encode_gflops(codec, shape)
-            parts.codec_decode[fc] = codec_decode_gflops(codec, k)
-        for fc, codec in (adaptive_codecs or {}).items():
-            fc = _fc_key(fc)
-            k = code_length_of(codec, shape)
-            parts.adaptive_encode[fc] = codec_encode_gflops(codec, shape)
-            parts.adaptive_decode[fc] = codec_decode_gflops(codec, k)
+        for table, enc, dec in ((codecs, parts.codec_encode, parts.codec_decode),
+                                 (adaptive_codecs, parts.adaptive_encode, parts.adaptive_decode)):
+            for fc, codec in (table or {}).items():
+                enc[_fc_key(fc)] = codec_encode_gflops(codec, shape)
+                dec[_fc_key(fc)] = codec_decode_gflops(codec, code_length_of(codec, shape))
         if linear_codes is not None:
             for fc, code in linear_codes.items():
                 fc = _fc_key(fc)

@@ -56,6 +56,11 @@ def adaptive_checkpoint(cfg: MegConfig, fc: float) -> Path:
     else (unless ``eval.pretrained``) `make train-codec-adaptive`'s
     ``{out_dir}/codec-adaptive/fc<fc>/best.ckpt`` (or ``last.ckpt``); else the codec shipped for
     the model (:mod:`meg_lightning.codec.pretrained`, a ``codec.safetensors``)."""
+    return _adaptive_source(cfg, fc)[0]
+
+
+def _adaptive_source(cfg: MegConfig, fc: float) -> tuple[Path, str]:
+    """(path, where from: named | out_dir | shipped) of :func:`adaptive_checkpoint`."""
     import dataclasses
 
     from meg_lightning.codec import pretrained
@@ -63,15 +68,15 @@ def adaptive_checkpoint(cfg: MegConfig, fc: float) -> Path:
 
     explicit = _eval_checkpoint(cfg, fc, "adaptive_checkpoints")
     if explicit is not None:
-        return explicit
+        return explicit, "named"
     folder = run_dir(dataclasses.replace(cfg, codec=dataclasses.replace(
         cfg.codec, fc=fc, arch="adaptive")))
     if not cfg.eval.pretrained:
         for name in ("best.ckpt", "last.ckpt"):
             if (folder / name).is_file():
-                return folder / name
+                return folder / name, "out_dir"
     if pretrained.has_pretrained(cfg.model, fc):
-        return pretrained.folder(cfg.model, fc) / "codec.safetensors"
+        return pretrained.folder(cfg.model, fc) / "codec.safetensors", "shipped"
     shipped = ", ".join(f"{f:g}" for f in pretrained.available(cfg.model)) or "none"
     where = "" if cfg.eval.pretrained else f"{str(folder)!r} holds no checkpoint and "
     raise UserError(f"no adaptive codec for fc={fc:g}: {where}none ships for model={cfg.model} "
@@ -86,13 +91,12 @@ def _default_adaptive_codec(cfg: MegConfig, fc: float, latent_shape, device):
     from meg_lightning.codec.module import load_codec
     from meg_lightning.config import data_id
 
-    path = adaptive_checkpoint(cfg, fc)
-    if path.name == "codec.safetensors" and path.parent == pretrained.folder(cfg.model, fc):
+    path, source = _adaptive_source(cfg, fc)
+    if source == "shipped":
         codec = pretrained.load_pretrained(cfg.model, fc, latent_shape)
-    else:
-        explicit = _eval_checkpoint(cfg, fc, "adaptive_checkpoints") is not None
+    else:  # a named checkpoint is taken as it is, like eval.codec_checkpoints
         codec = load_codec(path, latent_shape=latent_shape, fc=fc,
-                           data_id=None if explicit else data_id(cfg))
+                           data_id=data_id(cfg) if source == "out_dir" else None)
     if not codec.adaptive:
         raise ConfigError(f"eval.adaptive_checkpoints.{fc:g}", str(path),
                           "a codec trained with codec.arch=adaptive (this one is "

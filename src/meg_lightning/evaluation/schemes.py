@@ -93,6 +93,24 @@ class LatentTransmission(BaseScheme):
         return SchemeOutput(images=self.decode_image(z_hat), symbols=symbols, z_hat=z_hat)
 
 
+#: SNR the linear code is designed for on the noiseless channel: its power loading and LMMSE
+#: receiver need a finite noise variance; at 200 dB the receiver inverts the loading exactly.
+NOISELESS_DESIGN_SNR_DB = 200.0
+
+
+def _zf_link(channel, snr_db: Optional[float], normalize: bool = True):
+    """(a zero-forcing channel of the cell's kind and number of blocks, its SNR): what the codes
+    that use the channel state (the linear code, the adaptive codec) are sent over, whatever the
+    cell's ``channel.equalizer``. The noiseless channel is designed for at
+    NOISELESS_DESIGN_SNR_DB (the codes need a finite noise variance)."""
+    from meg_lightning.channel import Channel
+
+    kind = getattr(channel, "kind", "awgn")
+    snr = NOISELESS_DESIGN_SNR_DB if kind == "none" or snr_db is None else float(snr_db)
+    return Channel(kind=kind, snr_db=snr, equalizer="zf", normalize=normalize,
+                   num_blocks=getattr(channel, "num_blocks", 1)), snr
+
+
 def _send(channel, x: Tensor, snr_db: Optional[float], generator) -> Tensor:
     """x (B, n) through the channel layer in eval mode; returns the de-normalised x_hat (B, n)."""
     return channel(x, mode="eval", snr_db=snr_db, generator=generator)["x_hat"]
@@ -184,13 +202,9 @@ class LatentScheme(LatentTransmission):
         """An SNR-adaptive codec: both ends know the cell's SNR, and the decoder each fading
         block's SNR after zero-forcing (what it was trained with, whatever the cell's
         ``channel.equalizer``), from the same draws as the cell's channel would make."""
-        from meg_lightning.channel import Channel
         from meg_lightning.codec.module import effective_snr_db
 
-        kind = getattr(channel, "kind", "awgn")
-        snr = NOISELESS_DESIGN_SNR_DB if kind == "none" or snr_db is None else float(snr_db)
-        link = Channel(kind=kind, snr_db=snr, equalizer="zf",
-                       num_blocks=getattr(channel, "num_blocks", 1))
+        link, snr = _zf_link(channel, snr_db)
         snr_t = torch.full((z.shape[0],), snr, device=z.device, dtype=torch.float32)
         x = self.codec.encode(z, snr_t).flatten(1)  # (B, k)
         out = link(x, mode="eval", snr_db=snr_t, generator=generator)
@@ -221,11 +235,6 @@ class AdaptiveLatentScheme(LatentScheme):
                    fc=fc, codec=codec)
 
 
-#: SNR the linear code is designed for on the noiseless channel: its power loading and LMMSE
-#: receiver need a finite noise variance; at 200 dB the receiver inverts the loading exactly.
-NOISELESS_DESIGN_SNR_DB = 200.0
-
-
 @register
 class LinearScheme(LatentTransmission):
     """``linear``: the optimal linear analog code (:class:`meg_lightning.codec.LinearCode`: KLT to
@@ -253,12 +262,7 @@ class LinearScheme(LatentTransmission):
 
     @torch.no_grad()
     def transmit(self, z, *, channel, snr_db, generator):
-        from meg_lightning.channel import Channel
-
-        kind = getattr(channel, "kind", "awgn")
-        snr = NOISELESS_DESIGN_SNR_DB if kind == "none" or snr_db is None else float(snr_db)
-        self.code.channel = Channel(kind=kind, snr_db=snr, equalizer="zf", normalize=False,
-                                    num_blocks=getattr(channel, "num_blocks", 1))
+        self.code.channel, snr = _zf_link(channel, snr_db, normalize=False)
         z_hat = self.code(z, snr_db=snr, generator=generator)["z_hat"].reshape(z.shape)
         return z_hat, self.code.k
 

@@ -262,8 +262,8 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
         stale = [r for r in old if r.get("config_hash") != h]
     ids = codec_ids(cfg, codecs)
     # a meg / meg-adaptive row made with another codec than the one now configured is recomputed
-    kept = [r for r in rows if row_codec_id(ids, r["scheme"], r.get("fc")) is None
-            or r.get("codec_id") == row_codec_id(ids, r["scheme"], r.get("fc"))]
+    kept = [r for r in rows if (want := row_codec_id(ids, r["scheme"], r.get("fc"))) is None
+            or r.get("codec_id") == want]
     changed = bool(stale) or len(kept) != len(rows)
     rows = kept
     done = {r["cell"] for r in rows}
@@ -340,18 +340,18 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
 
             rated = {c.fc for c in cells if c.fc is not None}
             numel = math.prod(latent_shape)
+
+            def of(family: str, load: Callable[[float], Any]) -> dict[float, Any]:
+                """fc -> the code of ``family`` for every rate the cells to compute use."""
+                return {fc: load(fc) for fc in {c.fc for c in todo if c.fc is not None
+                                                and registry.base_name(c.scheme) == family}}
+
             cache["parts"] = ComputeParts.measure(
                 _compute_pipeline(cfg, todo, load_pipeline), latent_shape,
                 cfg.generation.num_inference_steps,
                 cfg.generation.guidance_scale,
-                codecs={fc: ctx.codec(fc) for fc in {c.fc for c in todo if c.fc is not None
-                                                     and registry.base_name(c.scheme) == "meg"}},
-                adaptive_codecs={fc: ctx.adaptive_codec(fc) for fc in
-                                 {c.fc for c in todo if c.fc is not None
-                                  and registry.base_name(c.scheme) == "meg-adaptive"}},
-                linear_codes={fc: ctx.linear_code(fc) for fc in
-                              {c.fc for c in todo if c.fc is not None
-                               and registry.base_name(c.scheme) == "linear"}},
+                codecs=of("meg", ctx.codec), adaptive_codecs=of("meg-adaptive", ctx.adaptive_codec),
+                linear_codes=of("linear", ctx.linear_code),
                 symbols={fc: code_length(fc, numel) for fc in rated})
         return cache["parts"]
     if todo:

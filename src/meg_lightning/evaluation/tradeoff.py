@@ -154,6 +154,11 @@ def digital_lines(rows: list[dict]) -> list[str]:
 CODEC_SCHEMES = ("meg", "meg-adaptive", "linear")
 
 
+def _cell(v: float, spec: str) -> str:
+    """A table cell: ``v`` formatted, or "-" when it is missing (nan)."""
+    return format(v, spec) if math.isfinite(v) else "-"
+
+
 def codec_lines(rows: list[dict]) -> list[str]:
     """The learned codecs (`meg`: the paper's recipe, one model trained at one SNR;
     `meg-adaptive`: one model for every SNR) against the optimal linear code and, on AWGN, the
@@ -163,8 +168,7 @@ def codec_lines(rows: list[dict]) -> list[str]:
     have = [s for s in CODEC_SCHEMES if any(k[0] == s for k in by)]
     if "meg-adaptive" not in have or len(have) < 2:
         return []
-    keys = sorted({(c, fc, snr) for s, c, fc, snr in by if s == "meg-adaptive"},
-                  key=lambda k: (k[0], k[1], k[2]))
+    keys = sorted({(c, fc, snr) for s, c, fc, snr in by if s == "meg-adaptive"})
     centralized = {(r["channel"], _num(r["snr_db"])): r for r in rows
                    if r["scheme"] == "centralized"}
     sem = any(math.isfinite(_num(r.get("semantic_accuracy"))) for r in rows)
@@ -175,22 +179,22 @@ def codec_lines(rows: list[dict]) -> list[str]:
         cells = [by.get((s, channel, fc, snr)) for s in have]
         mse = [_num(r.get("latent_mse")) if r else math.nan for r in cells]
         opta = _num((by.get(("meg-adaptive", channel, fc, snr)) or {}).get("opta_latent_mse"))
-        row = [channel, f"{fc:g}", f"{snr:g} dB"] + [f"{m:.4f}" if math.isfinite(m) else "-"
-                                                   for m in mse]
-        row.append(f"{opta:.4f}" if math.isfinite(opta) else "-")
+        row = [channel, f"{fc:g}", f"{snr:g} dB"] + [_cell(m, ".4f") for m in mse + [opta]]
         if sem:
             acc = [_num(r.get("semantic_accuracy")) if r else math.nan for r in cells]
             central = _num(centralized.get((channel, snr), {}).get("semantic_accuracy"))
-            row += [f"{a:.2f}" if math.isfinite(a) else "-" for a in acc]
-            row.append(f"{central:.2f}" if math.isfinite(central) else "-")
+            row += [_cell(a, ".2f") for a in acc + [central]]
         body.append(row)
         if "linear" in have:
             a, lin = mse[have.index("meg-adaptive")], mse[have.index("linear")]
             if math.isfinite(a) and math.isfinite(lin) and a > lin:
                 worse.append(f"{channel} fc={fc:g} {snr:g} dB ({a:.4f} > {lin:.4f})")
-    verdict = ("`meg-adaptive` has a latent MSE at most `linear`'s in every cell above."
-               if "linear" in have and not worse else
-               "`meg-adaptive` is above `linear` in: " + "; ".join(worse) + "." if worse else "")
+    if worse:
+        verdict = "`meg-adaptive` is above `linear` in: " + "; ".join(worse) + "."
+    elif "linear" in have:
+        verdict = "`meg-adaptive` has a latent MSE at most `linear`'s in every cell above."
+    else:
+        verdict = ""
     return (["## Learned codecs against the optimal linear code and the OPTA bound", "",
              "`meg` is the paper's recipe (one model per rate, trained at one SNR); `meg-adaptive` "
              "is one SNR-adaptive, CSI-aware model per rate for every SNR (docs/CODECS.md); "
