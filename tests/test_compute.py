@@ -1,4 +1,5 @@
-"""The UE-compute axis (evaluation/compute.py) and its figure (evaluation/figure_compute.py)."""
+"""The UE-compute axis (evaluation/compute.py, its FLOP counts in evaluation/flops.py) and its figure
+(evaluation/figure_compute.py)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from meg_lightning.evaluation import compute as C
-from meg_lightning.evaluation.compute import (
-    Compute,
-    ComputeParts,
-    gflops,
-    ldpc_decode_gflops,
-    linear_code_gflops,
-    scheme_compute,
-)
+from meg_lightning.evaluation import flops as FL
+from meg_lightning.evaluation.compute import Compute, ComputeParts, scheme_compute
+from meg_lightning.evaluation.flops import gflops, ldpc_decode_gflops, linear_code_gflops
 
 LATENT = (4, 8, 8)  # the tiny preset at 64x64
 NUMEL = 256
@@ -119,28 +115,28 @@ def test_measured_components(tiny_setup):
 
     unet2 = copy.deepcopy(pipe.unet)
     unet2.set_attn_processor(AttnProcessor())
-    text_shape = C.text_embedding_shape(pipe)
-    assert C.unet_eval_gflops(unet2, LATENT, text_shape) == pytest.approx(parts.unet_eval,
+    text_shape = FL.text_embedding_shape(pipe)
+    assert FL.unet_eval_gflops(unet2, LATENT, text_shape) == pytest.approx(parts.unet_eval,
                                                                          rel=1e-12)
     # the same count on the meta device: no weights needed (how SD-v1.5 sizes are costed)
     unet_meta = copy.deepcopy(pipe.unet).to("meta")
-    assert C.unet_eval_gflops(unet_meta, LATENT, text_shape) == pytest.approx(parts.unet_eval,
+    assert FL.unet_eval_gflops(unet_meta, LATENT, text_shape) == pytest.approx(parts.unet_eval,
                                                                              rel=1e-12)
 
 
 def test_measurements_are_cached_per_module_and_shape(tiny_setup, monkeypatch):
     pipe, codec, _, parts = tiny_setup
-    text_shape = C.text_embedding_shape(pipe)
+    text_shape = FL.text_embedding_shape(pipe)
 
     def boom(*a, **k):
         raise AssertionError("measured again")
 
-    monkeypatch.setattr(C, "gflops", boom)
-    assert C.unet_eval_gflops(pipe.unet, LATENT, text_shape) == parts.unet_eval
-    assert C.vae_decode_gflops(pipe.vae, LATENT) == parts.vae_decode
-    assert C.codec_decode_gflops(codec, K) == parts.codec_decode[FC]
+    monkeypatch.setattr(FL, "gflops", boom)
+    assert FL.unet_eval_gflops(pipe.unet, LATENT, text_shape) == parts.unet_eval
+    assert FL.vae_decode_gflops(pipe.vae, LATENT) == parts.vae_decode
+    assert FL.codec_decode_gflops(codec, K) == parts.codec_decode[FC]
     with pytest.raises(AssertionError, match="measured again"):  # another shape is measured
-        C.vae_decode_gflops(pipe.vae, (4, 4, 4))
+        FL.vae_decode_gflops(pipe.vae, (4, 4, 4))
 
 
 def test_prompt_scheme_runs_the_whole_generation_at_the_ue(tiny_setup):

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from meg_lightning.channel import Channel
+from meg_lightning.evaluation.cells import Cell
 from meg_lightning.evaluation.schemes import (
     DIGITAL_FAILURE_VALUE,
     CentralizedScheme,
@@ -22,7 +23,6 @@ from meg_lightning.evaluation.schemes import (
 )
 from meg_lightning.evaluation.sweep import (
     COLUMNS,
-    Cell,
     enumerate_cells,
     read_results,
     rows_to_csv,
@@ -209,7 +209,7 @@ def test_sweep_semantic_accuracy_with_an_injected_judge(make_cfg, tiny_pipe):
     from PIL import Image
 
     from meg_lightning.data.datamodule import TensorLatentDataModule
-    from meg_lightning.evaluation.sweep import EXAMPLES
+    from meg_lightning.evaluation.cell_metrics import EXAMPLES
     from meg_lightning.generation import decode_latents
 
     cfg = _sweep_cfg(make_cfg, "eval.schemes=[centralized,feature]", "eval.channels=[awgn,none]",
@@ -366,7 +366,7 @@ def test_meg_eval_and_figures_end_to_end_on_the_tiny_preset(tmp_path, monkeypatc
 
 
 def test_fig10_falls_back_to_latent_mse_without_images(tmp_path):
-    from meg_lightning.evaluation.figures import fig_power, read_fig10
+    from meg_lightning.evaluation.figures_tradeoff import fig_power, read_fig10
 
     p = tmp_path / "fig10.csv"
     p.write_text("p_max_mw,snr_db,policy,fid,psnr,latent_mse,expected_mse,n_images,scheme,reward\n"

@@ -107,7 +107,7 @@ def low_snr_claim(rows: list[dict], max_snr_db: float = 0.0,
     per image. ``equal_energy_snr_db`` = SNR - 10 log10(symbols / k) is the SNR at which it would
     spend the same energy as the scheme; ``*_equal_energy`` are centralized's PSNR and semantic
     accuracy there, linearly interpolated between swept SNRs (None outside the sweep)."""
-    from meg_lightning.evaluation.figures import label
+    from meg_lightning.evaluation.figures_common import label
 
     central = {(r["channel"], float(r["snr_db"])): r for r in rows
                if r["scheme"] == "centralized" and not _is_nan(r.get("snr_db"))}
@@ -239,8 +239,8 @@ def seed_reference(cfg: MegConfig) -> dict:
     import torch
 
     from meg_lightning.data.prompts import get_prompts
-    from meg_lightning.evaluation.sweep import (_default_datamodule, _default_judge, _test_latents,
-                                                eval_dir)
+    from meg_lightning.evaluation.inputs import _default_datamodule, _default_judge, _test_latents
+    from meg_lightning.evaluation.sweep import eval_dir
     from meg_lightning.generation import (decode_latents, generate_latents, load_pipeline,
                                           resolve_device, seed_for)
     from meg_lightning.io import atomic_write_json
@@ -298,7 +298,7 @@ def _seed_lines(cfg: MegConfig, rows: list[dict]) -> list[str]:
 
 def write_report(cfg: MegConfig, timings: dict[str, float]) -> Path:
     from meg_lightning.evaluation import tradeoff
-    from meg_lightning.evaluation.figures import label
+    from meg_lightning.evaluation.figures_common import label
     from meg_lightning.evaluation.sweep import eval_dir, read_results
     from meg_lightning.io import atomic_write_text
 

@@ -130,7 +130,7 @@ class LatentDigitalScheme(_Separation):
     @classmethod
     def compute(cls, parts, fc):
         # the quantiser and the LDPC encoder are bit work (0 GFLOPs); the UE runs the LDPC
-        # decoder (evaluation.compute.ldpc_decode_gflops) and D
+        # decoder (evaluation.flops.ldpc_decode_gflops) and D
         return 0.0, parts.at("digital_decode", fc) + parts.vae_decode, parts.generation
 
     def __init__(self, z_train: Tensor, decode_image: Callable[[Tensor], Tensor], symbols: int, *,

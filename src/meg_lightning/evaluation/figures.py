@@ -17,12 +17,13 @@ and ``{out_dir}/ppo/fig10.csv`` (written by `meg train-ppo`); writes PNG and PDF
 - ``table2.csv`` / ``table2.md``: Table II for the SD-v1.5 shapes (:mod:`.table2`), and
   ``table2_tiny.*`` for the tiny preset when that is the configured model.
 
-A figure whose inputs are missing is skipped with a note (printed and returned).
+The shared helpers (labels, order, saving) are in :mod:`.figures_common`; Fig. 10 and the other
+trade-off figures (``fig_compute_*``, ``fig_codecs``) in :mod:`.figures_tradeoff`. A figure whose
+inputs are missing is skipped with a note (printed and returned).
 """
 
 from __future__ import annotations
 
-import csv
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -36,23 +37,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from meg_lightning.config import MegConfig  # noqa: E402
-from meg_lightning.io import atomic_path  # noqa: E402
-
-FORMATS = ("png", "pdf")
-FIG10_COLUMNS = ("p_max_mw", "policy", "fid", "psnr", "latent_mse", "n_images")
-
-
-def label(row: dict) -> str:
-    """Legend label of a row's scheme, e.g. ``meg fc=0.5`` (just the scheme when fc is empty)."""
-    fc = row.get("fc")
-    return f"{row['scheme']} fc={float(fc):g}" if _finite(fc) else str(row["scheme"])
-
-
-def _sort_key(lbl: str) -> tuple:
-    from meg_lightning.evaluation.registry import order
-
-    scheme, _, fc = lbl.partition(" fc=")
-    return (order(scheme), float(fc) if fc else 0.0)
+from meg_lightning.evaluation.figures_common import (  # noqa: E402
+    _channels,
+    _finite,
+    _sort_key,
+    label,
+    save,
+)
+from meg_lightning.evaluation.figures_tradeoff import (  # noqa: E402
+    fig_codecs,
+    fig_compute,
+    fig_power,
+    read_fig10,
+)
 
 
 def fid_label(rows: list[dict]) -> str:
@@ -62,22 +59,6 @@ def fid_label(rows: list[dict]) -> str:
     if kinds:
         return f"{' / '.join(sorted(kinds))} (not Inception FID)"
     return "FID"
-
-
-def save(fig, path_stem: Path, dpi: int = 150) -> list[Path]:
-    """Write ``fig`` as ``path_stem.png`` and ``.pdf`` (atomically) and close it."""
-    paths = []
-    for fmt in FORMATS:
-        p = path_stem.with_suffix(f".{fmt}")
-        with atomic_path(p) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
-        paths.append(p)
-    plt.close(fig)
-    return paths
-
-
-def _channels(rows: list[dict]) -> list[str]:
-    return [c for c in ("awgn", "rayleigh") if any(r["channel"] == c for r in rows)]
 
 
 LINESTYLES = {"linear": "--", "digital": ":"}  # more than 10 lines: the colours repeat
@@ -239,126 +220,6 @@ def grid_snrs(rows: list[dict]) -> list[float]:
     swept = sorted({float(r["snr_db"]) for r in rows if _finite(r.get("snr_db"))})
     got = [s for s in GRID_SNRS if any(math.isclose(s, x) for x in swept)]
     return got or swept[len(swept) // 2:len(swept) // 2 + 1]
-
-
-def read_fig10(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    missing = [c for c in ("p_max_mw", "policy", "fid") if rows and c not in rows[0]]
-    if missing:
-        raise ValueError(f"{path}: missing columns {missing}; expected {', '.join(FIG10_COLUMNS)}")
-    return rows
-
-
-def _finite(v) -> bool:
-    try:
-        return math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
-
-
-def fig_power(rows: list[dict], path_stem: Path) -> list[Path]:
-    """Fig. 10: FID against the power budget P_max (mW), one line per policy.
-
-    When the PPO stage ran on synthetic seeds (no images, FID ``nan``) the latent MSE is plotted
-    instead, and the axis says so.
-    """
-    metric = "fid" if any(_finite(r.get("fid")) for r in rows) else "latent_mse"
-    rows = [r for r in rows if _finite(r.get(metric))]
-    if not rows:
-        return []
-    fig, ax = plt.subplots(figsize=(5.2, 4))
-    by: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        by[r["policy"]].append(r)
-    for policy in sorted(by):
-        pts = sorted(by[policy], key=lambda r: float(r["p_max_mw"]))
-        ax.plot([float(r["p_max_mw"]) for r in pts], [float(r[metric]) for r in pts], marker="o",
-                label=policy)
-    n = sorted({str(r.get("n_images")) for r in rows if r.get("n_images") not in (None, "", "0")})
-    ax.set_xlabel("power budget $P_{max}$ (mW)")
-    if metric == "fid":
-        ax.set_ylabel("FID, lower is better")
-        ax.set_title(f"FID against power constraint ({'/'.join(n) or '?'} images per point)",
-                     fontsize=10)
-    else:
-        ax.set_ylabel("latent MSE, lower is better")
-        ax.set_title("Latent MSE against power constraint (no images: FID unavailable)",
-                     fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return save(fig, path_stem)
-
-
-def compute_snrs(rows: list[dict], channel: str = "awgn") -> list[float]:
-    """The SNRs of the quality-vs-UE-compute figure: -10, 0 and 10 dB when swept, else up to
-    three swept SNRs spread over the range."""
-    snrs = sorted({float(r["snr_db"]) for r in rows if r["channel"] == channel
-                   and r.get("ue_gflops") is not None and math.isfinite(float(r["snr_db"]))})
-    pick = [s for s in (-10.0, 0.0, 10.0) if s in snrs]
-    return pick or snrs[:: max(1, len(snrs) // 3)][:3]
-
-
-def fig_compute(rows: list[dict], out: Path) -> list[Path]:
-    """Quality (PSNR; on mini also semantic accuracy) against UE GFLOPs per image, AWGN, a few
-    SNRs: ``fig_compute_psnr`` and ``fig_compute_semantic`` (evaluation.figure_compute)."""
-    from meg_lightning.evaluation.figure_compute import plot_quality_vs_compute
-
-    snrs = compute_snrs(rows)
-    if not snrs:
-        return []
-    paths = []
-    for name, metric in (("fig_compute_psnr", "psnr_db"),
-                         ("fig_compute_semantic", "semantic_accuracy")):
-        if any(_finite(r.get(metric)) for r in rows):
-            for fmt in FORMATS:
-                paths.append(plot_quality_vs_compute(rows, out / f"{name}.{fmt}", snrs=snrs,
-                                                     metric=metric))
-    return paths
-
-
-def fig_codecs(rows: list[dict], path_stem: Path) -> list[Path]:
-    """Test latent MSE against SNR of the analog latent codes (`meg`, `meg-adaptive`, `linear`)
-    per channel and rate, with the Gaussian OPTA bound of each rate on AWGN (black, dotted).
-    Nothing unless `meg-adaptive` and another code were swept."""
-    from meg_lightning.evaluation.tradeoff import CODEC_SCHEMES
-
-    rows = [r for r in rows if r["scheme"] in CODEC_SCHEMES and _finite(r.get("latent_mse"))
-            and r["channel"] != "none"]
-    if len({r["scheme"] for r in rows}) < 2 or not any(r["scheme"] == "meg-adaptive" for r in rows):
-        return []
-    kinds = _channels(rows)
-    styles = {"meg": ":", "meg-adaptive": "-", "linear": "--"}
-    fig, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds), 4), squeeze=False)
-    for ax, kind in zip(axes[0], kinds):
-        series: dict[str, list[dict]] = defaultdict(list)
-        for r in rows:
-            if r["channel"] == kind:
-                series[label(r)].append(r)
-        colours: dict[float, str] = {}
-        for lbl in sorted(series, key=_sort_key):
-            pts = sorted(series[lbl], key=lambda r: float(r["snr_db"]))
-            fc = float(pts[0]["fc"])
-            (line,) = ax.semilogy([float(r["snr_db"]) for r in pts],
-                                  [float(r["latent_mse"]) for r in pts], marker="o", ms=3,
-                                  label=lbl, ls=styles[pts[0]["scheme"]],
-                                  color=colours.get(fc))
-            colours.setdefault(fc, line.get_color())
-            opta = [(float(r["snr_db"]), float(r["opta_latent_mse"])) for r in pts
-                    if _finite(r.get("opta_latent_mse"))]
-            if pts[0]["scheme"] == "meg-adaptive" and opta:
-                ax.semilogy(*zip(*opta), color="k", ls=":", lw=1,
-                            label=f"OPTA fc={fc:g}" if kind == "awgn" else None)
-        ax.set_title(kind.upper() if kind == "awgn" else kind.capitalize())
-        ax.set_xlabel("SNR (dB)")
-        ax.grid(alpha=0.3, which="both")
-    axes[0][0].set_ylabel("test latent MSE per entry, lower is better")
-    fig.suptitle("Learned codecs against the optimal linear code and the Gaussian OPTA bound "
-                 "(colour: rate; dotted: meg, paper recipe; solid: meg-adaptive; dashed: linear; "
-                 "black dotted: OPTA on AWGN)",
-                 fontsize=9)
-    axes[0][-1].legend(fontsize=7)
-    return save(fig, path_stem)
 
 
 def make_figures(results_csv: Optional[Path], examples: Optional[Path], ppo_csv: Optional[Path],

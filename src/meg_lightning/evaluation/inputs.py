@@ -1,6 +1,6 @@
-"""What `meg eval` loads and where from: the data, the decoder D, codecs, the linear code, the
-judge, channels, and the scratch store of the perfect images I_0. Each can be injected into
-:func:`meg_lightning.evaluation.sweep.run_sweep` instead (tests, notebooks)."""
+"""What `meg eval` loads and where from: the data (and its test latents), the decoder D, codecs,
+the linear code, the judge, channels, and the scratch store of the perfect images I_0. Each can
+be injected into :func:`meg_lightning.evaluation.sweep.run_sweep` instead (tests, notebooks)."""
 
 from __future__ import annotations
 
@@ -140,6 +140,33 @@ def _default_codec(cfg: MegConfig, fc: float, latent_shape, device):
     except UserError as e:
         raise _eval_advice(e, fc) from None
     return codec.to(device)
+
+
+def _test_latents(dm, n: int) -> tuple[Tensor, Tensor]:
+    """The first n test latents z (n, C, h, w) and their cache indices (n,)."""
+    ds = dm.dataset("test")
+    if len(ds) == 0:
+        raise UserError("the test split of the latent cache is empty: expected data.test_fraction "
+                        "* data.num_prompts >= 1")
+    items = [ds[i] for i in range(min(n, len(ds)))]
+    return torch.stack([it["z"] for it in items]), torch.stack([it["index"] for it in items])
+
+
+def _check_num_images(cfg: MegConfig, available: int) -> None:
+    """``eval.num_images`` asked on the command line and larger than the test split is an error
+    (FID over fewer images than asked is another metric); the default is an upper bound, noted."""
+    import sys
+
+    from meg_lightning.cli import current_overrides
+
+    n = cfg.eval.num_images
+    if available >= n:
+        return
+    if any(o.split("=", 1)[0] == "eval.num_images" for o in current_overrides()):
+        raise ConfigError("eval.num_images", n, f"at most {available}, the size of the test split "
+                          "(raise data.num_prompts or data.test_fraction)")
+    print(f"meg eval: note: eval.num_images={n} but the test split holds {available} latents: "
+          f"every cell uses {available}", file=sys.stderr)
 
 
 def train_latents(dm) -> Tensor:

@@ -20,7 +20,7 @@ LINE_METRICS = {"psnr_db": "PSNR (dB)", "fid": "FID", "latent_nmse": "latent NMS
 
 def line_series(rows: list[dict], kind: str, metric: str) -> tuple[list, list, list]:
     """(xs, ys, keys) per scheme label for ``wandb.plot.line_series`` on channel ``kind``."""
-    from meg_lightning.evaluation.figures import _sort_key, label
+    from meg_lightning.evaluation.figures_common import _sort_key, label
 
     by: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for r in rows:

@@ -35,7 +35,8 @@ The perfect images I_0 are decoded once, batch by batch, into an anonymous scrat
 the sweep's memory must not grow with ``eval.num_images`` (docs/PAPER_SCALE.md).
 
 Every cell draws its channel noise from its own generator seeded by (seed, cell key), so a cell's
-numbers do not depend on which other cells ran before it.
+numbers do not depend on which other cells ran before it. One cell's metrics and example images
+are computed by :func:`.cell_metrics.run_cell`, its compute columns by :mod:`.compute`.
 """
 
 from __future__ import annotations
@@ -47,21 +48,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from meg_lightning.config import MegConfig, save_resolved, to_dict
-from meg_lightning.errors import ConfigError, UserError
+from meg_lightning.errors import ConfigError
 from meg_lightning.evaluation import registry
+from meg_lightning.evaluation.cell_metrics import EXAMPLES, _save_png, run_cell
 from meg_lightning.evaluation.cells import (  # noqa: F401 - re-exported
-    Cell,
     cell_seed,
     codec_ids,
     row_codec_id,
     enumerate_cells,
     sweep_hash,
 )
+from meg_lightning.evaluation.compute import ComputeParts, cell_compute_columns, sweep_compute_parts
 from meg_lightning.evaluation.results import (  # noqa: F401 - the results file's API, re-exported
     COLUMNS,
     read_results,
@@ -69,6 +70,7 @@ from meg_lightning.evaluation.results import (  # noqa: F401 - the results file'
 )
 from meg_lightning.evaluation.inputs import (  # noqa: F401 - re-exported: injectable defaults
     ImageStore,
+    _check_num_images,
     _default_channel,
     _default_adaptive_codec,
     _default_codec,
@@ -77,24 +79,13 @@ from meg_lightning.evaluation.inputs import (  # noqa: F401 - re-exported: injec
     _default_linear,
     _default_vae,
     _device,
+    _test_latents,
     latent_spectrum,
     train_latents,
 )
-from meg_lightning.evaluation.schemes import Scheme, to_uint8
+from meg_lightning.evaluation.schemes import Scheme
 from meg_lightning.io import atomic_write_json, atomic_write_text, clean_tmp
-from meg_lightning.metrics import (
-    PSNR_CAP_DB,
-    extract_features,
-    feature_name,
-    fid_with_ci,
-    latent_mse_per_sample,
-    latent_nmse_per_sample,
-    make_feature_extractor,
-    psnr_per_image,
-)
-
-#: test images per cell saved as PNG under ``examples/`` (side by side)
-EXAMPLES = 8
+from meg_lightning.metrics import extract_features, make_feature_extractor
 
 #: schemes whose rows get the Gaussian OPTA latent MSE beside theirs (analog latent codes)
 LATENT_CODES = ("feature", "meg", "meg-adaptive", "linear")
@@ -111,44 +102,6 @@ class SweepResult:
     computed: list[str]  # keys of the cells computed by this run
     skipped: list[str]  # keys of the cells found finished
     csv_path: Path
-
-
-def _test_latents(dm, n: int) -> tuple[Tensor, Tensor]:
-    """The first n test latents z (n, C, h, w) and their cache indices (n,)."""
-    ds = dm.dataset("test")
-    if len(ds) == 0:
-        raise UserError("the test split of the latent cache is empty: expected data.test_fraction "
-                        "* data.num_prompts >= 1")
-    items = [ds[i] for i in range(min(n, len(ds)))]
-    return torch.stack([it["z"] for it in items]), torch.stack([it["index"] for it in items])
-
-
-def _check_num_images(cfg: MegConfig, available: int) -> None:
-    """``eval.num_images`` asked on the command line and larger than the test split is an error
-    (FID over fewer images than asked is another metric); the default is an upper bound, noted."""
-    import sys
-
-    from meg_lightning.cli import current_overrides
-
-    n = cfg.eval.num_images
-    if available >= n:
-        return
-    if any(o.split("=", 1)[0] == "eval.num_images" for o in current_overrides()):
-        raise ConfigError("eval.num_images", n, f"at most {available}, the size of the test split "
-                          "(raise data.num_prompts or data.test_fraction)")
-    print(f"meg eval: note: eval.num_images={n} but the test split holds {available} latents: "
-          f"every cell uses {available}", file=sys.stderr)
-
-
-def _save_png(path: Path, images: Tensor) -> None:
-    """Images (n, 3, H, W) in [0, 1] side by side as one (H, n W) PNG."""
-    from PIL import Image
-
-    from meg_lightning.io import atomic_path
-
-    strip = np.concatenate(list(to_uint8(images)), axis=1)  # (H, n W, 3)
-    with atomic_path(path) as tmp:
-        Image.fromarray(strip).save(tmp, format="PNG")
 
 
 def _build_schemes(cells, ctx: registry.BuildContext
@@ -171,56 +124,6 @@ def _memo(fn: Callable[[float], Any]) -> Callable[[float], Any]:
         return cache[fc]
 
     return get
-
-
-@torch.no_grad()
-def run_cell(cell: Cell, scheme: Scheme, channel, z: Tensor, i_0: Tensor, feats_0: Tensor, *,
-             extractor, batch_size: int, seed: int, bootstrap: int, device,
-             index: Optional[Tensor] = None, judge=None,
-             prompts: Optional[list[str]] = None) -> tuple[dict, Tensor]:
-    """Metrics of one cell (a results row without the bookkeeping columns) and its first
-    ``EXAMPLES`` images; ``judge(images, index[batch])`` -> (b,) bool gives semantic accuracy;
-    ``prompts[i]``: the prompt of test image i (for the schemes that send or use it)."""
-    gen = torch.Generator(device=device).manual_seed(seed)
-    snr = None if math.isinf(cell.snr_db) else cell.snr_db
-    psnr, capped, nmse, lmse, feats, sem, info = [], [], [], [], [], [], {}
-    first, symbols = [], 0
-    for s in range(0, len(z), batch_size):
-        zb = z[s:s + batch_size].to(device)  # (b, C, h, w)
-        ib = i_0[s:s + batch_size].to(device)  # (b, 3, H, W)
-        pb = prompts[s:s + batch_size] if prompts is not None else None
-        out = scheme(zb, ib, channel=channel, snr_db=snr, generator=gen, prompts=pb)
-        images = out.images.float().clamp(0, 1)
-        p, cp = psnr_per_image(images.cpu(), ib.cpu())
-        psnr.append(p)
-        capped.append(cp)
-        if out.z_hat is not None:
-            nmse.append(latent_nmse_per_sample(out.z_hat.cpu(), zb.cpu()))
-            lmse.append(latent_mse_per_sample(out.z_hat.cpu(), zb.cpu()))
-        feats.append(extract_features(extractor, images))
-        if judge is not None:
-            sem.append(judge(images, index[s:s + batch_size]).cpu())
-        for k, v in out.info.items():
-            info.setdefault(k, []).append(v.cpu())
-        if sum(len(f) for f in first) < EXAMPLES:
-            first.append(images[:EXAMPLES].cpu())
-        symbols = out.symbols
-    psnr_t = torch.cat(psnr)
-    fid = fid_with_ci(feats_0, torch.cat(feats), bootstrap=bootstrap, seed=seed,
-                      features=feature_name(extractor)) if len(z) >= 2 else None
-    nan = float("nan")
-    row = {
-        "symbols": symbols, "channel_uses": math.ceil(symbols / 2), "n_images": len(z),
-        "psnr_db": float(psnr_t.mean()), "psnr_std": float(psnr_t.std()) if len(z) > 1 else 0.0,
-        "psnr_capped": int(torch.cat(capped).sum()), "psnr_cap_db": PSNR_CAP_DB,
-        "latent_nmse": float(torch.cat(nmse).mean()) if nmse else nan,
-        "latent_mse": float(torch.cat(lmse).mean()) if lmse else nan,
-        "semantic_accuracy": float(torch.cat(sem).float().mean()) if sem else nan,
-    }
-    row.update(fid.as_dict() if fid else {"fid": nan, "fid_n_images": len(z)})
-    for k, v in info.items():
-        row[k] = float(torch.cat(v).double().mean())
-    return row, torch.cat(first)[:EXAMPLES]
 
 
 def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
@@ -332,28 +235,12 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
         adaptive_codec=_memo(lambda fc: _default_adaptive_codec(cfg, fc, latent_shape, device)))
     schemes = _build_schemes(todo, ctx) if todo else {}
 
-    def compute_parts():
+    def compute_parts() -> ComputeParts:
         """Per-image GFLOPs of every component the cells use (evaluation.compute)."""
         if "parts" not in cache:
-            from meg_lightning.codec.components import code_length
-            from meg_lightning.evaluation.compute import ComputeParts
-
-            rated = {c.fc for c in cells if c.fc is not None}
-            numel = math.prod(latent_shape)
-
-            def of(family: str, load: Callable[[float], Any]) -> dict[float, Any]:
-                """fc -> the code of ``family`` for every rate the cells to compute use."""
-                return {fc: load(fc) for fc in {c.fc for c in todo if c.fc is not None
-                                                and registry.base_name(c.scheme) == family}}
-
-            cache["parts"] = ComputeParts.measure(
-                _compute_pipeline(cfg, todo, load_pipeline), latent_shape,
-                cfg.generation.num_inference_steps,
-                cfg.generation.guidance_scale,
-                codecs=of("meg", ctx.codec), adaptive_codecs=of("meg-adaptive", ctx.adaptive_codec),
-                linear_codes=of("linear", ctx.linear_code),
-                symbols={fc: code_length(fc, numel) for fc in rated})
+            cache["parts"] = sweep_compute_parts(cfg, cells, todo, ctx)
         return cache["parts"]
+
     if todo:
         extractor = (feature_extractor if feature_extractor is not None
                      else make_feature_extractor(cfg.eval.fid_features, cfg.model)).to(device).eval()
@@ -422,7 +309,7 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
                                       bootstrap=cfg.eval.bootstrap, device=device, index=index,
                                       judge=judge, prompts=test_prompts)
             metrics["semantic_accuracy_ref"] = sem_ref
-            metrics.update(_compute_columns(cell, metrics, compute_parts()))
+            metrics.update(cell_compute_columns(cell, metrics, compute_parts()))
             if cell.channel == "awgn" and registry.base_name(cell.scheme) in LATENT_CODES:
                 metrics["opta_latent_mse"] = opta(metrics["symbols"], cell.snr_db)
             row = {"cell": cell.key, "scheme": cell.scheme, "channel": cell.channel,
@@ -437,32 +324,6 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
     finally:
         bar.close()
     return result
-
-
-def _compute_pipeline(cfg: MegConfig, cells: list[Cell], load: Callable[[], Any]) -> Any:
-    """The pipeline whose components are costed: at SD-v1.5 size (``paper``, ``sd15-random``)
-    the exact architecture on the ``meta`` device (FLOPs depend on shapes only; no 4 GB of
-    weights just to count), unless a scheme runs the pipeline anyway; else the loaded one."""
-    runs_it = any(c.scheme == "prompt" or c.scheme.endswith(registry.DM_SUFFIX) for c in cells)
-    if cfg.model in ("paper", "sd15-random") and not runs_it:
-        from types import SimpleNamespace
-
-        from meg_lightning.generation.sd15 import MAX_LENGTH, build_components
-
-        return SimpleNamespace(tokenizer=SimpleNamespace(model_max_length=MAX_LENGTH),
-                               **build_components(device="meta"))
-    return load()
-
-
-def _compute_columns(cell: Cell, metrics: dict, parts) -> dict:
-    """``ue_unet_evals``, ``ue_gflops``, ``es_gflops`` of a cell (evaluation.compute); for X+dm
-    from the U-Net evaluations its receiver reported, averaged over the cell's images."""
-    from meg_lightning.evaluation.compute import compute_columns
-
-    steps = 0.0
-    if cell.scheme.endswith(registry.DM_SUFFIX):
-        steps = float(metrics.get("ue_unet_evals", 0.0)) / parts.evals_per_step
-    return compute_columns(cell.scheme, parts=parts, fc=cell.fc, ue_steps_run=steps)
 
 
 def _write(cfg: MegConfig, out: Path, csv_path: Path, rows: list[dict], h: str) -> None:

@@ -97,7 +97,7 @@ def compute_lines(rows: list[dict], channel: str = "awgn") -> list[str]:
     the best scheme (PSNR; also semantic accuracy when measured) whose UE GFLOPs per image fit
     the budget, listed where the winner changes."""
     from meg_lightning.evaluation.figure_compute import format_budget_winners
-    from meg_lightning.evaluation.figures import compute_snrs
+    from meg_lightning.evaluation.figures_tradeoff import compute_snrs
 
     if not any(math.isfinite(_num(r.get("ue_gflops"))) for r in rows):
         return []

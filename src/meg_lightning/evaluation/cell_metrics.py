@@ -1,0 +1,90 @@
+"""One cell of the sweep: its scheme run over the test latents batch by batch, against the
+perfect images I_0, into the cell's metrics (PSNR, FID with its bootstrap interval, latent NMSE and
+MSE, semantic accuracy; defined in :mod:`.sweep`'s docstring), and its first ``EXAMPLES`` images
+saved side by side as one PNG."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from meg_lightning.evaluation.cells import Cell
+from meg_lightning.evaluation.schemes import Scheme, to_uint8
+from meg_lightning.metrics import (
+    PSNR_CAP_DB,
+    extract_features,
+    feature_name,
+    fid_with_ci,
+    latent_mse_per_sample,
+    latent_nmse_per_sample,
+    psnr_per_image,
+)
+
+#: test images per cell saved as PNG under ``examples/`` (side by side)
+EXAMPLES = 8
+
+
+def _save_png(path: Path, images: Tensor) -> None:
+    """Images (n, 3, H, W) in [0, 1] side by side as one (H, n W) PNG."""
+    from PIL import Image
+
+    from meg_lightning.io import atomic_path
+
+    strip = np.concatenate(list(to_uint8(images)), axis=1)  # (H, n W, 3)
+    with atomic_path(path) as tmp:
+        Image.fromarray(strip).save(tmp, format="PNG")
+
+
+@torch.no_grad()
+def run_cell(cell: Cell, scheme: Scheme, channel, z: Tensor, i_0: Tensor, feats_0: Tensor, *,
+             extractor, batch_size: int, seed: int, bootstrap: int, device,
+             index: Optional[Tensor] = None, judge=None,
+             prompts: Optional[list[str]] = None) -> tuple[dict, Tensor]:
+    """Metrics of one cell (a results row without the bookkeeping columns) and its first
+    ``EXAMPLES`` images; ``judge(images, index[batch])`` -> (b,) bool gives semantic accuracy;
+    ``prompts[i]``: the prompt of test image i (for the schemes that send or use it)."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    snr = None if math.isinf(cell.snr_db) else cell.snr_db
+    psnr, capped, nmse, lmse, feats, sem, info = [], [], [], [], [], [], {}
+    first, symbols = [], 0
+    for s in range(0, len(z), batch_size):
+        zb = z[s:s + batch_size].to(device)  # (b, C, h, w)
+        ib = i_0[s:s + batch_size].to(device)  # (b, 3, H, W)
+        pb = prompts[s:s + batch_size] if prompts is not None else None
+        out = scheme(zb, ib, channel=channel, snr_db=snr, generator=gen, prompts=pb)
+        images = out.images.float().clamp(0, 1)
+        p, cp = psnr_per_image(images.cpu(), ib.cpu())
+        psnr.append(p)
+        capped.append(cp)
+        if out.z_hat is not None:
+            nmse.append(latent_nmse_per_sample(out.z_hat.cpu(), zb.cpu()))
+            lmse.append(latent_mse_per_sample(out.z_hat.cpu(), zb.cpu()))
+        feats.append(extract_features(extractor, images))
+        if judge is not None:
+            sem.append(judge(images, index[s:s + batch_size]).cpu())
+        for k, v in out.info.items():
+            info.setdefault(k, []).append(v.cpu())
+        if sum(len(f) for f in first) < EXAMPLES:
+            first.append(images[:EXAMPLES].cpu())
+        symbols = out.symbols
+    psnr_t = torch.cat(psnr)
+    fid = fid_with_ci(feats_0, torch.cat(feats), bootstrap=bootstrap, seed=seed,
+                      features=feature_name(extractor)) if len(z) >= 2 else None
+    nan = float("nan")
+    row = {
+        "symbols": symbols, "channel_uses": math.ceil(symbols / 2), "n_images": len(z),
+        "psnr_db": float(psnr_t.mean()), "psnr_std": float(psnr_t.std()) if len(z) > 1 else 0.0,
+        "psnr_capped": int(torch.cat(capped).sum()), "psnr_cap_db": PSNR_CAP_DB,
+        "latent_nmse": float(torch.cat(nmse).mean()) if nmse else nan,
+        "latent_mse": float(torch.cat(lmse).mean()) if lmse else nan,
+        "semantic_accuracy": float(torch.cat(sem).float().mean()) if sem else nan,
+    }
+    row.update(fid.as_dict() if fid else {"fid": nan, "fid_n_images": len(z)})
+    for k, v in info.items():
+        row[k] = float(torch.cat(v).double().mean())
+    return row, torch.cat(first)[:EXAMPLES]
