@@ -275,6 +275,38 @@ def test_semantic_accuracy_checks_lengths(classifier):
         semantic_accuracy(images, captions[:3], classifier)
 
 
+def test_judging_from_mini_fid_features_equals_judging_the_images(classifier, make_cfg):
+    """The sweep runs the classifier once per batch (its features serve FID and the judge): the
+    verdicts from those features equal those from the images, on right and wrong prompts."""
+    from meg_lightning.evaluation.inputs import _default_judge, judge_batch
+    from meg_lightning.metrics import extract_features
+    from meg_lightning.mini.classifier import all_match
+
+    images, captions, labels = make_images("all", 48, seed=31337)
+    wrong = [Attributes.from_indices(((l[0] + 1) % 3, *l[1:].tolist())).caption
+             if i % 2 else c for i, (c, l) in enumerate(zip(captions, labels))]
+    feats = extract_features(classifier, images.float() / 255)  # float64, as the sweep keeps them
+    for prompts in (captions, wrong):
+        direct = all_match(images, prompts, classifier)
+        assert torch.equal(all_match(None, prompts, classifier, features=feats), direct)
+    assert all_match(images, wrong, classifier).float().mean() <= 0.6  # the wrong half fails
+    # the default judge shares an AttributeClassifier extractor, and only that one
+    cfg = make_cfg("model=mini", "data.num_prompts=48")
+    judge = _default_judge(cfg, classifier)
+    assert judge.features_of is classifier
+    assert _default_judge(cfg, torch.nn.Identity()).features_of is None
+    index = torch.arange(16)
+    x = images[:16].float() / 255
+    torch.testing.assert_close(judge_batch(judge, x, index, classifier, feats[:16]),
+                               judge(x, index))
+    calls = []
+    judge.from_features = lambda f, i: calls.append(i) or torch.zeros(len(i), dtype=torch.bool)
+    judge_batch(judge, x, index, torch.nn.Identity(), feats[:16])  # another extractor: images
+    assert not calls
+    judge_batch(judge, x, index, classifier, feats[:16])
+    assert len(calls) == 1
+
+
 # ----------------------------------------------------------------------------- training code
 def _smoke_config(tmp_path, **kw):
     from meg_lightning.mini.model import MiniModelConfig

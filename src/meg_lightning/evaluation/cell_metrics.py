@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from meg_lightning.evaluation.cells import Cell
+from meg_lightning.evaluation.inputs import judge_batch
 from meg_lightning.evaluation.schemes import Scheme, to_uint8
 from meg_lightning.metrics import (
     PSNR_CAP_DB,
@@ -66,7 +67,7 @@ def run_cell(cell: Cell, scheme: Scheme, channel, z: Tensor, i_0: Tensor, feats_
             lmse.append(latent_mse_per_sample(out.z_hat.cpu(), zb.cpu()))
         feats.append(extract_features(extractor, images))
         if judge is not None:
-            sem.append(judge(images, index[s:s + batch_size]).cpu())
+            sem.append(judge_batch(judge, images, index[s:s + batch_size], extractor, feats[-1]))
         for k, v in out.info.items():
             info.setdefault(k, []).append(v.cpu())
         if sum(len(f) for f in first) < EXAMPLES:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -190,21 +190,42 @@ def latent_spectrum(z_train: Tensor) -> np.ndarray:
     return np.pad(lam, (0, z_train[0].numel() - lam.size))
 
 
-def _default_judge(cfg: MegConfig) -> Optional[Callable[[Tensor, Tensor], Tensor]]:
+def _default_judge(cfg: MegConfig, extractor: Any = None
+                   ) -> Optional[Callable[[Tensor, Tensor], Tensor]]:
     """For model ``mini``: (images, cache indices) -> (b,) bool, whether each image's five
-    attributes all match its prompt (the shipped classifier); None for other models."""
+    attributes all match its prompt (the shipped classifier); None for other models.
+
+    When ``extractor`` (the FID feature extractor) is that classifier (mini-FID), the judge is
+    built on it and also judges from its features (``judge.from_features(features, index)``,
+    ``judge.features_of is extractor``): the sweep then runs the classifier once per batch."""
     if cfg.model != "mini":
         return None
     from meg_lightning.data.prompts import get_prompts
-    from meg_lightning.mini.classifier import all_match, load_classifier
+    from meg_lightning.mini.classifier import AttributeClassifier, all_match, load_classifier
 
     prompts = get_prompts(cfg.data.prompts, cfg.data.num_prompts, cfg.data.prompt_column)
-    clf = load_classifier()
+    shared = isinstance(extractor, AttributeClassifier)
+    clf = extractor if shared else load_classifier()
 
     def judge(images: Tensor, index: Tensor) -> Tensor:
         return all_match(images.cpu(), [prompts[int(i)] for i in index], clf)
 
+    def from_features(features: Tensor, index: Tensor) -> Tensor:
+        return all_match(None, [prompts[int(i)] for i in index], clf, features=features)
+
+    judge.features_of = clf if shared else None
+    judge.from_features = from_features
     return judge
+
+
+def judge_batch(judge: Callable[[Tensor, Tensor], Tensor], images: Tensor, index: Tensor,
+                extractor: Any = None, features: Optional[Tensor] = None) -> Tensor:
+    """``judge(images, index)`` as (b,) bool on the CPU, from ``features`` (``extractor``'s of
+    these images) when the judge reads that extractor's features (see :func:`_default_judge`)."""
+    if features is not None and extractor is not None and \
+            getattr(judge, "features_of", None) is extractor:
+        return judge.from_features(features, index).cpu()
+    return judge(images, index).cpu()
 
 
 def _default_channel(cfg: MegConfig, kind: str, snr_db: float):

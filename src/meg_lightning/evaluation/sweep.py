@@ -80,6 +80,7 @@ from meg_lightning.evaluation.inputs import (  # noqa: F401 - re-exported: injec
     _default_vae,
     _device,
     _test_latents,
+    judge_batch,
     latent_spectrum,
     train_latents,
 )
@@ -263,7 +264,7 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
         return result
 
     bs = cfg.eval.batch_size
-    judge = judge if judge is not None else _default_judge(cfg)
+    judge = judge if judge is not None else _default_judge(cfg, extractor)
     # the perfect images I_0 (N, 3, H, W) go to a scratch file batch by batch: at 512x512 they are
     # 3 MB each, and memory must not grow with eval.num_images
     i_0 = ImageStore(out)
@@ -273,7 +274,7 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
         i_0.append(ib)
         feats_0.append(extract_features(extractor, ib.to(device)))
         if judge is not None:
-            sem_0.append(judge(ib, index[s:s + bs]).cpu())
+            sem_0.append(judge_batch(judge, ib, index[s:s + bs], extractor, feats_0[-1]))
     feats_0 = torch.cat(feats_0)
     _save_png(out / "examples" / "reference.png", i_0[:EXAMPLES])
     sem_ref = float(torch.cat(sem_0).float().mean()) if sem_0 else float("nan")

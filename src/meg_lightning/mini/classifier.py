@@ -135,20 +135,36 @@ def predict_attributes(images: Tensor, classifier: AttributeClassifier | None = 
     return {a: torch.cat(v) for a, v in out.items()}
 
 
-def attribute_matches(images: Tensor, prompts: Sequence[str],
-                      classifier: AttributeClassifier | None = None) -> dict[str, Tensor]:
-    """Per attribute, whether image i shows what prompt i names: {name: (B,) bool}."""
-    if len(images) != len(prompts):
-        raise ValueError(f"got {len(images)} images for {len(prompts)} prompts: expected one each")
-    pred = predict_attributes(images, classifier)
+@torch.no_grad()
+def predict_from_features(features: Tensor, classifier: AttributeClassifier | None = None
+                          ) -> dict[str, Tensor]:
+    """:func:`predict_attributes` from the classifier's own features (B, num_features) (its
+    ``forward``, the mini-FID embedding), without running its body again."""
+    model = classifier or _default()
+    p = next(model.heads.parameters())
+    h = features.to(p.device, p.dtype)
+    return {a: head(h).argmax(-1).cpu() for a, head in model.heads.items()}
+
+
+def attribute_matches(images: Tensor | None, prompts: Sequence[str],
+                      classifier: AttributeClassifier | None = None, *,
+                      features: Tensor | None = None) -> dict[str, Tensor]:
+    """Per attribute, whether image i shows what prompt i names: {name: (B,) bool}. With
+    ``features`` (the classifier's forward of the images) the body is not run again."""
+    n = len(features) if features is not None else len(images)
+    if n != len(prompts):
+        raise ValueError(f"got {n} images for {len(prompts)} prompts: expected one each")
+    pred = (predict_from_features(features, classifier) if features is not None
+            else predict_attributes(images, classifier))
     target = torch.tensor([parse_caption(p).indices for p in prompts], dtype=torch.long)  # (B, 5)
     return {a: pred[a] == target[:, j] for j, a in enumerate(ATTRIBUTES)}
 
 
-def all_match(images: Tensor, prompts: Sequence[str],
-              classifier: AttributeClassifier | None = None) -> Tensor:
+def all_match(images: Tensor | None, prompts: Sequence[str],
+              classifier: AttributeClassifier | None = None, *,
+              features: Tensor | None = None) -> Tensor:
     """Per image, whether all five of its attributes match its prompt's: (B,) bool."""
-    matches = attribute_matches(images, prompts, classifier)
+    matches = attribute_matches(images, prompts, classifier, features=features)
     return torch.stack(list(matches.values())).all(0)
 
 
