@@ -28,8 +28,11 @@ setup: $(STAMP) ## create .venv and install the package (+ test extras)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(TORCH_SPEC)
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-compile $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q --no-compile -e ".[dev]"
+	@# pip byte-compiles on one core; compileall uses them all (docs/BENCHMARKS.md: 1.65x on 2
+	@# cores). Its exit status is 1 for the few files in the wheels that are not Python 3.
+	$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib > /dev/null || true
 	@touch $@
 
 latents: setup ## cache SD latents: make latents MODEL=tiny N=64

@@ -2,8 +2,8 @@
 code and the Gaussian OPTA bound, on captions neither the mini model nor the codecs saw.
 
     python benchmarks/codec_adaptive.py [bench.source=pretrained|runs] [bench.dir=data/codec-mini]
-        [bench.fcs=0.25,0.5,0.75] [bench.blocks=4] [bench.repeats=4] [bench.test=heldout|seen]
-        [bench.out=docs/codec_adaptive.json]
+        [bench.runs={bench.dir}/runs] [bench.fcs=0.25,0.5,0.75] [bench.blocks=4] [bench.repeats=4]
+        [bench.test=heldout|seen] [bench.out=docs/codec_adaptive.json]
 
 Data: the caches of ``make pretrained-codecs`` under ``bench.dir`` (codec.pretrained): the linear
 code and the OPTA spectrum are fitted on the training split of the training cache (the latents the
@@ -70,7 +70,8 @@ def main(argv: list[str]) -> list[dict]:
         if own.get("bench.source", "pretrained") == "pretrained":
             codec = pretrained.load_pretrained("mini", fc, tuple(z_train.shape[1:]))
         else:
-            codec = load_codec(out / "runs" / "codec-adaptive" / f"fc{fc:g}" / "best.ckpt")
+            runs = Path(own.get("bench.runs", out / "runs"))
+            codec = load_codec(runs / "codec-adaptive" / f"fc{fc:g}" / "best.ckpt")
         linear = LinearCode.fit(z_train, fc)
         for kind in ("awgn", "rayleigh"):
             nb = blocks if kind == "rayleigh" else 1
