@@ -32,7 +32,7 @@ DEMO_DEFAULTS = [
     "model=mini",  # the shipped small text-to-image model (docs/MINI.md); model=tiny also runs
     "out_dir=data/demo",
     "data.cache_dir=data/demo/latents",
-    "data.num_prompts=600",  # 600 of the 900 mini captions (shuffled): 450 train + val, 150 test
+    "data.num_prompts=512",  # 512 of the 900 mini captions (shuffled): 384 train + val, 128 test
     "data.gen_batch_size=64",
     "data.test_fraction=0.25",
     "data.batch_size=16",
