@@ -163,6 +163,23 @@ def test_order_equal_dp_oracle_on_shared_draws():
     assert dp.expected_mse == pytest.approx(d, rel=0.05)
 
 
+@pytest.mark.parametrize("blocks,snr_db", [(4, 10.0), (3, -12.0)])
+def test_dp_table_equals_the_direct_bellman_minimum(blocks, snr_db):
+    """The sliding-window (min, +) convolution gives the same V_t(r) as the Bellman minimum over
+    every (g, r_i, r_k) written out with its feasibility mask."""
+    dp = CausalDP(blocks, snr_db, grid=60, quantiles=16)
+    u = (torch.arange(16, dtype=torch.float64) + 0.5) / 16
+    g = -torch.log1p(-u)
+    spend = dp.r[:, None] - dp.r[None, :]  # (R, R): r_i - r_k
+    for t in range(blocks - 2, -1, -1):
+        cost = dp._d(spend.clamp_min(0)[None] * g[:, None, None]) + dp.value[t + 1][None, None, :]
+        cost = cost.masked_fill(spend[None] < -1e-12, math.inf)
+        torch.testing.assert_close(dp.value[t], cost.min(-1).values.mean(0), rtol=1e-12, atol=1e-14)
+    # more remaining power never costs more, and the last block spends it all
+    assert torch.all(dp.value[0].diff() <= 1e-15)
+    assert float(dp.value[blocks - 1, 0]) == pytest.approx(1.0)
+
+
 def test_env_policies_follow_the_baselines():
     env = gaussian_env(300, seed=2)
     res = {}
