@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -70,3 +72,22 @@ def test_resolved_config_round_trips(tmp_path):
     again = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(MegConfig), OmegaConf.load(path)))
     assert again == cfg and config_hash(again) == config_hash(cfg)
     assert config_hash(load_config(["codec.fc=0.5"])) != config_hash(cfg)
+
+
+@pytest.mark.parametrize("overrides", [
+    [],
+    ["model=paper", "channel.train_snr_db=[-3,4]", "eval.scheme_fcs={meg: [0.25,0.5]}",
+     'eval.codec_checkpoints={"0.5": a.ckpt}', "ppo.fig10_powers=[1,2]", "codec.hidden=64"],
+])
+def test_to_dict_is_omegaconfs_container(overrides):
+    """to_dict is dataclasses.asdict for speed; it must stay what OmegaConf gives (the resolved
+    config files, checkpoints and hashes are written from it)."""
+    from omegaconf import OmegaConf
+
+    from meg_lightning.config import to_dict
+
+    cfg = load_config(overrides)
+    ref = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    got = to_dict(cfg)
+    assert got == ref
+    assert json.dumps(got, sort_keys=True) == json.dumps(ref, sort_keys=True)

