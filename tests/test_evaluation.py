@@ -153,6 +153,23 @@ def test_enumerate_cells_and_hash(make_cfg):
     assert sweep_hash(cfg) != sweep_hash(_sweep_cfg(make_cfg, "eval.num_images=7"))
 
 
+def test_scheme_channels_sweep_a_scheme_on_its_own_kinds(make_cfg):
+    """eval.scheme_channels narrows (or widens) one scheme's channel kinds; the others keep
+    eval.channels; the hash does not move (the cells already done are reused)."""
+    base = ["eval.schemes=[centralized,feature,meg+dm]", "eval.channels=[awgn,rayleigh]",
+            "eval.snrs_db=[0,10]", "eval.fcs=[0.5]"]
+    cfg = make_cfg(*base)
+    narrowed = make_cfg(*base, "eval.scheme_channels={meg+dm: [awgn], centralized: [none,awgn]}")
+    keys = {c.key for c in enumerate_cells(narrowed)}
+    assert keys == ({c.key for c in enumerate_cells(cfg)} - {"meg+dm_fc0.5_rayleigh_snr0",
+                                                              "meg+dm_fc0.5_rayleigh_snr10",
+                                                              "centralized_rayleigh_snr0",
+                                                              "centralized_rayleigh_snr10"}
+                    | {"centralized_none_snrinf"})
+    assert len(keys) == len(enumerate_cells(narrowed))
+    assert sweep_hash(narrowed) == sweep_hash(cfg)
+
+
 def test_sweep_produces_every_cell_and_resumes(make_cfg, tiny_pipe):
     from meg_lightning.data.datamodule import TensorLatentDataModule
 

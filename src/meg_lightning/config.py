@@ -244,6 +244,7 @@ class EvalConfig:
     fcs: list[float] = field(default_factory=lambda: [0.5])  # compression rates for `meg`/`linear`
     scheme_fcs: dict[str, list[float]] = field(default_factory=dict)  # scheme -> its own fcs
     channels: list[str] = field(default_factory=lambda: ["awgn", "rayleigh"])  # channel kinds
+    scheme_channels: dict[str, list[str]] = field(default_factory=dict)  # scheme -> its own kinds
     num_images: int = 64  # test images per cell (FID needs many; the count is reported)
     batch_size: int = 16  # latents per forward pass in the sweep (memory vs speed)
     bootstrap: int = 200  # bootstrap resamples for the FID confidence interval
@@ -278,6 +279,13 @@ class EvalConfig:
             _check(f"{p}.scheme_fcs.{name}", v,
                    len(v) > 0 and all(_finite(f) and 0 < f <= 1 for f in v),
                    "a non-empty list of numbers in (0, 1]")
+        for name, kinds in self.scheme_channels.items():
+            _check(f"{p}.scheme_channels", name, name in known,
+                   f"scheme names from {', '.join(known)} as keys")
+            v = list(kinds) if isinstance(kinds, (list, tuple)) else [kinds]
+            _check(f"{p}.scheme_channels.{name}", v,
+                   len(v) > 0 and all(c in ("awgn", "rayleigh", "none") for c in v),
+                   "a non-empty list from awgn, rayleigh, none")
         for s in self.snrs_db:
             _check(f"{p}.snrs_db", list(self.snrs_db), _finite(s), "a list of finite dB values")
         _check(f"{p}.num_images", self.num_images, self.num_images > 0, "a positive integer")

@@ -47,6 +47,8 @@ DEMO_DEFAULTS = [
     "eval.scheme_fcs={meg: [0.25,0.5,0.75], meg-adaptive: [0.25,0.5,0.75], "
     "linear: [0.25,0.5,0.75]}",
     "eval.snrs_db=[-10,0,10,20]",
+    # the generative receivers (~4x a plain cell) on AWGN only, where the report compares them
+    "eval.scheme_channels={feature+dm: [awgn], meg+dm: [awgn]}",
     "eval.ue_steps=5",
     "eval.num_images=128",
     "eval.bootstrap=50",

@@ -53,14 +53,24 @@ def codec_fcs(cfg: MegConfig, family: str = "meg") -> list[float]:
                    for fc in scheme_fcs(cfg, s)})
 
 
+def scheme_channels(cfg: MegConfig, scheme: str) -> list[str]:
+    """The channel kinds swept for ``scheme``: ``eval.scheme_channels[scheme]`` when given (e.g.
+    the costly generative receivers on AWGN only), else ``eval.channels``."""
+    return list(cfg.eval.scheme_channels.get(scheme, cfg.eval.channels))
+
+
 def enumerate_cells(cfg: MegConfig) -> list[Cell]:
     """All cells of ``cfg.eval`` in sweep order (channel, scheme, fc, SNR). The noiseless channel
     ``none`` has one cell per scheme (SNR = inf)."""
     ev = cfg.eval
+    kinds = list(ev.channels)
+    kinds += [k for s in ev.schemes for k in scheme_channels(cfg, s) if k not in kinds]
     cells = []
-    for kind in ev.channels:
+    for kind in kinds:
         snrs = [math.inf] if kind == "none" else [float(s) for s in ev.snrs_db]
         for scheme in ev.schemes:
+            if kind not in scheme_channels(cfg, scheme):
+                continue
             for fc in scheme_fcs(cfg, scheme):
                 cells += [Cell(scheme, kind, snr, fc) for snr in snrs]
     return cells
@@ -71,7 +81,8 @@ def sweep_hash(cfg: MegConfig) -> str:
     the codec checkpoints (each `meg` row carries its checkpoint's ``codec_id`` instead)."""
     d = to_dict(cfg)
     ev = {k: v for k, v in d["eval"].items()
-          if k not in ("schemes", "snrs_db", "fcs", "scheme_fcs", "channels", "results",
+          if k not in ("schemes", "snrs_db", "fcs", "scheme_fcs", "channels", "scheme_channels",
+                       "results",
                        "codec_checkpoints", "adaptive_checkpoints", "pretrained")}
     return config_hash({"version": RESULTS_VERSION, "data_id": data_id(cfg), "eval": ev,
                         "channel": {k: d["channel"][k] for k in ("num_blocks", "equalizer")}})
