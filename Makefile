@@ -64,7 +64,7 @@ eval: setup ## PSNR/FID sweep over schemes x SNR x channel (resumable)
 figures: setup ## regenerate every figure from saved results
 	$(BIN)/meg figures $(COMMON)
 
-demo: setup ## every stage end to end, offline, on the CPU (mini model, ~8.5 min with the install)
+demo: setup ## every stage end to end, offline, on the CPU (mini model, ~8 min with the install)
 	$(BIN)/meg demo $(ARGS)
 
 test: setup ## the fast test suite (no network, CPU, < 10 min)
