@@ -173,6 +173,8 @@ BAD_INPUTS = [
     ("eval", ["eval.scheme_fcs={{megg: [0.5]}}"], ["eval.scheme_fcs='megg'", "meg+dm"]),
     ("eval", ["eval.scheme_fcs={{meg: [2]}}"], ["eval.scheme_fcs.meg=[2.0]", "(0, 1]"]),
     ("eval", ["eval.scheme_channels={{meg+dmm: [awgn]}}"], ["eval.scheme_channels='meg+dmm'"]),
+    ("eval", ["eval.scheme_channels={{meg: awgn}}"],
+     ["eval.scheme_channels.meg='awgn'", "a list, e.g. [a,b]"]),
     ("eval", ["eval.scheme_channels={{meg+dm: [awgm]}}"],
      ["eval.scheme_channels.meg+dm=['awgm']", "awgn, rayleigh, none"]),
     ("eval", ["eval.schemes=[centralized+dm]"], ["eval.schemes=", "feature+dm"]),

@@ -379,6 +379,9 @@ def _omegaconf_error(e: OmegaConfBaseException, overrides: list[str]) -> ConfigE
         key, value = below[-1]
     else:
         value = next((v for k, v in reversed(pairs) if k == key), None)
+    if value is None:  # inside a mapping given whole ({meg: awgn}): OmegaConf quotes the value
+        m = re.search(r"Value '([^']*)'|Value (\S+) \(", msg)
+        value = next((g for g in m.groups() if g is not None), None) if m else None
     if not key:
         # a merge error without a key: a whole section given a plain value (``data=5``)
         sections = ("generation", "data", "channel", "codec", "ppo", "eval", "wandb", "trainer")
@@ -391,7 +394,7 @@ def _omegaconf_error(e: OmegaConfBaseException, overrides: list[str]) -> ConfigE
     m = re.search(r"could not be converted to (\w+)", msg)
     if m:
         return ConfigError(key, value, _TYPE_WORDS.get(m.group(1), f"a {m.group(1).lower()}"))
-    if "ListConfig" in msg or "list, or tuple" in msg:
+    if "ListConfig" in msg or "list, or tuple" in msg or "type hint 'typing.List" in msg:
         return ConfigError(key, value, "a list, e.g. [a,b]")
     if "to Dict[" in msg:
         return ConfigError(key, value, "a mapping, e.g. {key: value}")
