@@ -27,6 +27,9 @@ def test_registry_names_flags_and_unknown_names():
     assert names.index("meg+dm") == names.index("meg") + 1
     assert registry.uses_fc("meg+dm") and registry.uses_fc("prompt")
     assert not registry.uses_fc("feature+dm")
+    # the UE runs the generator for prompt transmission and every generative receiver, only
+    assert {n for n in names if registry.runs_generator(n)} == \
+        {"prompt"} | {n for n in names if n.endswith("+dm")}
     for bad in ("centralized+dm", "prompt+dm", "megg"):
         with pytest.raises(KeyError, match="expected one of"):
             registry.scheme_class(bad)

@@ -258,8 +258,8 @@ def _costed_pipeline(cfg: MegConfig, cells: Sequence[Cell], load: Callable[[], A
     """The pipeline whose components are costed: at SD-v1.5 size (``paper``, ``sd15-random``)
     the exact architecture on the ``meta`` device (FLOPs depend on shapes only; no 4 GB of
     weights just to count), unless a scheme runs the pipeline anyway; else the loaded one."""
-    runs_it = any(c.scheme == "prompt" or c.scheme.endswith(registry.DM_SUFFIX) for c in cells)
-    if cfg.model in ("paper", "sd15-random") and not runs_it:
+    if cfg.model in ("paper", "sd15-random") and not any(registry.runs_generator(c.scheme)
+                                                         for c in cells):
         from types import SimpleNamespace
 
         from meg_lightning.generation.sd15 import MAX_LENGTH, build_components

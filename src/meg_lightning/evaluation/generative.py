@@ -132,6 +132,7 @@ class PromptScheme(BaseScheme):
 
     name = "prompt"
     uses_fc = True
+    runs_generator = True
 
     @classmethod
     def compute(cls, parts, fc):

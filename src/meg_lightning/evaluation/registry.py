@@ -75,6 +75,12 @@ def yields_latent(name: str) -> bool:
     return bool(scheme_class(name).yields_latent)
 
 
+def runs_generator(name: str) -> bool:
+    """Whether the UE runs the prompt-conditioned generator (``prompt``, every ``X+dm``): the
+    scheme needs the test prompts and the pipeline's U-Net."""
+    return name.endswith(DM_SUFFIX) or bool(scheme_class(name).runs_generator)
+
+
 def order(name: str) -> int:
     """Plot / table order of a scheme name (unknown names last)."""
     n = names()

@@ -63,6 +63,9 @@ class BaseScheme:
     name: ClassVar[str]
     uses_fc: ClassVar[bool] = False  # cells for every eval.fcs, with the budget of meg at fc
     yields_latent: ClassVar[bool] = False  # has transmit(): z -> z_hat, so X+dm exists
+    # the UE runs the prompt-conditioned generator: the scheme needs the prompts and the pipeline
+    # (every X+dm does too: registry.runs_generator)
+    runs_generator: ClassVar[bool] = False
     fc: Optional[float] = None
 
     @classmethod

@@ -281,8 +281,8 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
     atomic_write_json(out / "examples" / "index.json", {"example_index": int(index[0]),
                                                         "test_indices": index.tolist()})
     channel_factory = channel_factory or (lambda kind, snr: _default_channel(cfg, kind, snr))
-    test_prompts = [all_prompts()[int(i)] for i in index] if any(
-        c.scheme == "prompt" or c.scheme.endswith(registry.DM_SUFFIX) for c in todo) else None
+    test_prompts = ([all_prompts()[int(i)] for i in index]
+                    if any(registry.runs_generator(c.scheme) for c in todo) else None)
 
     def opta(symbols: int, snr_db: float) -> float:
         """Gaussian OPTA latent MSE for this symbol budget on AWGN (codec.opta_mse), or nan when
