@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from meg_lightning.mini import PIPELINE_DIR, WEIGHTS_DIR
-from meg_lightning.mini.dataset import (ATTRIBUTES, COLORS, POSITIONS, VOCABULARY, Attributes,
+from meg_lightning.mini.dataset import (ATTRIBUTES, COLORS, POSITIONS, Attributes,
                                         ShapesDataset, all_combinations, combinations,
                                         heldout_prompts, is_heldout, make_images, parse_caption)
 
