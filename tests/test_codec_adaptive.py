@@ -158,7 +158,8 @@ def test_early_stopping_and_mean_validation_loss(make_cfg, tmp_path):
 
 
 @pytest.mark.parametrize("key,value", [("codec.skip", "wide"), ("codec.schedule", "step"),
-                                       ("codec.val_loss", "max"), ("codec.awgn_fraction", "1.5")])
+                                       ("codec.val_loss", "max"), ("codec.awgn_fraction", "1.5"),
+                                       ("codec.gate", "soft"), ("codec.dense_aux", "-1")])
 def test_bad_recipe_values_are_config_errors(make_cfg, key, value):
     with pytest.raises(ConfigError, match=key):
         make_cfg(f"{key}={value}")
@@ -168,3 +169,100 @@ def test_paper_and_mlp_state_dicts_are_unchanged():
     m = CodecModule((4, 4, 4), fc=0.5, arch="mlp")
     assert "linear_initialised" not in m.state_dict()
     assert not m.adaptive
+
+
+@pytest.mark.parametrize("kind", ["awgn", "rayleigh"])
+def test_posterior_gate_scales_the_correction_along_each_sent_component(kind):
+    """gate=posterior: along KLT component i the decoder's non-linear correction is the ungated
+    one times 1 - shrink_i (the component's LMMSE posterior variance share); outside the sent
+    components it is untouched. Checked against the same weights without the gate."""
+    z = synthetic_latents(300, MINI)
+    ch = dict(kind=kind, num_blocks=4)
+    gated = CodecModule(MINI, fc=0.5, arch="adaptive", gate="posterior", channel=ch)
+    gated.init_linear(z)
+    _randomise(gated, std=0.02)  # a live conv path (its head starts at zero)
+    plain = CodecModule(MINI, fc=0.5, arch="adaptive", channel=ch)
+    plain.load_state_dict({k: v for k, v in gated.state_dict().items() if k != "decoder.basis"})
+    U = gated.decoder.basis  # (256, k), orthonormal columns
+    assert torch.allclose(U.T @ U, torch.eye(U.shape[1]), atol=1e-4)
+    for snr in (-10.0, 5.0, 30.0):
+        g = [torch.Generator().manual_seed(3) for _ in range(2)]
+        with torch.no_grad():
+            a, b = gated(z[:16], snr_db=snr, generator=g[0]), plain(z[:16], snr_db=snr, generator=g[1])
+        assert torch.equal(a["z_lin"], b["z_lin"])
+        ra, rb = (a["z_hat"] - a["z_lin"]).flatten(1), (b["z_hat"] - b["z_lin"]).flatten(1)
+        # the shrink the decoder applied: from its dense path's relative powers and block SNRs
+        dec = gated.decoder
+        with torch.no_grad():
+            lg = gated.encoder.log_gain(gated.encoder.embed(torch.full((16, 1), snr / 10.0)))
+        log_p = 2 * lg + dec.log_var
+        log_p = log_p - torch.logsumexp(log_p, 1, keepdim=True) + math.log(dec.k)
+        shrink = torch.sigmoid(log_p + dec._symbol_snr(a["csi_db"]) * math.log(10) / 10)
+        assert _close(ra @ U, (1 - shrink) * (rb @ U)), snr
+        tail = lambda r: r - (r @ U) @ U.T  # noqa: E731 - the part outside the sent components
+        assert _close(tail(ra), tail(rb)), snr
+    # at high SNR the strong components are kept as the linear code received them
+    assert float(shrink[:, :8].min()) > 0.99
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, rel: float = 1e-4) -> bool:
+    return float((a - b).abs().max()) <= rel * float(b.abs().max())
+
+
+def test_gate_needs_the_dense_path():
+    with pytest.raises(ConfigError, match="codec.gate"):
+        CodecModule(MINI, fc=0.5, arch="adaptive", skip="none", gate="posterior")
+
+
+def test_dense_aux_adds_the_dense_path_loss(make_cfg):
+    """dense_aux = w: the training loss is the codec's loss + w x the same loss of the dense
+    path's estimate alone (same channel draw); w = 0 is the plain loss."""
+    z = synthetic_latents(32, MINI)
+    losses = {}
+    for w in (0.0, 2.0):
+        torch.manual_seed(0)  # the same initial weights
+        m = CodecModule(MINI, fc=0.25, arch="adaptive", dense_aux=w,
+                        channel=dict(kind="awgn", train_snr_db=[0.0, 20.0]))
+        _randomise(m)
+        m.log = lambda *a, **k: None  # no Trainer attached
+        losses[w] = float(m.training_step({"z": z}, 0))
+    out = m(z, mode="train", generator=m._generator(z.device, "train", 0, 0))
+    dense = float(m._loss(out["z_lin"], z, out["csi_db"]))
+    assert dense > 0
+    assert losses[2.0] == pytest.approx(losses[0.0] + 2.0 * dense, rel=1e-5)
+
+
+def test_resume_refuses_another_gate(tmp_path):
+    """A run cannot resume from a checkpoint of another gate (its state dict differs); one
+    written before the gate existed counts as gate=none."""
+    from meg_lightning.codec.train import check_resumable
+    from meg_lightning.errors import UserError
+
+    old = CodecModule(MINI, fc=0.5, arch="adaptive")
+    hp = {k: v for k, v in dict(old.hparams).items() if k not in ("gate", "dense_aux")}
+    torch.save({"hyper_parameters": hp, "state_dict": old.state_dict()}, tmp_path / "last.ckpt")
+    check_resumable(tmp_path / "last.ckpt", CodecModule(MINI, fc=0.5, arch="adaptive"))
+    with pytest.raises(UserError, match="trained with gate='none', this run asks for gate='posterior'"):
+        check_resumable(tmp_path / "last.ckpt",
+                        CodecModule(MINI, fc=0.5, arch="adaptive", gate="posterior"))
+
+
+def test_freeze_dense_keeps_the_klt_and_trains_the_power_loading(make_cfg, tmp_path):
+    """freeze_dense: after training, the dense path is still the KLT that linear_init fitted
+    (encoder U^T, decoder U, orthonormal; the priors unchanged) while its per-SNR gains moved."""
+    z = synthetic_latents(160, MINI)  # 120 training latents: a full-rank KLT for k = 64
+    train_main(_cfg(make_cfg, "trainer.max_epochs=2", "codec.freeze_dense=true",
+                    "codec.gate=posterior", f"out_dir={tmp_path}"), datamodule=_dm(z))
+    sd = torch.load(tmp_path / "codec-adaptive" / "fc0.25" / "last.ckpt", map_location="cpu",
+                    weights_only=True)["state_dict"]
+    enc, dec = sd["encoder.linear.weight"], sd["decoder.linear.weight"]  # (k, |z|), (|z|, k)
+    assert torch.equal(enc, dec.T) and torch.equal(dec, sd["decoder.basis"])
+    assert torch.allclose(enc @ enc.T, torch.eye(enc.shape[0]), atol=1e-4)
+    assert sd["encoder.gain.weight"].abs().sum() > 0  # the power loading trained (init: 0)
+
+
+def test_freeze_dense_needs_a_klt_initialised_dense_path():
+    for kw in (dict(arch="mlp"), dict(arch="adaptive", skip="none"),
+               dict(arch="adaptive", linear_init=False)):
+        with pytest.raises(ConfigError, match="codec.freeze_dense"):
+            CodecModule(MINI, fc=0.5, freeze_dense=True, **kw)

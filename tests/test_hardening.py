@@ -197,6 +197,12 @@ BAD_INPUTS = [
     ("eval", ["out_dir={w}/files/a_file"], ["out_dir=", "is a file"]),
     ("eval", ["out_dir={w}/out_csv_binary"], ["results.csv", "not UTF-8"]),
     ("train-codec", ["codec.loss=l1"], ["codec.loss='l1'", "mse, linear_ratio"]),
+    ("train-codec", ["codec.arch=adaptive", "codec.gate=soft"], ["codec.gate='soft'", "posterior"]),
+    ("train-codec", ["codec.arch=adaptive", "codec.dense_aux=-1"], ["codec.dense_aux=-1", ">= 0"]),
+    ("train-codec", ["codec.arch=mlp", "codec.gate=posterior"],
+     ["codec.gate='posterior'", "unless codec.arch=adaptive"]),
+    ("train-codec", ["codec.arch=adaptive", "codec.skip=none", "codec.freeze_dense=true"],
+     ["codec.freeze_dense=True", "dense path"]),
     # figures
     ("figures", ["out_dir={w}/out_csv_binary"], ["results.csv", "not UTF-8"]),
     ("figures", ["out_dir={w}/out_csv_columns"], ["results.csv", "no column cell"]),

@@ -147,6 +147,11 @@ class CodecConfig:
     schedule: str = "none"  # learning-rate schedule: none | cosine (to lr/100 over max_epochs) | plateau
     early_stop_patience: Optional[int] = None  # stop after this many epochs without a better val/loss
     awgn_fraction: float = 0.0  # rayleigh training: share of samples sent with h = 1 (one model for both)
+    gate: str = "none"  # adaptive decoder: none | posterior (its non-linear correction along each
+    # sent KLT component is scaled by that component's LMMSE posterior variance share, 1 - shrink)
+    dense_aux: float = 0.0  # adaptive: weight of a second loss term on the dense (linear) path alone
+    freeze_dense: bool = False  # adaptive: keep the dense path at the KLT fitted by linear_init (its
+    # per-SNR power loading stays trained)
 
     def validate(self, p: str) -> None:
         _check(f"{p}.fc", self.fc, _finite(self.fc) and 0 < self.fc <= 1, "a number in (0, 1]")
@@ -163,6 +168,13 @@ class CodecConfig:
                "one of mse, linear_ratio")
         _check(f"{p}.schedule", self.schedule, self.schedule in ("none", "cosine", "plateau"),
                "one of none, cosine, plateau")
+        _check(f"{p}.gate", self.gate, self.gate in ("none", "posterior"), "one of none, posterior")
+        _check(f"{p}.dense_aux", self.dense_aux, _finite(self.dense_aux) and self.dense_aux >= 0,
+               "a number >= 0")
+        for key, value, off in (("gate", self.gate, "none"), ("dense_aux", self.dense_aux, 0),
+                                ("freeze_dense", self.freeze_dense, False)):
+            _check(f"{p}.{key}", value, value == off or self.arch == "adaptive",
+                   f"{off!r} unless {p}.arch=adaptive (it acts on the adaptive codec's dense path)")
         _check(f"{p}.awgn_fraction", self.awgn_fraction,
                _finite(self.awgn_fraction) and 0 <= self.awgn_fraction <= 1, "a number in [0, 1]")
         if self.early_stop_patience is not None:

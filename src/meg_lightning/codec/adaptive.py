@@ -20,7 +20,12 @@ Data flow::
                     SNR in dB)  -> z_lin = Linear(k, |z|)(c_hat)
         conv path:  [x_hat map, effective-SNR map] (2m, h', w') -> Conv3x3 -> ResBlocks + FiLM
                     -> nearest-upsample to (h, w) -> concat z_lin -> ResBlock + FiLM -> Conv3x3
-        z_hat = z_lin + conv path  (B, C, h, w)
+                    = r, the non-linear correction
+        gate="posterior": r -= U diag(shrink) U^T r  (U: the KLT basis of the dense path; along
+                    sent component i only the share 1 - shrink_i, its LMMSE posterior variance
+                    share, is corrected: at high SNR the reliably received components stay the
+                    linear code's, the correction goes to the unsent and the noisy ones)
+        z_hat = z_lin + r  (B, C, h, w)
 
 The dense path lets the code start as (and never be worse than reachable) the optimal linear code:
 :meth:`AdaptiveEncoder.init_linear` / :meth:`AdaptiveDecoder.init_linear` set it to the KLT of
@@ -47,6 +52,7 @@ from meg_lightning.errors import ConfigError
 #: 2 |z| k parameters: 268M at SD-v1.5's |z| = 16384, fc = 0.5).
 DENSE_SKIP_MAX_NUMEL = 4096
 SKIPS = ("auto", "dense", "none")
+GATES = ("none", "posterior")
 #: Spatial size the conv trunk down-samples to (stride 2 while larger): 64x64 -> 8x8.
 TRUNK_MAX_SIDE = 8
 #: Effective SNRs are clipped to this range (dB) before entering the networks: a deep fade gives
@@ -179,7 +185,7 @@ class AdaptiveDecoder(nn.Module):
     adaptive = True
 
     def __init__(self, latent_shape: Sequence[int], k: int, width: int = 64, blocks: int = 2,
-                 skip: str = "auto", encoder: Optional[AdaptiveEncoder] = None):
+                 skip: str = "auto", gate: str = "none"):
         super().__init__()
         from meg_lightning.codec.components import check_code
 
@@ -202,6 +208,15 @@ class AdaptiveDecoder(nn.Module):
             self.log_var = nn.Parameter(torch.zeros(k))
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
+        if gate not in GATES:
+            raise ConfigError("codec.gate", gate, f"one of {', '.join(GATES)}")
+        if gate == "posterior" and not self.dense:
+            raise ConfigError("codec.gate", gate, "none when the dense path is off (codec.skip="
+                              f"none, or auto with |z| = {self.numel} > {DENSE_SKIP_MAX_NUMEL})")
+        self.gate = gate
+        if gate == "posterior":
+            # the KLT basis U (|z|, k) the gate projects on (set with the dense path)
+            self.register_buffer("basis", torch.zeros(self.numel, k))
 
     def _symbol_snr(self, csi_db: torch.Tensor) -> torch.Tensor:
         """(B, num_blocks) block SNRs -> (B, k) per real symbol (blocks are consecutive and equal,
@@ -216,6 +231,12 @@ class AdaptiveDecoder(nn.Module):
 
     def forward(self, x_hat: torch.Tensor, snr_db: torch.Tensor, csi_db: torch.Tensor,
                 log_gain: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.decode_parts(x_hat, snr_db, csi_db, log_gain)[0]
+
+    def decode_parts(self, x_hat: torch.Tensor, snr_db: torch.Tensor, csi_db: torch.Tensor,
+                     log_gain: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z_hat, z_lin): the decoder's output and its dense (linear) path alone (zeros when
+        there is none), both (B, C, h, w)."""
         B = x_hat.shape[0]
         C, h, w = self.latent_shape
         s_sym = self._symbol_snr(csi_db.clamp(*SNR_CLIP_DB))  # (B, k) dB
@@ -240,7 +261,15 @@ class AdaptiveDecoder(nn.Module):
             u = up(F.gelu(F.interpolate(u, scale_factor=2.0, mode="nearest")))  # doubles h, w
         u = self.merge(torch.cat([F.gelu(u), z_lin], dim=1))  # (B, width, h, w)
         u = self.refine(u, e)
-        return z_lin + self.head(F.gelu(u))  # (B, C, h, w)
+        r = self.head(F.gelu(u))  # (B, C, h, w) the non-linear correction
+        if self.gate == "posterior":
+            # along sent component i, keep the share 1 - shrink_i of the correction: the LMMSE
+            # posterior variance there is lambda_i (1 - shrink_i), so at high SNR the reliably
+            # received components stay the linear code's, and the correction goes to the
+            # components not sent and to the noisy ones
+            coef = r.flatten(1) @ self.basis  # (B, k)
+            r = r - ((coef * shrink) @ self.basis.T).reshape(B, C, h, w)
+        return z_lin + r, z_lin
 
     @torch.no_grad()
     def init_linear(self, mean: torch.Tensor, eigvecs: torch.Tensor, eigvals: torch.Tensor) -> None:
@@ -254,3 +283,6 @@ class AdaptiveDecoder(nn.Module):
         self.linear.bias.copy_(mean.to(self.linear.bias))
         self.log_var.fill_(math.log(1e-6))
         self.log_var[:r] = eigvals[:r].clamp_min(1e-12).log().to(self.log_var)
+        if self.gate == "posterior":
+            self.basis.zero_()
+            self.basis[:, :r] = eigvecs[:, :r].to(self.basis)

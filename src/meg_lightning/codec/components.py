@@ -170,7 +170,7 @@ class CompressionDecoder(nn.Module):
 
 def build_codec(latent_shape: Sequence[int], codec_cfg: Any) -> tuple[nn.Module, nn.Module]:
     """(C_w, C_psi^{-1}) for ``latent_shape`` (C, h, w) from a :class:`CodecConfig`
-    (its fc, arch and hidden; for ``arch="adaptive"`` its width, blocks and skip:
+    (its fc, arch and hidden; for ``arch="adaptive"`` its width, blocks, skip and gate:
     :mod:`meg_lightning.codec.adaptive`).
 
     Build under ``with torch.device("meta"):`` to count parameters without allocating them.
@@ -181,6 +181,7 @@ def build_codec(latent_shape: Sequence[int], codec_cfg: Any) -> tuple[nn.Module,
         from meg_lightning.codec.adaptive import AdaptiveDecoder, AdaptiveEncoder
 
         kw = dict(width=codec_cfg.width, blocks=codec_cfg.blocks, skip=codec_cfg.skip)
-        return AdaptiveEncoder(shape, k, **kw), AdaptiveDecoder(shape, k, **kw)
+        return (AdaptiveEncoder(shape, k, **kw),
+                AdaptiveDecoder(shape, k, gate=codec_cfg.gate, **kw))
     return (CompressionEncoder(shape, k),
             CompressionDecoder(shape, k, hidden=codec_cfg.hidden, arch=codec_cfg.arch))

@@ -76,7 +76,8 @@ class CodecModule(L.LightningModule):
                  channel: Optional[dict[str, Any]] = None, seed: int = 0,
                  data_id: Optional[str] = None, width: int = 64, blocks: int = 2,
                  skip: str = "auto", linear_init: bool = True, val_loss: str = "train_snr",
-                 schedule: str = "none", awgn_fraction: float = 0.0, loss: str = "mse"):
+                 schedule: str = "none", awgn_fraction: float = 0.0, loss: str = "mse",
+                 gate: str = "none", dense_aux: float = 0.0, freeze_dense: bool = False):
         super().__init__()
         latent_shape = [int(s) for s in latent_shape]
         channel = asdict(ChannelConfig()) if channel is None else dict(channel)
@@ -88,13 +89,23 @@ class CodecModule(L.LightningModule):
         codec_cfg = CodecConfig(fc=fc, arch=arch, hidden=hidden, lr=lr, weight_decay=weight_decay,
                                 val_snrs_db=list(val_snrs_db), width=width, blocks=blocks,
                                 skip=skip, linear_init=linear_init, val_loss=val_loss,
-                                schedule=schedule, awgn_fraction=awgn_fraction, loss=loss)
+                                schedule=schedule, awgn_fraction=awgn_fraction, loss=loss,
+                                gate=gate, dense_aux=dense_aux, freeze_dense=freeze_dense)
         codec_cfg.validate("codec")
         self.encoder, self.decoder = build_codec(self.latent_shape, codec_cfg)
         channel_cfg = ChannelConfig(**channel)
         channel_cfg.validate("channel")
         self.channel_cfg = channel_cfg
         self.channel = Channel.from_config(channel_cfg)
+        if freeze_dense:
+            if not (arch == "adaptive" and self.encoder.dense and linear_init):
+                raise ConfigError("codec.freeze_dense", freeze_dense,
+                                  "false unless codec.arch=adaptive with its dense path "
+                                  "(codec.skip auto / dense) and codec.linear_init=true")
+            # the KLT maps and the LMMSE priors stay what init_linear fits; the per-SNR gains train
+            for p in (*self.encoder.linear.parameters(), *self.decoder.linear.parameters(),
+                      self.decoder.log_var):
+                p.requires_grad_(False)
         if arch == "adaptive":
             # set once the dense path has been fitted to data (saved: a resumed run does not refit)
             self.register_buffer("linear_initialised", torch.zeros((), dtype=torch.bool))
@@ -114,7 +125,7 @@ class CodecModule(L.LightningModule):
                    channel=asdict(cfg.channel), seed=cfg.seed, data_id=config_data_id(cfg),
                    width=c.width, blocks=c.blocks, skip=c.skip, linear_init=c.linear_init,
                    val_loss=c.val_loss, schedule=c.schedule, awgn_fraction=c.awgn_fraction,
-                   loss=c.loss)
+                   loss=c.loss, gate=c.gate, dense_aux=c.dense_aux, freeze_dense=c.freeze_dense)
 
     # -- the three public steps --------------------------------------------------------------
     @property
@@ -141,6 +152,11 @@ class CodecModule(L.LightningModule):
         AWGN)."""
         if not self.adaptive:
             return self.decoder(x_hat)
+        return self._decode_parts(x_hat, snr_db, csi_db)[0]
+
+    def _decode_parts(self, x_hat: torch.Tensor, snr_db: Any,
+                      csi_db: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Adaptive codecs: (z_hat, the dense path's estimate alone), as :meth:`decode`."""
         snr = self._snr(snr_db, x_hat)
         csi = snr.unsqueeze(1) if csi_db is None else csi_db.to(snr)
         if csi.ndim != 2 or csi.shape[0] != x_hat.shape[0]:
@@ -148,13 +164,14 @@ class CodecModule(L.LightningModule):
                              f"got {tuple(csi.shape)}")
         e = self.encoder.embed(snr_features(snr).reshape(-1, 1))
         log_gain = self.encoder.log_gain(e) if self.encoder.dense else None
-        return self.decoder(x_hat, snr, csi, log_gain=log_gain)
+        return self.decoder.decode_parts(x_hat, snr, csi, log_gain=log_gain)
 
     def forward(self, z: torch.Tensor, snr_db: Any = None, mode: str = "eval",
                 generator: Optional[torch.Generator] = None,
                 power: Optional[torch.Tensor] = None,
                 h: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
-        """z -> {z_hat, x, x_hat, snr_db (B,), csi_db (B, blocks): each block's effective SNR}.
+        """z -> {z_hat, x, x_hat, snr_db (B,), csi_db (B, blocks): each block's effective SNR;
+        adaptive codecs also z_lin, the dense path's estimate alone}.
         ``mode`` "train" samples the training SNR (channel config),
         "eval" uses ``snr_db`` (float or (B,) tensor; None = ``channel.snr_db``). ``power``
         (B, num_blocks) relative block powers (eq. 29) go to the channel as they are; ``h``
@@ -173,8 +190,12 @@ class CodecModule(L.LightningModule):
         out = self.channel(x, mode=mode, snr_db=snr, power=power, h=h, generator=generator)
         x_hat = out["x_hat"]  # (B, k), de-normalised to x's scale
         csi = effective_snr_db(out)  # (B, blocks)
-        return {"z_hat": self.decode(x_hat, snr, csi if self.adaptive else None), "x": x,
-                "x_hat": x_hat, "snr_db": snr, "csi_db": csi}
+        res = {"x": x, "x_hat": x_hat, "snr_db": snr, "csi_db": csi}
+        if self.adaptive:
+            res["z_hat"], res["z_lin"] = self._decode_parts(x_hat, snr, csi)
+        else:
+            res["z_hat"] = self.decode(x_hat)
+        return res
 
     # -- Lightning hooks -----------------------------------------------------------------------
     def _generator(self, device: torch.device, *parts: Any) -> torch.Generator:
@@ -184,15 +205,25 @@ class CodecModule(L.LightningModule):
         z = batch["z"]  # (B, C, h, w)
         g = self._generator(z.device, "train", self.global_step, self.global_rank)
         out = self(z, mode="train", generator=g, h=self._train_fading(z, g))
+        loss = self._loss(out["z_hat"], z, out["csi_db"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=z.shape[0])
+        aux = float(self.hparams.dense_aux)
+        if aux > 0 and self.adaptive and self.encoder.dense:
+            # the dense path alone is asked to stay a good linear code: left free, it drifts
+            # away from the optimal one (3.6x its MSE at 20 dB) and the decoder's conv path must
+            # undo that, which it does less well on captions it never saw
+            dense = self._loss(out["z_lin"], z, out["csi_db"])
+            self.log("train/dense_loss", dense, batch_size=z.shape[0])
+            loss = loss + aux * dense
+        return loss
+
+    def _loss(self, z_hat: torch.Tensor, z: torch.Tensor, csi_db: torch.Tensor) -> torch.Tensor:
         if self.hparams.loss == "linear_ratio":
             # each sample's MSE relative to what the optimal linear code gets at its SNR: without
             # it the low-SNR samples (MSE ~100x larger) decide every gradient
-            per = (out["z_hat"] - z).pow(2).flatten(1).mean(1)  # (B,)
-            loss = (per / self.sample_reference(out["csi_db"])).mean()
-        else:
-            loss = F.mse_loss(out["z_hat"], z)  # eq. 27 (mean over entries)
-        self.log("train/loss", loss, prog_bar=True, batch_size=z.shape[0])
-        return loss
+            per = (z_hat - z).pow(2).flatten(1).mean(1)  # (B,)
+            return (per / self.sample_reference(csi_db)).mean()
+        return F.mse_loss(z_hat, z)  # eq. 27 (mean over entries)
 
     def _needs_reference(self) -> bool:
         return hasattr(self, "reference_fitted") and not bool(self.reference_fitted)

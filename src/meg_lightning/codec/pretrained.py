@@ -83,9 +83,10 @@ def export(checkpoint: str | Path, model: str, *, recipe: str = "", data: Option
            root: Path = WEIGHTS) -> Path:
     """Write a `meg train-codec` checkpoint as a shipped codec under ``root/<model>/fc<fc>``
     (state dict as safetensors, hyper-parameters and provenance as JSON, both atomically)."""
+    import torch
     from safetensors.torch import save_file
 
-    from meg_lightning.codec.module import read_checkpoint
+    from meg_lightning.codec.module import CodecModule, read_checkpoint
     from meg_lightning.io import atomic_write_text
 
     ckpt = read_checkpoint(Path(checkpoint))
@@ -96,10 +97,10 @@ def export(checkpoint: str | Path, model: str, *, recipe: str = "", data: Option
     tmp = out / "codec.safetensors.tmp"
     save_file(state, str(tmp))
     tmp.replace(out / "codec.safetensors")
+    with torch.device("meta"):  # trainable parameters only (not buffers such as a KLT basis)
+        n_params = sum(p.numel() for p in CodecModule(**hp).parameters())
     card = {"hyper_parameters": hp, "recipe": recipe, "data": data or {},
-            "train_seconds": train_seconds, "metrics": metrics or {},
-            "parameters": int(sum(v.numel() for k, v in state.items()
-                                  if k.startswith(("encoder.", "decoder."))))}
+            "train_seconds": train_seconds, "metrics": metrics or {}, "parameters": int(n_params)}
     atomic_write_text(out / "codec.json", json.dumps(card, indent=1, default=str) + "\n")
     return out
 

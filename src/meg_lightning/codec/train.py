@@ -106,12 +106,13 @@ def check_resumable(path: Path, model: CodecModule) -> None:
     """One-line UserError when ``path`` holds a codec of another shape than ``model``, or one
     trained on other latents (``data_id``; checkpoints that predate it pass)."""
     hp = dict(read_checkpoint(path).get("hyper_parameters") or {})
-    for key in ("latent_shape", "fc", "arch", "hidden", "width", "blocks", "skip", "data_id"):
+    for key in ("latent_shape", "fc", "arch", "hidden", "width", "blocks", "skip", "gate",
+                "data_id"):
         want = model.hparams.get(key)
-        have = hp.get(key)
+        have = hp.get(key, "none" if key == "gate" else None)  # no gate before it existed
         if key == "data_id" and (have is None or want is None):
             continue
-        if key in ("width", "blocks", "skip") and model.hparams.get("arch") != "adaptive":
+        if key in ("width", "blocks", "skip", "gate") and model.hparams.get("arch") != "adaptive":
             continue  # the paper / mlp layouts do not use them
         if (list(have) if key == "latent_shape" and have is not None else have) != want:
             what = (" (the latents it saw: another model, prompts, generation settings or split)"
