@@ -151,6 +151,7 @@ def test_enumerate_cells_and_hash(make_cfg):
     assert Cell("meg", "awgn", -10.0, 0.5).key == "meg_fc0.5_awgn_snr-10"
     assert sweep_hash(cfg) == sweep_hash(_sweep_cfg(make_cfg, "eval.snrs_db=[0,10,20]"))
     assert sweep_hash(cfg) != sweep_hash(_sweep_cfg(make_cfg, "eval.num_images=7"))
+    assert sweep_hash(cfg) != sweep_hash(_sweep_cfg(make_cfg, "eval.linear_power=seed"))
 
 
 def test_scheme_channels_sweep_a_scheme_on_its_own_kinds(make_cfg):
@@ -392,3 +393,51 @@ def test_fig10_falls_back_to_latent_mse_without_images(tmp_path):
                  "4,16,ppo,nan,nan,0.1,0.1,0,gaussian,latent_mse\n")
     paths = fig_power(read_fig10(p), tmp_path / "fig10")
     assert len(paths) == 2 and all(x.stat().st_size > 0 for x in paths)
+
+
+def test_sweep_hash_of_the_default_linear_power_is_the_hash_from_before_the_key():
+    """eval.linear_power=average (the default) leaves the hash as it was before the key existed,
+    so results.csv files written then still resume."""
+    from meg_lightning.config import MegConfig, config_hash, data_id, to_dict
+    from meg_lightning.evaluation.cells import RESULTS_VERSION
+
+    cfg = MegConfig()
+    d = to_dict(cfg)
+    ev = {k: v for k, v in d["eval"].items()
+          if k not in ("schemes", "snrs_db", "fcs", "scheme_fcs", "channels", "scheme_channels",
+                       "results", "codec_checkpoints", "adaptive_checkpoints", "pretrained",
+                       "linear_power")}
+    before = config_hash({"version": RESULTS_VERSION, "data_id": data_id(cfg), "eval": ev,
+                          "channel": {k: d["channel"][k] for k in ("num_blocks", "equalizer")}})
+    assert sweep_hash(cfg) == before
+
+
+@pytest.mark.parametrize("kind", ["awgn", "rayleigh"])
+def test_linear_power_seed_charges_the_linear_code_for_the_power_it_sends(kind):
+    """Test latents 2x the training ones (4x the power): under the average-power constraint the
+    linear code sends them at 4x its budget and its noise error stays put; with each seed at unit
+    power (eval.linear_power=seed, as every other scheme) the de-normalised noise, and so the
+    error, grows 4x (AWGN; under fading, less). fc = 1: no truncated tail, all the error is
+    noise."""
+    from meg_lightning.codec import LinearCode
+    from meg_lightning.evaluation.schemes import LinearScheme
+
+    g = torch.Generator().manual_seed(0)
+    scales = torch.linspace(1.5, 0.2, 64).view(1, 4, 4, 4)
+    z_train = torch.randn(2000, 4, 4, 4, generator=g) * scales
+    code = LinearCode.fit(z_train, 1.0)
+    z = code.mean.view(1, 4, 4, 4) + 2 * (torch.randn(500, 4, 4, 4, generator=g) * scales)
+    channel = Channel(kind=kind, snr_db=30.0, num_blocks=4 if kind == "rayleigh" else 1)
+    err = {}
+    for power in ("average", "seed"):
+        scheme = LinearScheme(code, decode_image=lambda z: z, power=power)
+        z_hat, k = scheme.transmit(z, channel=channel, snr_db=30.0,
+                                   generator=torch.Generator().manual_seed(1))
+        assert k == 64
+        err[power] = float((z_hat - z).pow(2).mean())
+    if kind == "awgn":
+        assert err["seed"] / err["average"] == pytest.approx(4.0, rel=0.15), err
+    else:  # deep fades put some blocks in the LMMSE shrinkage regime: less than 4x, still more
+        assert 2.0 < err["seed"] / err["average"] < 4.5, err
+    with pytest.raises(ValueError, match="average or seed"):
+        LinearScheme(code, decode_image=lambda z: z, power="peak")

@@ -192,6 +192,7 @@ BAD_INPUTS = [
     ("eval", ["eval.schemes=[meg-adaptive]", 'eval.adaptive_checkpoints={{"abc": "x.ckpt"}}'],
      ["eval.adaptive_checkpoints.abc", "compression rates"]),
     ("eval", ["eval.pretrained=maybe"], ["eval.pretrained='maybe'"]),
+    ("eval", ["eval.linear_power=peak"], ["eval.linear_power='peak'", "average, seed"]),
     ("eval", ["data.cache_dir={w}/nocache"], ["no latent cache", "nocache"]),
     ("eval", ["eval.results=../x.csv"], ["eval.results='../x.csv'", "a file name"]),
     ("eval", ["out_dir={w}/files/a_file"], ["out_dir=", "is a file"]),

@@ -265,6 +265,9 @@ class EvalConfig:
     adaptive_checkpoints: dict[str, str] = field(default_factory=dict)  # fc -> meg-adaptive codec
     pretrained: bool = False  # meg-adaptive: the codecs shipped for the model, even if out_dir has one
     digital_codec: str = "png"  # png | jpeg: source code of the `digital-image` scheme
+    linear_power: str = "average"  # `linear`: average (its closed form's constraint: unit power on
+    # average over the training latents; a seed's power follows its latent) | seed (each seed at
+    # unit power, the constraint every other scheme's channel imposes)
     ue_steps: int = 10  # X+dm: at most this many DDIM steps at the UE (each 2 U-Net evals w/ CFG)
     dm_calibration: int = 128  # X+dm: training latents that measure the error variance sigma_e^2
     results: str = "results.csv"  # results file name inside out_dir
@@ -308,6 +311,8 @@ class EvalConfig:
                "one of auto, inception, pixels, mini")
         _check(f"{p}.digital_codec", self.digital_codec, self.digital_codec in ("png", "jpeg"),
                "one of png, jpeg")
+        _check(f"{p}.linear_power", self.linear_power, self.linear_power in ("average", "seed"),
+               "one of average, seed")
         _check(f"{p}.ue_steps", self.ue_steps, self.ue_steps >= 1, "an integer >= 1")
         _check(f"{p}.dm_calibration", self.dm_calibration, self.dm_calibration >= 1,
                "an integer >= 1")

@@ -84,6 +84,8 @@ def sweep_hash(cfg: MegConfig) -> str:
           if k not in ("schemes", "snrs_db", "fcs", "scheme_fcs", "channels", "scheme_channels",
                        "results",
                        "codec_checkpoints", "adaptive_checkpoints", "pretrained")}
+    if ev.get("linear_power") == "average":  # the default, as before the key existed: same hash
+        del ev["linear_power"]
     return config_hash({"version": RESULTS_VERSION, "data_id": data_id(cfg), "eval": ev,
                         "channel": {k: d["channel"][k] for k in ("num_blocks", "equalizer")}})
 
