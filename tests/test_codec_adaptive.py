@@ -214,20 +214,28 @@ def test_gate_needs_the_dense_path():
         CodecModule(MINI, fc=0.5, arch="adaptive", skip="none", gate="posterior")
 
 
-def test_dense_aux_adds_the_dense_path_loss(make_cfg):
+@pytest.mark.parametrize("loss", ["mse", "linear_ratio"])
+def test_dense_aux_adds_the_dense_path_loss(loss):
     """dense_aux = w: the training loss is the codec's loss + w x the same loss of the dense
-    path's estimate alone (same channel draw); w = 0 is the plain loss."""
+    path's estimate alone (same channel draw, same per-sample reference); w = 0 is the plain
+    loss."""
     z = synthetic_latents(32, MINI)
     losses = {}
     for w in (0.0, 2.0):
         torch.manual_seed(0)  # the same initial weights
-        m = CodecModule(MINI, fc=0.25, arch="adaptive", dense_aux=w,
+        m = CodecModule(MINI, fc=0.25, arch="adaptive", dense_aux=w, loss=loss,
                         channel=dict(kind="awgn", train_snr_db=[0.0, 20.0]))
         _randomise(m)
+        if loss == "linear_ratio":
+            m.fit_reference(z)
         m.log = lambda *a, **k: None  # no Trainer attached
         losses[w] = float(m.training_step({"z": z}, 0))
     out = m(z, mode="train", generator=m._generator(z.device, "train", 0, 0))
-    dense = float(m._loss(out["z_lin"], z, out["csi_db"]))
+    ref = m.sample_reference(out["csi_db"]) if loss == "linear_ratio" else None
+    dense = float(m._loss(out["z_lin"], z, ref))
+    per = (out["z_lin"] - z).pow(2).flatten(1).mean(1)
+    assert dense == pytest.approx(float(per.mean() if ref is None else (per / ref).mean()),
+                                  rel=1e-5)
     assert dense > 0
     assert losses[2.0] == pytest.approx(losses[0.0] + 2.0 * dense, rel=1e-5)
 
@@ -259,6 +267,11 @@ def test_freeze_dense_keeps_the_klt_and_trains_the_power_loading(make_cfg, tmp_p
     assert torch.equal(enc, dec.T) and torch.equal(dec, sd["decoder.basis"])
     assert torch.allclose(enc @ enc.T, torch.eye(enc.shape[0]), atol=1e-4)
     assert sd["encoder.gain.weight"].abs().sum() > 0  # the power loading trained (init: 0)
+
+
+def test_dense_aux_needs_the_dense_path():
+    with pytest.raises(ConfigError, match="codec.dense_aux"):
+        CodecModule(MINI, fc=0.5, arch="adaptive", skip="none", dense_aux=1.0)
 
 
 def test_freeze_dense_needs_a_klt_initialised_dense_path():

@@ -204,6 +204,8 @@ BAD_INPUTS = [
      ["codec.gate='posterior'", "unless codec.arch=adaptive"]),
     ("train-codec", ["codec.arch=adaptive", "codec.skip=none", "codec.freeze_dense=true"],
      ["codec.freeze_dense=True", "dense path"]),
+    ("train-codec", ["codec.arch=adaptive", "codec.skip=none", "codec.dense_aux=1"],
+     ["codec.dense_aux=1", "without the dense path"]),
     # figures
     ("figures", ["out_dir={w}/out_csv_binary"], ["results.csv", "not UTF-8"]),
     ("figures", ["out_dir={w}/out_csv_columns"], ["results.csv", "no column cell"]),

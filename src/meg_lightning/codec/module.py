@@ -97,8 +97,12 @@ class CodecModule(L.LightningModule):
         channel_cfg.validate("channel")
         self.channel_cfg = channel_cfg
         self.channel = Channel.from_config(channel_cfg)
+        # (CodecConfig.validate has checked that both need arch=adaptive)
+        if dense_aux > 0 and not self.encoder.dense:
+            raise ConfigError("codec.dense_aux", dense_aux, "0 without the dense path (codec.skip "
+                              "auto / dense, |z| small enough)")
         if freeze_dense:
-            if not (arch == "adaptive" and self.encoder.dense and linear_init):
+            if not (self.encoder.dense and linear_init):
                 raise ConfigError("codec.freeze_dense", freeze_dense,
                                   "false unless codec.arch=adaptive with its dense path "
                                   "(codec.skip auto / dense) and codec.linear_init=true")
@@ -205,25 +209,29 @@ class CodecModule(L.LightningModule):
         z = batch["z"]  # (B, C, h, w)
         g = self._generator(z.device, "train", self.global_step, self.global_rank)
         out = self(z, mode="train", generator=g, h=self._train_fading(z, g))
-        loss = self._loss(out["z_hat"], z, out["csi_db"])
+        # linear_ratio: each sample's MSE relative to what the optimal linear code gets at its
+        # SNR; without it the low-SNR samples (MSE ~100x larger) decide every gradient
+        ref = (self.sample_reference(out["csi_db"]) if self.hparams.loss == "linear_ratio"
+               else None)
+        loss = self._loss(out["z_hat"], z, ref)
         self.log("train/loss", loss, prog_bar=True, batch_size=z.shape[0])
         aux = float(self.hparams.dense_aux)
-        if aux > 0 and self.adaptive and self.encoder.dense:
+        if aux > 0:  # the dense path exists (checked at construction)
             # the dense path alone is asked to stay a good linear code: left free, it drifts
             # away from the optimal one (3.6x its MSE at 20 dB) and the decoder's conv path must
             # undo that, which it does less well on captions it never saw
-            dense = self._loss(out["z_lin"], z, out["csi_db"])
+            dense = self._loss(out["z_lin"], z, ref)
             self.log("train/dense_loss", dense, batch_size=z.shape[0])
             loss = loss + aux * dense
         return loss
 
-    def _loss(self, z_hat: torch.Tensor, z: torch.Tensor, csi_db: torch.Tensor) -> torch.Tensor:
-        if self.hparams.loss == "linear_ratio":
-            # each sample's MSE relative to what the optimal linear code gets at its SNR: without
-            # it the low-SNR samples (MSE ~100x larger) decide every gradient
-            per = (z_hat - z).pow(2).flatten(1).mean(1)  # (B,)
-            return (per / self.sample_reference(csi_db)).mean()
-        return F.mse_loss(z_hat, z)  # eq. 27 (mean over entries)
+    @staticmethod
+    def _loss(z_hat: torch.Tensor, z: torch.Tensor, ref: Optional[torch.Tensor]) -> torch.Tensor:
+        """The training loss: the latent MSE (eq. 27, mean over entries) when ``ref`` is None, else
+        the mean over samples of each one's MSE / ref (B,)."""
+        if ref is None:
+            return F.mse_loss(z_hat, z)
+        return ((z_hat - z).pow(2).flatten(1).mean(1) / ref).mean()
 
     def _needs_reference(self) -> bool:
         return hasattr(self, "reference_fitted") and not bool(self.reference_fitted)
