@@ -18,8 +18,10 @@ linear code is sent twice: with each seed normalised to unit power, the constrai
 scheme's channel imposes (``linear_seed_mse``), and under the looser average-power constraint its
 closed form assumes (``linear_mse``, ``normalize=False``: a seed's power varies with its latent). On
 AWGN and on Rayleigh block fading with ``bench.blocks`` blocks, zero forcing and perfect CSI,
-at -10 / 0 / 10 / 20 dB, ``bench.repeats`` draws per test latent. Prints a Markdown table and
-writes the numbers as JSON.
+at -10 / 0 / 10 / 20 dB, ``bench.repeats`` draws per test latent. ``codec_mse_se``: the standard
+error of the codec's MSE over the test latents (each latent's error averaged over its draws),
+which gives the 95% interval of the OPTA gap in the table. Prints a Markdown table and writes the
+numbers as JSON.
 """
 
 from __future__ import annotations
@@ -90,8 +92,12 @@ def main(argv: list[str]) -> list[dict]:
                         lin[name] = float((linear(z_test, snr_db=snr, generator=torch.Generator()
                                                   .manual_seed(seed))["z_hat"] - z_test)
                                           .pow(2).mean())
+                per_latent = ((z_hat["z_hat"] - z_test).pow(2).flatten(1).mean(1)
+                              .view(repeats, -1).mean(0))
                 rows.append(dict(fc=fc, channel=kind, blocks=nb, snr_db=snr,
-                                 codec_mse=float((z_hat["z_hat"] - z_test).pow(2).mean()), **lin,
+                                 codec_mse=float(per_latent.mean()),
+                                 codec_mse_se=float(per_latent.std() / math.sqrt(len(per_latent))),
+                                 **lin,
                                  opta_awgn_mse=float(opta_mse(spectrum, codec.k / z_test[0].numel(),
                                                               snr)),
                                  n_test=len(z_test) // repeats, repeats=repeats,
@@ -99,15 +105,18 @@ def main(argv: list[str]) -> list[dict]:
                 print(rows[-1], flush=True)
     print("\n| fc | channel | SNR (dB) | meg-adaptive | linear (per-seed power) | adaptive / linear "
           "| linear (average power) | adaptive / linear (average power) | OPTA (AWGN) "
-          "| adaptive vs OPTA (dB) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| adaptive vs OPTA (dB) | 95% interval (dB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         gap = 10 * math.log10(r["codec_mse"] / r["opta_awgn_mse"])
+        lo, hi = (10 * math.log10((r["codec_mse"] + d * 1.96 * r["codec_mse_se"])
+                                  / r["opta_awgn_mse"]) for d in (-1, 1))
         print(f"| {r['fc']:g} | {r['channel']}{'' if r['blocks'] == 1 else ' B=' + str(r['blocks'])} "
               f"| {r['snr_db']:g} | {r['codec_mse']:.4f} | {r['linear_seed_mse']:.4f} | "
               f"{r['codec_mse'] / r['linear_seed_mse']:.3f} | {r['linear_mse']:.4f} | "
               f"{r['codec_mse'] / r['linear_mse']:.3f} | {r['opta_awgn_mse']:.4f} | "
-              f"{gap:+.2f}{'' if r['channel'] == 'awgn' else ' (vs AWGN bound)'} |")
+              f"{gap:+.2f}{'' if r['channel'] == 'awgn' else ' (vs AWGN bound)'} "
+              f"| {lo:+.2f} .. {hi:+.2f} |")
     if own.get("bench.out"):
         Path(own["bench.out"]).write_text(json.dumps(rows, indent=1) + "\n")
     return rows
