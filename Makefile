@@ -46,13 +46,14 @@ train-codec: setup ## train the codec through the channel: make train-codec FC=0
 # sample's MSE relative to the linear code's at its SNR, cosine LR, early stopping.
 ADAPTIVE_ARGS = codec.arch=adaptive codec.loss=linear_ratio codec.val_loss=linear_ratio \
 	codec.lr=1e-3 codec.schedule=cosine codec.val_snrs_db=[-10,0,10,20] \
-	codec.early_stop_patience=50 channel.kind=rayleigh channel.num_blocks=4 \
-	channel.train_snr_db=[-12,22] codec.awgn_fraction=0.5 data.batch_size=64 trainer.max_epochs=200
+	codec.early_stop_patience=150 channel.kind=rayleigh channel.num_blocks=4 \
+	channel.train_snr_db=[-12,26] codec.awgn_fraction=0.5 data.batch_size=64 trainer.max_epochs=300 \
+	trainer.gradient_clip_val=1.0
 
 train-codec-adaptive: setup ## train the SNR-adaptive codec: make train-codec-adaptive MODEL=mini N=900 FC=0.25
 	$(BIN)/meg train-codec codec.fc=$(FC) $(ADAPTIVE_ARGS) $(COMMON)
 
-pretrained-codecs: setup ## reproduce the shipped mini codecs (latents of 4 seeds x 810 captions, the adaptive recipe per fc; ~75 min); EXPORT=1 writes them into the package
+pretrained-codecs: setup ## reproduce the shipped mini codecs (latents of 4 seeds x 810 captions, the adaptive recipe per fc; ~110 min); EXPORT=1 writes them into the package
 	$(BIN)/python -m meg_lightning.codec.pretrained export=$(or $(EXPORT),0) $(ARGS)
 
 train-ppo: setup ## train the PPO power-allocation agent
