@@ -57,6 +57,14 @@ def cell_seed(*parts) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little")
 
 
+def gap_interval(row: dict) -> tuple[float, float]:
+    """95% interval (dB) of the codec's gap to OPTA: MSE +- 1.96 standard errors. A lower end at
+    or below zero MSE (a few heavy-tailed test latents) gives -inf rather than a math error."""
+    ends = [row["codec_mse"] + d * 1.96 * row["codec_mse_se"] for d in (-1, 1)]
+    lo, hi = (10 * math.log10(e / row["opta_awgn_mse"]) if e > 0 else -math.inf for e in ends)
+    return lo, hi
+
+
 def main(argv: list[str]) -> list[dict]:
     own = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if a.startswith("bench.")}
     out = Path(own.get("bench.dir", pretrained.RECIPE_DIR))
@@ -109,8 +117,7 @@ def main(argv: list[str]) -> list[dict]:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         gap = 10 * math.log10(r["codec_mse"] / r["opta_awgn_mse"])
-        lo, hi = (10 * math.log10((r["codec_mse"] + d * 1.96 * r["codec_mse_se"])
-                                  / r["opta_awgn_mse"]) for d in (-1, 1))
+        lo, hi = gap_interval(r)
         print(f"| {r['fc']:g} | {r['channel']}{'' if r['blocks'] == 1 else ' B=' + str(r['blocks'])} "
               f"| {r['snr_db']:g} | {r['codec_mse']:.4f} | {r['linear_seed_mse']:.4f} | "
               f"{r['codec_mse'] / r['linear_seed_mse']:.3f} | {r['linear_mse']:.4f} | "

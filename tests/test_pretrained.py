@@ -190,3 +190,18 @@ def test_the_sweep_evaluates_meg_adaptive_from_out_dir_and_resumes(make_cfg, tin
                 "retrained": True}, ckpt)
     again = run_sweep(cfg, datamodule=dm, vae=tiny_pipe.vae, progress=False)
     assert sorted(again.computed) == sorted(k for k in rows if k.startswith("meg-adaptive"))
+
+
+def test_the_benchmarks_opta_interval_is_the_mse_interval_in_db_and_never_a_math_error():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("codec_adaptive",
+                                                  REPO / "benchmarks" / "codec_adaptive.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    lo, hi = bench.gap_interval(dict(codec_mse=0.1, codec_mse_se=0.01, opta_awgn_mse=0.05))
+    assert lo == pytest.approx(10 * math.log10((0.1 - 0.0196) / 0.05))
+    assert hi == pytest.approx(10 * math.log10((0.1 + 0.0196) / 0.05))
+    # a heavy-tailed handful of test latents: the lower end of the MSE interval is below zero
+    lo, hi = bench.gap_interval(dict(codec_mse=0.1, codec_mse_se=0.2, opta_awgn_mse=0.05))
+    assert lo == -math.inf and hi == pytest.approx(10 * math.log10((0.1 + 0.392) / 0.05))
