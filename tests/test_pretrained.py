@@ -192,16 +192,57 @@ def test_the_sweep_evaluates_meg_adaptive_from_out_dir_and_resumes(make_cfg, tin
     assert sorted(again.computed) == sorted(k for k in rows if k.startswith("meg-adaptive"))
 
 
-def test_the_benchmarks_opta_interval_is_the_mse_interval_in_db_and_never_a_math_error():
+def _benchmark(name: str):
+    """A script of benchmarks/ (not a package) as a module."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("codec_adaptive",
-                                                  REPO / "benchmarks" / "codec_adaptive.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_benchmarks_opta_interval_is_the_mse_interval_in_db_and_never_a_math_error():
+    bench = _benchmark("codec_adaptive")
     lo, hi = bench.gap_interval(dict(codec_mse=0.1, codec_mse_se=0.01, opta_awgn_mse=0.05))
     assert lo == pytest.approx(10 * math.log10((0.1 - 0.0196) / 0.05))
     assert hi == pytest.approx(10 * math.log10((0.1 + 0.0196) / 0.05))
     # a heavy-tailed handful of test latents: the lower end of the MSE interval is below zero
     lo, hi = bench.gap_interval(dict(codec_mse=0.1, codec_mse_se=0.2, opta_awgn_mse=0.05))
     assert lo == -math.inf and hi == pytest.approx(10 * math.log10((0.1 + 0.392) / 0.05))
+
+
+def test_the_specialist_benchmark_fine_tunes_a_copy_at_one_snr_and_lowers_its_mse_there():
+    bench = _benchmark("codec_specialist")
+    codec = pretrained.load_pretrained("mini", 0.25, MINI)
+    before = {k: v.clone() for k, v in codec.state_dict().items()}
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(64, *MINI, generator=g) * torch.linspace(2.0, 0.2, 256).view(1, *MINI)
+    mse0 = float(bench.latent_mse(codec, z, 0.0, 2, 1).mean())
+    seen = []
+    spec = bench.specialise(codec, z, 0.0, "decoder", steps=40, batch=32, lr=1e-3, every=20,
+                            report=lambda step, m: seen.append((step, m.training)))
+    assert seen == [(20, False), (40, False)] and not spec.training
+    # the codec it started from is untouched; the decoder-only specialist keeps its encoder
+    assert all(torch.equal(v, codec.state_dict()[k]) for k, v in before.items())
+    enc = lambda m: m.encode(z, 0.0)  # noqa: E731
+    with torch.no_grad():
+        assert torch.equal(enc(spec), enc(codec))
+        assert not torch.equal(spec.decode(enc(codec), 0.0), codec.decode(enc(codec), 0.0))
+    # at the SNR it was tuned for, on the latents it was tuned on, its error is lower
+    assert float(bench.latent_mse(spec, z, 0.0, 2, 1).mean()) < 0.95 * mse0
+    both = bench.specialise(codec, z, 0.0, "codec", steps=2, batch=8)
+    with torch.no_grad():
+        assert not torch.equal(enc(both), enc(codec))
+
+
+@pytest.mark.parametrize("arg", ["bench.fc=0", "bench.train=encoder", "bench.steps=1.5",
+                                 "bench.snr_db=inf", "bench.sorce=runs", "bench.fc"])
+def test_the_specialist_benchmark_rejects_a_bad_argument_in_one_line_with_exit_2(arg, capsys):
+    bench = _benchmark("codec_specialist")
+    with pytest.raises(SystemExit) as e:
+        bench.main([arg])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1
+    key, _, value = arg.partition("=")
+    assert err.startswith(f"codec_specialist: {key}={value!r}: expected ")
