@@ -88,7 +88,8 @@ def specialise(codec, z_train: torch.Tensor, snr_db: float, train: str = "decode
     """A copy of ``codec`` fine-tuned on AWGN at ``snr_db`` (``codec`` itself is not changed):
     ``train`` "decoder" (encoder frozen) or "codec" (both); Adam with a cosine learning rate from
     ``lr``; ``batch`` latents drawn from ``z_train`` per step. ``report(step, model)`` is called
-    every ``every`` steps (0: never). Returns the copy in eval mode."""
+    every ``every`` steps and after the last one (``every`` 0: never). Returns the copy in eval
+    mode."""
     if train not in TRAIN:
         raise ValueError(f"train must be one of {TRAIN}, got {train!r}")
     model = copy.deepcopy(codec).train()
@@ -110,7 +111,7 @@ def specialise(codec, z_train: torch.Tensor, snr_db: float, train: str = "decode
         loss.backward()
         opt.step()
         sched.step()
-        if report is not None and every and step % every == 0:
+        if report is not None and every and (step % every == 0 or step == steps):
             model.eval()
             report(step, model)
             model.train()

@@ -231,7 +231,10 @@ def test_the_specialist_benchmark_fine_tunes_a_copy_at_one_snr_and_lowers_its_ms
         assert not torch.equal(spec.decode(enc(codec), 0.0), codec.decode(enc(codec), 0.0))
     # at the SNR it was tuned for, on the latents it was tuned on, its error is lower
     assert float(bench.latent_mse(spec, z, 0.0, 2, 1).mean()) < 0.95 * mse0
-    both = bench.specialise(codec, z, 0.0, "codec", steps=2, batch=8)
+    seen.clear()  # the last step is reported even when it is not a multiple of ``every``
+    both = bench.specialise(codec, z, 0.0, "codec", steps=3, batch=8, every=2,
+                            report=lambda step, m: seen.append(step))
+    assert seen == [2, 3]
     with torch.no_grad():
         assert not torch.equal(enc(both), enc(codec))
 
