@@ -57,11 +57,26 @@ def cell_seed(*parts) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little")
 
 
+def per_latent_mse(scheme, z: torch.Tensor, snr_db: float, repeats: int, seed: int
+                   ) -> torch.Tensor:
+    """(N,) each of the N latents' MSE through ``scheme`` (its own channel) averaged over
+    ``repeats`` draws; all draws come from one generator seeded with ``seed`` (no gradient)."""
+    zz = z.repeat(repeats, 1, 1, 1)
+    with torch.no_grad():
+        z_hat = scheme(zz, snr_db=snr_db, generator=torch.Generator().manual_seed(seed))["z_hat"]
+    return (z_hat - zz).pow(2).flatten(1).mean(1).view(repeats, -1).mean(0)
+
+
+def gap_db(mse: float, opta: float) -> float:
+    """The gap of ``mse`` to the OPTA bound in dB (negative: below it)."""
+    return 10 * math.log10(mse / opta)
+
+
 def gap_interval(row: dict) -> tuple[float, float]:
     """95% interval (dB) of the codec's gap to OPTA: MSE +- 1.96 standard errors. A lower end at
     or below zero MSE (a few heavy-tailed test latents) gives -inf rather than a math error."""
     ends = [row["codec_mse"] + d * 1.96 * row["codec_mse_se"] for d in (-1, 1)]
-    lo, hi = (10 * math.log10(e / row["opta_awgn_mse"]) if e > 0 else -math.inf for e in ends)
+    lo, hi = (gap_db(e, row["opta_awgn_mse"]) if e > 0 else -math.inf for e in ends)
     return lo, hi
 
 
@@ -76,7 +91,6 @@ def main(argv: list[str]) -> list[dict]:
                          ("train", "val", "test"))
     else:  # the validation + test splits of the training cache: its captions, other seeds
         z_test = latents(load_config(pretrained.data_overrides(out, "train")), ("val", "test"))
-    z_test = z_test.repeat(repeats, 1, 1, 1)
     spectrum = latent_spectrum(z_train)
     rows = []
     for fc in fcs:
@@ -90,25 +104,20 @@ def main(argv: list[str]) -> list[dict]:
             nb = blocks if kind == "rayleigh" else 1
             for snr in SNRS:
                 seed = cell_seed(fc, kind, snr)
-                with torch.no_grad():
-                    codec.channel = Channel(kind=kind, snr_db=snr, num_blocks=nb, equalizer="zf")
-                    z_hat = codec(z_test, snr_db=snr, generator=torch.Generator().manual_seed(seed))
-                    lin = {}
-                    for name, normalize in (("linear_mse", False), ("linear_seed_mse", True)):
-                        linear.channel = Channel(kind=kind, snr_db=snr, num_blocks=nb,
-                                                 equalizer="zf", normalize=normalize)
-                        lin[name] = float((linear(z_test, snr_db=snr, generator=torch.Generator()
-                                                  .manual_seed(seed))["z_hat"] - z_test)
-                                          .pow(2).mean())
-                per_latent = ((z_hat["z_hat"] - z_test).pow(2).flatten(1).mean(1)
-                              .view(repeats, -1).mean(0))
+                codec.channel = Channel(kind=kind, snr_db=snr, num_blocks=nb, equalizer="zf")
+                per_latent = per_latent_mse(codec, z_test, snr, repeats, seed)
+                lin = {}
+                for name, normalize in (("linear_mse", False), ("linear_seed_mse", True)):
+                    linear.channel = Channel(kind=kind, snr_db=snr, num_blocks=nb,
+                                             equalizer="zf", normalize=normalize)
+                    lin[name] = float(per_latent_mse(linear, z_test, snr, repeats, seed).mean())
                 rows.append(dict(fc=fc, channel=kind, blocks=nb, snr_db=snr,
                                  codec_mse=float(per_latent.mean()),
                                  codec_mse_se=float(per_latent.std() / math.sqrt(len(per_latent))),
                                  **lin,
                                  opta_awgn_mse=float(opta_mse(spectrum, codec.k / z_test[0].numel(),
                                                               snr)),
-                                 n_test=len(z_test) // repeats, repeats=repeats,
+                                 n_test=len(z_test), repeats=repeats,
                                  n_train=len(z_train)))
                 print(rows[-1], flush=True)
     print("\n| fc | channel | SNR (dB) | meg-adaptive | linear (per-seed power) | adaptive / linear "
@@ -116,7 +125,7 @@ def main(argv: list[str]) -> list[dict]:
           "| adaptive vs OPTA (dB) | 95% interval (dB) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        gap = 10 * math.log10(r["codec_mse"] / r["opta_awgn_mse"])
+        gap = gap_db(r["codec_mse"], r["opta_awgn_mse"])
         lo, hi = gap_interval(r)
         print(f"| {r['fc']:g} | {r['channel']}{'' if r['blocks'] == 1 else ' B=' + str(r['blocks'])} "
               f"| {r['snr_db']:g} | {r['codec_mse']:.4f} | {r['linear_seed_mse']:.4f} | "

@@ -74,14 +74,6 @@ def parse(argv: list[str]) -> dict:
     return own
 
 
-def latent_mse(codec, z: torch.Tensor, snr_db: float, repeats: int, seed: int) -> torch.Tensor:
-    """(N,) each latent's MSE over ``repeats`` AWGN draws at ``snr_db`` (no gradient)."""
-    zz = z.repeat(repeats, 1, 1, 1)
-    with torch.no_grad():
-        z_hat = codec(zz, snr_db=snr_db, generator=torch.Generator().manual_seed(seed))["z_hat"]
-    return (z_hat - zz).pow(2).flatten(1).mean(1).view(repeats, -1).mean(0)
-
-
 def specialise(codec, z_train: torch.Tensor, snr_db: float, train: str = "decoder",
                steps: int = 3000, batch: int = 128, lr: float = 1e-3, seed: int = 0,
                every: int = 0, report: Optional[Callable[[int, object], None]] = None):
@@ -121,7 +113,7 @@ def specialise(codec, z_train: torch.Tensor, snr_db: float, train: str = "decode
 def main(argv: list[str]) -> list[dict]:
     own = parse(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from codec_adaptive import gap_interval, latents
+    from codec_adaptive import gap_db, gap_interval, latents, per_latent_mse
 
     from meg_lightning.codec import LinearCode, opta_mse, pretrained
     from meg_lightning.codec.module import load_codec
@@ -145,14 +137,14 @@ def main(argv: list[str]) -> list[dict]:
     opta = float(opta_mse(latent_spectrum(z_train), codec.k / z_train[0].numel(), snr))
     linear = LinearCode.fit(z_train, fc)
     linear.channel = Channel(kind="awgn", snr_db=snr, normalize=True)  # per-seed power
-    lin = {name: float(latent_mse(linear, z, snr, repeats, seed + 1).mean())
+    lin = {name: float(per_latent_mse(linear, z, snr, repeats, seed + 1).mean())
            for name, z in tests.items()}
 
     rows, t0 = [], time.time()
 
     def measure(step: int, model) -> None:
         for name, z in tests.items():
-            per = latent_mse(model, z, snr, repeats, seed + 1)
+            per = per_latent_mse(model, z, snr, repeats, seed + 1)
             row = dict(fc=fc, snr_db=snr, train=own["bench.train"], step=step, test=name,
                        codec_mse=float(per.mean()),
                        codec_mse_se=float(per.std() / math.sqrt(len(per))),
@@ -160,7 +152,7 @@ def main(argv: list[str]) -> list[dict]:
                        seconds=round(time.time() - t0, 1))
             rows.append(row)
             print(f"step {step} {name}: MSE {row['codec_mse']:.4f}, "
-                  f"{10 * math.log10(row['codec_mse'] / opta):+.2f} dB vs OPTA, "
+                  f"{gap_db(row['codec_mse'], opta):+.2f} dB vs OPTA, "
                   f"{row['codec_mse'] / row['linear_seed_mse']:.3f}x linear "
                   f"({row['seconds']:.0f} s)", flush=True)
 
@@ -176,7 +168,7 @@ def main(argv: list[str]) -> list[dict]:
         if r["step"] in (0, steps):
             lo, hi = gap_interval(r)
             print(f"| {r['test']} | {r['step']} | {r['codec_mse']:.4f} | "
-                  f"{10 * math.log10(r['codec_mse'] / opta):+.2f} | {lo:+.2f} .. {hi:+.2f} | "
+                  f"{gap_db(r['codec_mse'], opta):+.2f} | {lo:+.2f} .. {hi:+.2f} | "
                   f"{r['codec_mse'] / r['linear_seed_mse']:.3f} |")
     if own["bench.out"]:
         from meg_lightning.io import atomic_write_json
