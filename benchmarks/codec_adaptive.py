@@ -3,14 +3,16 @@ code and the Gaussian OPTA bound, on captions neither the mini model nor the cod
 
     python benchmarks/codec_adaptive.py [bench.source=pretrained|runs] [bench.dir=data/codec-mini]
         [bench.runs={bench.dir}/runs] [bench.fcs=0.25,0.5,0.75] [bench.blocks=4] [bench.repeats=4]
-        [bench.test=heldout|seen] [bench.out=docs/codec_adaptive.json]
+        [bench.test=heldout|seen|test] [bench.out=docs/codec_adaptive.json]
 
 Data: the caches of ``make pretrained-codecs`` under ``bench.dir`` (codec.pretrained): the linear
 code and the OPTA spectrum are fitted on the training split of the training cache (the latents the
 codecs trained on); the test latents are all 360 of the held-out cache (4 seeds x the 90 captions
 mini never trained on); ``bench.test=seen``: the validation and test splits of the training cache
-instead (the training captions with noise seeds the codecs never saw). Codecs: the ones shipped in the package (``bench.source=pretrained``) or
-the best checkpoints of the recipe's runs (``runs``).
+instead (486 latents: the training captions with noise seeds the codecs never saw);
+``bench.test=test``: its test split alone (162 latents: the recipe's "test split", which unlike
+the validation split played no part in choosing the best checkpoint). Codecs: the ones shipped in
+the package (``bench.source=pretrained``) or the best checkpoints of the recipe's runs (``runs``).
 
 For each fc, codec and ``LinearCode`` see the same channel draws (one generator seed per cell:
 same fading gains and the same standard-normal noise, which the channel scales to the SNR). The
@@ -53,6 +55,17 @@ def latents(cfg, splits: tuple[str, ...]) -> torch.Tensor:
                       for d in (dm.dataset(s) for s in splits)])
 
 
+#: the test sets: name -> (which of the recipe's caches, its splits)
+TESTS = {"heldout": ("heldout", ("train", "val", "test")), "seen": ("train", ("val", "test")),
+         "test": ("train", ("test",))}
+
+
+def test_latents(out: Path, name: str) -> torch.Tensor:
+    """The latents of test set ``name`` (:data:`TESTS`) of the recipe's caches under ``out``."""
+    cache, splits = TESTS[name]
+    return latents(load_config(pretrained.data_overrides(out, cache)), splits)
+
+
 def cell_seed(*parts) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little")
 
@@ -82,15 +95,16 @@ def gap_interval(row: dict) -> tuple[float, float]:
 
 def main(argv: list[str]) -> list[dict]:
     own = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if a.startswith("bench.")}
+    test = own.get("bench.test", "heldout")
+    if test not in TESTS:
+        print(f"codec_adaptive: bench.test={test!r}: expected one of {', '.join(TESTS)}",
+              file=sys.stderr)
+        raise SystemExit(2)
     out = Path(own.get("bench.dir", pretrained.RECIPE_DIR))
     fcs = [float(v) for v in own.get("bench.fcs", "0.25,0.5,0.75").split(",")]
     blocks, repeats = int(own.get("bench.blocks", "4")), int(own.get("bench.repeats", "4"))
     z_train = latents(load_config(pretrained.data_overrides(out, "train")), ("train",))
-    if own.get("bench.test", "heldout") == "heldout":  # captions nobody trained on
-        z_test = latents(load_config(pretrained.data_overrides(out, "heldout")),
-                         ("train", "val", "test"))
-    else:  # the validation + test splits of the training cache: its captions, other seeds
-        z_test = latents(load_config(pretrained.data_overrides(out, "train")), ("val", "test"))
+    z_test = test_latents(out, test)
     spectrum = latent_spectrum(z_train)
     rows = []
     for fc in fcs:
@@ -111,7 +125,7 @@ def main(argv: list[str]) -> list[dict]:
                     linear.channel = Channel(kind=kind, snr_db=snr, num_blocks=nb,
                                              equalizer="zf", normalize=normalize)
                     lin[name] = float(per_latent_mse(linear, z_test, snr, repeats, seed).mean())
-                rows.append(dict(fc=fc, channel=kind, blocks=nb, snr_db=snr,
+                rows.append(dict(fc=fc, test=test, channel=kind, blocks=nb, snr_db=snr,
                                  codec_mse=float(per_latent.mean()),
                                  codec_mse_se=float(per_latent.std() / math.sqrt(len(per_latent))),
                                  **lin,

@@ -113,7 +113,7 @@ def specialise(codec, z_train: torch.Tensor, snr_db: float, train: str = "decode
 def main(argv: list[str]) -> list[dict]:
     own = parse(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from codec_adaptive import gap_db, gap_interval, latents, per_latent_mse
+    from codec_adaptive import gap_db, gap_interval, latents, per_latent_mse, test_latents
 
     from meg_lightning.codec import LinearCode, opta_mse, pretrained
     from meg_lightning.codec.module import load_codec
@@ -125,9 +125,7 @@ def main(argv: list[str]) -> list[dict]:
     fc, snr = own["bench.fc"], own["bench.snr_db"]
     repeats, seed = own["bench.repeats"], own["bench.seed"]
     z_train = latents(load_config(pretrained.data_overrides(out, "train")), ("train",))
-    tests = {"heldout": latents(load_config(pretrained.data_overrides(out, "heldout")),
-                                ("train", "val", "test")),
-             "seen": latents(load_config(pretrained.data_overrides(out, "train")), ("val", "test"))}
+    tests = {name: test_latents(out, name) for name in ("heldout", "seen")}
     if own["bench.source"] == "pretrained":
         codec = pretrained.load_pretrained("mini", fc, tuple(z_train.shape[1:]))
     else:
