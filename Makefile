@@ -51,10 +51,13 @@ ADAPTIVE_ARGS = codec.arch=adaptive codec.loss=linear_ratio codec.val_loss=linea
 	channel.train_snr_db=[-12,26] codec.awgn_fraction=0.5 data.batch_size=64 trainer.max_epochs=300 \
 	trainer.gradient_clip_val=1.0
 
-train-codec-adaptive: setup ## train the SNR-adaptive codec: make train-codec-adaptive MODEL=mini N=900 FC=0.25
-	$(BIN)/meg train-codec codec.fc=$(FC) $(ADAPTIVE_ARGS) $(COMMON)
+# its conv width per rate (codec.pretrained.recipe_width): 64 up to fc 0.5, 128 above
+ADAPTIVE_WIDTH = $(shell awk 'BEGIN { print ($(FC) + 0 <= 0.5 + 1e-9) ? 64 : 128 }')
 
-pretrained-codecs: setup ## reproduce the shipped mini codecs (latents of 4 seeds x 810 captions, the adaptive recipe per fc; ~110 min); EXPORT=1 writes them into the package
+train-codec-adaptive: setup ## train the SNR-adaptive codec: make train-codec-adaptive MODEL=mini N=900 FC=0.25
+	$(BIN)/meg train-codec codec.fc=$(FC) $(ADAPTIVE_ARGS) codec.width=$(ADAPTIVE_WIDTH) $(COMMON)
+
+pretrained-codecs: setup ## reproduce the shipped mini codecs (latents of 4 seeds x 810 captions, the adaptive recipe per fc; ~4.5 h on 2 cores); EXPORT=1 writes them into the package
 	$(BIN)/python -m meg_lightning.codec.pretrained export=$(or $(EXPORT),0) $(ARGS)
 
 train-ppo: setup ## train the PPO power-allocation agent

@@ -24,6 +24,18 @@ def test_the_makefile_recipe_is_the_shipped_recipe():
     assert args == pretrained.RECIPE
 
 
+@pytest.mark.parametrize("fc", ["0.1", "0.25", "0.5", "0.6", "0.75"])
+def test_the_makefile_trains_each_rate_at_the_recipes_width(fc):
+    import subprocess
+
+    out = subprocess.run(["make", "-n", "-C", str(REPO), "train-codec-adaptive", f"FC={fc}"],
+                         capture_output=True, text=True, check=True).stdout
+    line = next(ln for ln in out.splitlines() if "meg train-codec" in ln)
+    assert f"codec.fc={fc} " in line
+    assert re.findall(r"codec\.width=(\d+)", line) == [str(pretrained.recipe_width(float(fc)))]
+    assert pretrained.recipe_width(0.5) == 64 and pretrained.recipe_width(0.75) == 128
+
+
 @pytest.mark.parametrize("fc", pretrained.SHIPPED_FCS)
 def test_a_shipped_mini_codec_loads_as_the_adaptive_codec_it_says(fc):
     codec = pretrained.load_pretrained("mini", fc, MINI)
@@ -140,20 +152,21 @@ def test_the_per_sample_reference_follows_each_blocks_fade():
 
 def test_the_recipe_reproduces_a_shipped_codec_on_a_small_budget(tmp_path):
     """Same recipe, small budget (48 captions, 3 epochs): the same architecture and settings
-    as the shipped codec, and training moves it below the linear code's MSE at 0 dB on the
-    held-out captions, as the shipped one is (docs/CODECS.md)."""
+    as the shipped codec at each rate (width 64 at fc 0.5, 128 at fc 0.75), and a finite
+    training time on each card."""
     small = ["data.num_prompts=48", "trainer.max_epochs=3", "codec.early_stop_patience=null",
              "logger=none", "generation.num_inference_steps=10"]
     best = pretrained.reproduce(tmp_path, fcs=[0.5], extra=small, export_to=tmp_path / "w")
     import json
 
-    made = json.loads((tmp_path / "w" / "mini" / "fc0.5" / "codec.json").read_text())
-    shipped = pretrained.read_card("mini", 0.5)
-    skip = {"data_id", "seed"}
-    assert {k: v for k, v in made["hyper_parameters"].items() if k not in skip} == \
-        {k: v for k, v in shipped["hyper_parameters"].items() if k not in skip}
-    assert best[0.5].is_file()
-    assert math.isfinite(made["train_seconds"])
+    for fc in (0.5,):
+        made = json.loads((tmp_path / "w" / "mini" / f"fc{fc:g}" / "codec.json").read_text())
+        shipped = pretrained.read_card("mini", fc)
+        skip = {"data_id", "seed"}
+        assert {k: v for k, v in made["hyper_parameters"].items() if k not in skip} == \
+            {k: v for k, v in shipped["hyper_parameters"].items() if k not in skip}
+        assert best[fc].is_file()
+        assert math.isfinite(made["train_seconds"])
 
 
 def test_the_sweep_evaluates_meg_adaptive_from_out_dir_and_resumes(make_cfg, tiny_pipe, tmp_path):
@@ -210,6 +223,16 @@ def test_the_benchmarks_opta_interval_is_the_mse_interval_in_db_and_never_a_math
     # a heavy-tailed handful of test latents: the lower end of the MSE interval is below zero
     lo, hi = bench.gap_interval(dict(codec_mse=0.1, codec_mse_se=0.2, opta_awgn_mse=0.05))
     assert lo == -math.inf and hi == pytest.approx(10 * math.log10((0.1 + 0.392) / 0.05))
+
+
+def test_the_acceptance_benchmark_rejects_an_unknown_test_set_in_one_line_with_exit_2(capsys):
+    bench = _benchmark("codec_adaptive")
+    assert set(bench.TESTS) == {"heldout", "seen", "test"}
+    with pytest.raises(SystemExit) as e:
+        bench.main(["bench.test=heldot", "bench.dir=/nonexistent"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bench.test='heldot'" in err[0] and "heldout, seen, test" in err[0]
 
 
 def test_the_specialist_benchmark_fine_tunes_a_copy_at_one_snr_and_lowers_its_mse_there():

@@ -148,6 +148,17 @@ RECIPE = ["codec.arch=adaptive", "codec.loss=linear_ratio", "codec.val_loss=line
           "trainer.max_epochs=300", "trainer.gradient_clip_val=1.0"]
 
 
+def recipe_width(fc: float) -> int:
+    """``codec.width`` of the recipe at rate ``fc``: 64 up to fc 0.5, 128 above.
+
+    fc 0.75 is capacity-limited at 0 dB: width 128 brings it from +1.90 to +1.39 dB over the OPTA
+    bound on held-out captions and is better in every cell (docs/CODECS.md, sessions 10-12). fc
+    0.25 and 0.5 stay at width 64 (fc 0.5 at 0 dB, +1.01 dB, is the one cell on the line there;
+    width 128 at fc 0.5 is not measured yet). The Makefile's ``train-codec-adaptive`` uses the
+    same rule."""
+    return 64 if float(fc) <= 0.5 + 1e-9 else 128
+
+
 def data_overrides(out: Path, split: str) -> list[str]:
     """`meg` settings of the recipe's latent cache of ``split`` (train | heldout) under ``out``."""
     seed = TRAIN_SEED if split == "train" else HELDOUT_SEED
@@ -160,7 +171,7 @@ def data_overrides(out: Path, split: str) -> list[str]:
 def reproduce(out: Path = RECIPE_DIR, fcs: Sequence[float] = SHIPPED_FCS,
               extra: Sequence[str] = (), export_to: Optional[Path] = None) -> dict[float, Path]:
     """The shipped codecs from scratch (each stage resumes): the prompt files, the two latent
-    caches, ``meg train-codec`` with :data:`RECIPE` per rate (``extra``: more ``key=value``
+    caches, ``meg train-codec`` with :data:`RECIPE` and :func:`recipe_width` per rate (``extra``: more ``key=value``
     settings, e.g. a smaller ``trainer.max_epochs``), then :func:`export` to ``export_to``
     (None: not exported). Returns fc -> the best checkpoint."""
     import time
@@ -172,8 +183,8 @@ def reproduce(out: Path = RECIPE_DIR, fcs: Sequence[float] = SHIPPED_FCS,
     out = Path(out)
     cfgs = {split: load_config(data_overrides(out, split) + list(extra))
             for split in ("train", "heldout")}
-    recipes = {fc: data_overrides(out, "train") + RECIPE + list(extra) + [f"codec.fc={fc:g}"]
-               for fc in fcs}
+    recipes = {fc: data_overrides(out, "train") + RECIPE + [f"codec.width={recipe_width(fc)}"]
+               + list(extra) + [f"codec.fc={fc:g}"] for fc in fcs}
     train_cfgs = {fc: load_config(r) for fc, r in recipes.items()}  # all checked first
     write_prompt_files(out)
     for split in ("train", "heldout"):
