@@ -374,6 +374,33 @@ class CodecModule(L.LightningModule):
         # only when a Trainer resumes: a plain load_from_checkpoint must not reseed the caller
         if self._trainer is not None and "meg_rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["meg_rng_state"])
+        if self._trainer is not None and self.hparams.schedule == "cosine":
+            retarget_cosine(checkpoint, max(1, int(self.trainer.max_epochs or 1)))
+
+
+def retarget_cosine(checkpoint: dict[str, Any], epochs: int) -> None:
+    """Point a checkpoint's cosine schedules at ``epochs`` (the resuming Trainer's max_epochs).
+
+    A run resumed with a larger ``trainer.max_epochs`` (say 1, then 3) would otherwise keep the
+    saved horizon, because Lightning restores the scheduler's state, T_max included, after
+    ``configure_optimizers``: its learning rate would sit at the floor and then rise again
+    (torch's cosine is periodic). Instead the schedule and the optimiser's learning rates become
+    those an uninterrupted run to ``epochs`` has after the same number of epochs, by replaying that
+    schedule step by step (torch's recursive update, so the values are the same to the bit)."""
+    pairs = zip(checkpoint.get("lr_schedulers") or [], checkpoint.get("optimizer_states") or [])
+    for sched, opt in pairs:
+        if "T_max" not in sched or sched["T_max"] == epochs:
+            continue
+        dummy = torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)], "lr": lr}
+                                 for lr in sched["base_lrs"]])
+        replay = torch.optim.lr_scheduler.CosineAnnealingLR(dummy, T_max=epochs,
+                                                            eta_min=sched["eta_min"])
+        for _ in range(int(sched["last_epoch"])):
+            dummy.step()  # no gradients: a no-op that keeps the scheduler's order check quiet
+            replay.step()
+        sched.update(T_max=epochs, _last_lr=list(replay.get_last_lr()))
+        for group, lr in zip(opt["param_groups"], replay.get_last_lr()):
+            group["lr"] = lr
 
 
 def effective_snr_db(out: dict[str, torch.Tensor]) -> torch.Tensor:
