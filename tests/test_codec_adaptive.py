@@ -140,6 +140,9 @@ def test_resume_matches_uninterrupted_run_and_keeps_the_klt_init(make_cfg, tmp_p
     # last.ckpt is only rewritten when val/loss improves (ModelCheckpoint's save_last), so the
     # exact-resume check compares the best checkpoints, chosen from the same 3 epochs
     a, b = ckpt(tmp_path / "a", "best.ckpt"), ckpt(tmp_path / "b", "best.ckpt")
+    # the best epoch is a resumed one (else equal best checkpoints would prove nothing: before
+    # retarget_cosine the resumed run kept the 1-epoch cosine and its best stayed behind)
+    assert a["epoch"] == 2
     assert a["global_step"] == b["global_step"] and a["epoch"] == b["epoch"]
     assert bool(a["state_dict"]["linear_initialised"])
     for name, w in a["state_dict"].items():
