@@ -57,7 +57,7 @@ ADAPTIVE_WIDTH = $(shell awk 'BEGIN { print ($(FC) + 0 <= 0.5 + 1e-9) ? 64 : 128
 train-codec-adaptive: setup ## train the SNR-adaptive codec: make train-codec-adaptive MODEL=mini N=900 FC=0.25
 	$(BIN)/meg train-codec codec.fc=$(FC) $(ADAPTIVE_ARGS) codec.width=$(ADAPTIVE_WIDTH) $(COMMON)
 
-pretrained-codecs: setup ## reproduce the shipped mini codecs (latents of 4 seeds x 810 captions, the adaptive recipe per fc; ~4.5 h on 2 cores); EXPORT=1 writes them into the package
+pretrained-codecs: setup ## reproduce the shipped mini codecs (latents of 4 seeds x 810 captions, the adaptive recipe per fc; ~3 h on 2 cores); EXPORT=1 writes them into the package
 	$(BIN)/python -m meg_lightning.codec.pretrained export=$(or $(EXPORT),0) $(ARGS)
 
 train-ppo: setup ## train the PPO power-allocation agent

@@ -45,6 +45,7 @@ def test_a_shipped_mini_codec_loads_as_the_adaptive_codec_it_says(fc):
     # its card says how it was made: the recipe, the data, the time
     for key in pretrained.RECIPE:
         assert key in card["recipe"]
+    assert card["hyper_parameters"]["width"] == pretrained.recipe_width(fc)
     assert card["data"]["data_id"] and card["train_seconds"] > 0
     assert card["parameters"] == sum(p.numel() for p in codec.parameters())
     # one model for every SNR: the same latents get another code at another SNR
@@ -156,10 +157,10 @@ def test_the_recipe_reproduces_a_shipped_codec_on_a_small_budget(tmp_path):
     training time on each card."""
     small = ["data.num_prompts=48", "trainer.max_epochs=3", "codec.early_stop_patience=null",
              "logger=none", "generation.num_inference_steps=10"]
-    best = pretrained.reproduce(tmp_path, fcs=[0.5], extra=small, export_to=tmp_path / "w")
+    best = pretrained.reproduce(tmp_path, fcs=[0.5, 0.75], extra=small, export_to=tmp_path / "w")
     import json
 
-    for fc in (0.5,):
+    for fc in (0.5, 0.75):
         made = json.loads((tmp_path / "w" / "mini" / f"fc{fc:g}" / "codec.json").read_text())
         shipped = pretrained.read_card("mini", fc)
         skip = {"data_id", "seed"}
