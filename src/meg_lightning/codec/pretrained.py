@@ -151,7 +151,7 @@ RECIPE = ["codec.arch=adaptive", "codec.loss=linear_ratio", "codec.val_loss=line
 def recipe_width(fc: float) -> int:
     """``codec.width`` of the recipe at rate ``fc``: 64 up to fc 0.5, 128 above.
 
-    fc 0.75 is capacity-limited at 0 dB: width 128 brings it from +1.90 to +1.39 dB over the OPTA
+    fc 0.75 is capacity-limited at 0 dB: width 128 brings it from +1.90 to +1.42 dB over the OPTA
     bound on held-out captions and is better in every cell (docs/CODECS.md, sessions 10-12). fc
     0.25 and 0.5 stay at width 64 (fc 0.5 at 0 dB, +1.01 dB, is the one cell on the line there;
     width 128 at fc 0.5 is not measured yet). The Makefile's ``train-codec-adaptive`` uses the
@@ -171,9 +171,10 @@ def data_overrides(out: Path, split: str) -> list[str]:
 def reproduce(out: Path = RECIPE_DIR, fcs: Sequence[float] = SHIPPED_FCS,
               extra: Sequence[str] = (), export_to: Optional[Path] = None) -> dict[float, Path]:
     """The shipped codecs from scratch (each stage resumes): the prompt files, the two latent
-    caches, ``meg train-codec`` with :data:`RECIPE` and :func:`recipe_width` per rate (``extra``: more ``key=value``
-    settings, e.g. a smaller ``trainer.max_epochs``), then :func:`export` to ``export_to``
-    (None: not exported). Returns fc -> the best checkpoint."""
+    caches, ``meg train-codec`` with :data:`RECIPE` and :func:`recipe_width` per rate
+    (``extra``: more ``key=value`` settings, e.g. a smaller ``trainer.max_epochs``, after the
+    width, so they can change it), then :func:`export` to ``export_to`` (None: not exported).
+    Returns fc -> the best checkpoint."""
     import time
 
     from meg_lightning.codec import train as codec_train
