@@ -55,10 +55,10 @@ ADAPTIVE_ARGS = codec.arch=adaptive codec.loss=linear_ratio codec.val_loss=linea
 ADAPTIVE_WIDTH = $(shell awk 'BEGIN { print ($(FC) + 0 <= 0.5 + 1e-9) ? 64 : 128 }')
 
 train-codec-adaptive: setup ## train the SNR-adaptive codec: make train-codec-adaptive MODEL=mini N=900 FC=0.25
-	$(BIN)/meg train-codec codec.fc=$(FC) $(ADAPTIVE_ARGS) codec.width=$(ADAPTIVE_WIDTH) $(COMMON)
+	$(BIN)/meg train-codec codec.fc=$(FC) $(ADAPTIVE_ARGS) codec.adaptive.width=$(ADAPTIVE_WIDTH) $(COMMON)
 
 pretrained-codecs: setup ## reproduce the shipped mini codecs (latents of 4 seeds x 810 captions, the adaptive recipe per fc; ~3 h on 2 cores); EXPORT=1 writes them into the package
-	$(BIN)/python -m meg_lightning.codec.pretrained export=$(or $(EXPORT),0) $(ARGS)
+	$(BIN)/meg pretrained-codecs recipe.export=$(if $(filter 1 true yes,$(EXPORT)),true,false) $(ARGS)
 
 train-ppo: setup ## train the PPO power-allocation agent
 	$(BIN)/meg train-ppo $(COMMON)
@@ -79,10 +79,10 @@ test-slow: setup ## the slow tests (real weights when present, long training che
 	$(BIN)/python -m pytest -q -m slow
 
 train-mini: setup ## train and save the shipped mini text-to-image model + classifier (~60 min on 2 idle CPU cores)
-	$(BIN)/python -m meg_lightning.mini.train $(ARGS)
+	$(BIN)/meg train-mini $(ARGS)
 
 rehearsal: setup ## paper-scale dress rehearsal, every stage on sd15-random (CPU ~30 min, < 20 GiB)
-	$(BIN)/python -m meg_lightning.rehearsal $(ARGS)
+	$(BIN)/meg rehearsal $(ARGS)
 
 bench: setup ## the benchmarks under benchmarks/ (numbers go to docs/BENCHMARKS.md)
 	$(BIN)/meg bench $(ARGS)

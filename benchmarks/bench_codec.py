@@ -99,7 +99,7 @@ def main() -> None:
 
     import lightning as L
 
-    from meg_lightning.codec import CodecModule
+    from meg_lightning.codecs import CodecModule
 
     L.seed_everything(0, verbose=False)
     shape = tuple(args.latent)

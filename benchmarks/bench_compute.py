@@ -46,7 +46,7 @@ class PairCodec(nn.Module):
 
 def project_pipeline(model: str):
     """(pipe, latent_shape, es_steps, guidance, codec_cfg) of a preset, loaded as the sweep does."""
-    from meg_lightning.config import load_config
+    from meg_lightning.compose import load_config
     from meg_lightning.generation import latent_shape, load_pipeline
 
     cfg = load_config([f"model={model}", "generation.device=cpu", "logger=none"])
@@ -57,7 +57,7 @@ def project_pipeline(model: str):
 
 def sd15_meta():
     """SD-v1.5's components on the meta device (exact shapes, no weights)."""
-    from meg_lightning.config import load_config
+    from meg_lightning.compose import load_config
     from meg_lightning.generation.sd15 import MAX_LENGTH, build_components
 
     cfg = load_config(["model=paper", "logger=none"])
@@ -81,7 +81,7 @@ def main() -> None:
 
     from dataclasses import replace
 
-    from meg_lightning.codec.components import build_codec, code_length
+    from meg_lightning.codecs.base import build_codec, code_length
 
     t0 = time.perf_counter()
     if args.sd15:

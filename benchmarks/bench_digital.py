@@ -36,7 +36,7 @@ def synthetic_latents(n: int, seed: int = 0) -> torch.Tensor:
 
 
 def thresholds(budgets: list[int], num_iter: int) -> None:
-    from meg_lightning.channel.ldpc import MCS_TABLE, measure_threshold_db
+    from meg_lightning.schemes.ldpc import MCS_TABLE, measure_threshold_db
 
     for n in budgets:
         row = []
@@ -62,9 +62,9 @@ def main() -> None:
         thresholds(args.thresholds, args.num_iter)
         return
 
-    from meg_lightning.codec.components import code_length
-    from meg_lightning.channel.ldpc import MCS_TABLE
-    from meg_lightning.evaluation.digital import (CapacityDigitalScheme,
+    from meg_lightning.codecs.base import code_length
+    from meg_lightning.schemes.ldpc import MCS_TABLE
+    from meg_lightning.schemes.digital import (CapacityDigitalScheme,
                                                   LatentDigitalScheme, LatentQuantizer)
 
     print(f"CPU: {cpu_model()}, torch threads {torch.get_num_threads()}")

@@ -18,7 +18,7 @@ for mode in pip parallel; do
   "$venv/bin/python" -m pip install -q $flag -e ".[dev]" 2>/dev/null
   if [ "$mode" = parallel ]; then "$venv/bin/python" -m compileall -qq -j 0 "$venv/lib" >/dev/null || true; fi
   t1=$(now)
-  "$venv/bin/python" -c "import meg_lightning.demo, meg_lightning.evaluation.sweep, meg_lightning.power.train, meg_lightning.codec.train"
+  "$venv/bin/python" -c "import meg_lightning.demo, meg_lightning.evaluation.sweep, meg_lightning.power.train, meg_lightning.codecs.train"
   t2=$(now)
   echo "$mode install_s=$(echo "$t1 - $t0" | bc) first_import_s=$(echo "$t2 - $t1" | bc)"
   rm -rf "$venv"

@@ -33,7 +33,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from meg_lightning.config import load_config
+    from meg_lightning.compose import load_config
     from meg_lightning.data.cache import LatentCache
     from meg_lightning.data.prompts import get_prompts
     from meg_lightning.generation import load_pipeline, seed_for

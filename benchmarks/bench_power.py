@@ -42,10 +42,10 @@ def time_batched(n: int, blocks: int, seed_dim: int, episodes_rounds: int) -> fl
 def time_loop(n: int, blocks: int, seed_dim: int) -> float:
     """Steps/s of the same episodes run one at a time in plain Python / torch."""
     from meg_lightning.power import GaussianSeeds
-    from meg_lightning.channel import Channel
+    from meg_lightning.channels import make as make_channel
 
     source = GaussianSeeds(seed_dim)
-    link = Channel(kind="rayleigh", snr_db=20.0, num_blocks=blocks, equalizer="mmse",
+    link = make_channel("rayleigh", snr_db=20.0, num_blocks=blocks, equalizer="mmse",
                    normalize=False)
     rng = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
@@ -68,7 +68,7 @@ def time_loop(n: int, blocks: int, seed_dim: int) -> float:
 
 def time_ppo(frames: int) -> tuple[float, float]:
     """(frames/s of training, seconds) for `meg train-ppo` defaults with ``frames`` frames."""
-    from meg_lightning.config import load_config
+    from meg_lightning.compose import load_config
     from meg_lightning.power.train import main
 
     with tempfile.TemporaryDirectory() as d:

@@ -36,10 +36,10 @@ from pathlib import Path
 
 import torch
 
-from meg_lightning.channel import Channel
-from meg_lightning.codec import LinearCode, opta_mse, pretrained
-from meg_lightning.codec.module import load_codec
-from meg_lightning.config import load_config
+from meg_lightning.channels import make as make_channel
+from meg_lightning.codecs import LinearCode, opta_mse, pretrained
+from meg_lightning.codecs.module import load_codec
+from meg_lightning.compose import load_config
 from meg_lightning.data import build_datamodule
 from meg_lightning.evaluation.inputs import latent_spectrum
 
@@ -118,11 +118,11 @@ def main(argv: list[str]) -> list[dict]:
             nb = blocks if kind == "rayleigh" else 1
             for snr in SNRS:
                 seed = cell_seed(fc, kind, snr)
-                codec.channel = Channel(kind=kind, snr_db=snr, num_blocks=nb, equalizer="zf")
+                codec.channel = make_channel(kind, snr_db=snr, num_blocks=nb, equalizer="zf")
                 per_latent = per_latent_mse(codec, z_test, snr, repeats, seed)
                 lin = {}
                 for name, normalize in (("linear_mse", False), ("linear_seed_mse", True)):
-                    linear.channel = Channel(kind=kind, snr_db=snr, num_blocks=nb,
+                    linear.channel = make_channel(kind, snr_db=snr, num_blocks=nb,
                                              equalizer="zf", normalize=normalize)
                     lin[name] = float(per_latent_mse(linear, z_test, snr, repeats, seed).mean())
                 rows.append(dict(fc=fc, test=test, channel=kind, blocks=nb, snr_db=snr,

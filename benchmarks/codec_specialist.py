@@ -29,7 +29,7 @@ from typing import Callable, Optional
 
 import torch
 
-from meg_lightning.channel import Channel
+from meg_lightning.channels import make as make_channel
 
 KEYS = {"bench.source": "pretrained", "bench.dir": None, "bench.runs": None, "bench.fc": "0.75",
         "bench.snr_db": "0", "bench.train": "decoder", "bench.steps": "3000",
@@ -85,7 +85,7 @@ def specialise(codec, z_train: torch.Tensor, snr_db: float, train: str = "decode
     if train not in TRAIN:
         raise ValueError(f"train must be one of {TRAIN}, got {train!r}")
     model = copy.deepcopy(codec).train()
-    model.channel = Channel(kind="awgn", snr_db=snr_db)
+    model.channel = make_channel("awgn", snr_db=snr_db)
     for p in model.parameters():
         p.requires_grad_(False)
     params = list(model.decoder.parameters())
@@ -115,9 +115,9 @@ def main(argv: list[str]) -> list[dict]:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from codec_adaptive import gap_db, gap_interval, latents, per_latent_mse, test_latents
 
-    from meg_lightning.codec import LinearCode, opta_mse, pretrained
-    from meg_lightning.codec.module import load_codec
-    from meg_lightning.config import load_config
+    from meg_lightning.codecs import LinearCode, opta_mse, pretrained
+    from meg_lightning.codecs.module import load_codec
+    from meg_lightning.compose import load_config
     from meg_lightning.evaluation.inputs import latent_spectrum
 
     torch.set_num_threads(own["bench.threads"])
@@ -131,10 +131,10 @@ def main(argv: list[str]) -> list[dict]:
     else:
         runs = Path(own["bench.runs"] or out / "runs")
         codec = load_codec(runs / "codec-adaptive" / f"fc{fc:g}" / "best.ckpt").eval()
-    codec.channel = Channel(kind="awgn", snr_db=snr)
+    codec.channel = make_channel("awgn", snr_db=snr)
     opta = float(opta_mse(latent_spectrum(z_train), codec.k / z_train[0].numel(), snr))
     linear = LinearCode.fit(z_train, fc)
-    linear.channel = Channel(kind="awgn", snr_db=snr, normalize=True)  # per-seed power
+    linear.channel = make_channel("awgn", snr_db=snr, normalize=True)  # per-seed power
     lin = {name: float(per_latent_mse(linear, z, snr, repeats, seed + 1).mean())
            for name, z in tests.items()}
 

@@ -77,7 +77,7 @@ def peak_gib(device: torch.device) -> float:
 
 
 def bench_latents(base: list[str], device: torch.device) -> dict:
-    from meg_lightning.config import load_config
+    from meg_lightning.compose import load_config
     from meg_lightning.data.cache import LatentCache
     from meg_lightning.data.prompts import get_prompts
     from meg_lightning.generation import load_pipeline, seed_for
@@ -120,7 +120,7 @@ def bench_latents(base: list[str], device: torch.device) -> dict:
 def bench_codec(cfg, latent_shape, device: torch.device, steps: int) -> dict:
     import lightning as L
 
-    from meg_lightning.codec import CodecModule
+    from meg_lightning.codecs import CodecModule
     from meg_lightning.data.datamodule import TensorLatentDataModule
 
     warmup = 2
@@ -160,16 +160,15 @@ def bench_codec(cfg, latent_shape, device: torch.device, steps: int) -> dict:
     return res
 
 
-def bench_eval(base: list[str], out: Path, pipe, codec, device: torch.device,
-               n_test: int) -> dict:
-    from meg_lightning.config import load_config
+def bench_eval(base: list[str], out: Path, pipe, codec, device: torch.device) -> dict:
+    from meg_lightning.compose import load_config
     from meg_lightning.evaluation.sweep import enumerate_cells, run_sweep
     from meg_lightning.metrics.fid import InceptionFeatures
     from meg_lightning.rehearsal import ensure_random_inception
 
     cfg = load_config(base + [f"out_dir={out / 'eval'}", "eval.channels=[awgn]",
                               "eval.schemes=[centralized,feature,meg,linear]", "eval.snrs_db=[10]",
-                              "eval.fcs=[0.5]", "eval.bootstrap=0", f"eval.num_images={n_test}",
+                              "eval.fcs=[0.5]", "eval.bootstrap=0",
                               "eval.fid_features=inception"])
     extractor = InceptionFeatures(ensure_random_inception(out / "inception-random.pth"))
     t = time.perf_counter()
@@ -200,7 +199,7 @@ def main() -> int:
     print(f"gpu_check: {a.model} on {device} ({dtype}), {a.n} prompts, {a.steps} DDIM steps, "
           f"out={out}", flush=True)
 
-    from meg_lightning.config import load_config
+    from meg_lightning.compose import load_config
     from meg_lightning.data import build_datamodule
 
     res: dict = {"model": a.model, "device": device.type, "dtype": dtype, "prompts": a.n,
@@ -218,7 +217,7 @@ def main() -> int:
     codec = cod.pop("codec")
     res.update(cod)
     print("[3/3] eval ...", flush=True)
-    res.update(bench_eval(base, out, pipe, codec, device, n_test=a.n))  # the whole test split
+    res.update(bench_eval(base, out, pipe, codec, device))  # the whole test split
     res["total_s"] = time.perf_counter() - t0
 
     name = res["gpu"] or "CPU (reduced mode)"

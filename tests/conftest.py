@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def make_cfg(tmp_path):
     """``make_cfg("key=value", ...)``: the real composed config, pointed at tmp_path."""
-    from meg_lightning.config import load_config
+    from meg_lightning.compose import load_config
 
     def _make(*overrides: str):
         base = [f"data.cache_dir={tmp_path / 'cache'}", f"out_dir={tmp_path / 'runs'}",

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from meg_lightning.channel import Channel
-from meg_lightning.codec import CodecModule, FeatureScheme, LinearCode, opta_mse
-from meg_lightning.config import ChannelConfig
+from meg_lightning.channels import make as make_channel
+from meg_lightning.codecs import CodecModule, LinearCode, opta_mse
 from meg_lightning.errors import ConfigError
+from meg_lightning.schemes.feature import FeatureLatentScheme
 
 SHAPE = (4, 4, 4)
 N = 64  # |z|
@@ -58,7 +58,8 @@ def test_opta_is_monotone_and_vectorised(source):
 # -- linear code -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("snr", SNRS)
 def test_linear_code_matches_its_closed_form_and_respects_opta(source, snr):
-    code = LinearCode.fit(source["train"], 0.5, channel=LinearCode.make_channel(ChannelConfig()))
+    code = LinearCode.fit(source["train"], 0.5,
+                          channel=make_channel("awgn", equalizer="zf", normalize=False))
     out = code(source["test"], snr, generator=torch.Generator().manual_seed(1))
     assert out["x"].shape == (40_000, 32)
     assert float(out["x"].pow(2).mean()) == pytest.approx(1.0, rel=0.02)  # unit average power
@@ -73,11 +74,11 @@ def test_linear_code_from_moments_and_rayleigh(source):
     fitted = LinearCode.fit(source["train"], 0.5)
     assert code.expected_mse(10.0) == pytest.approx(fitted.expected_mse(10.0), rel=0.02)
     # Block fading with zero-forcing + LMMSE: worse than AWGN at the same average SNR, still honest
-    code.channel = LinearCode.make_channel(ChannelConfig(kind="rayleigh", num_blocks=4))
+    code.channel = make_channel("rayleigh", num_blocks=4, equalizer="zf", normalize=False)
     z = source["test"][:10_000]
     faded = mse(code(z, 10.0, generator=torch.Generator().manual_seed(2))["z_hat"], z)
     assert code.expected_mse(10.0) < faded < float(source["lam"].mean())
-    code.channel = Channel(kind="rayleigh", equalizer="mmse", normalize=False)
+    code.channel = make_channel("rayleigh", equalizer="mmse", normalize=False)
     with pytest.raises(ConfigError, match="channel.equalizer"):
         code(z, 10.0)
 
@@ -85,20 +86,23 @@ def test_linear_code_from_moments_and_rayleigh(source):
 # -- feature transmission --------------------------------------------------------------------------
 def test_feature_scheme_near_lossless_at_high_snr_and_noise_level(source):
     z = source["test"][:2000]
-    scheme = FeatureScheme(Channel(kind="awgn"))
-    out = scheme(z, 60.0, generator=torch.Generator().manual_seed(3))
-    assert out["z_hat"].shape == z.shape and out["x"].shape == (2000, N)
-    nmse = (out["z_hat"] - z).pow(2).sum() / z.pow(2).sum()
+    scheme = FeatureLatentScheme(decode_image=lambda zz: zz)
+    z_hat, symbols = scheme.transmit(z, channel=make_channel("awgn", snr_db=60.0),
+                                     generator=torch.Generator().manual_seed(3))
+    assert z_hat.shape == z.shape and symbols == N
+    nmse = (z_hat - z).pow(2).sum() / z.pow(2).sum()
     assert nmse < 2e-6
     # per-sample normalisation: the error is sigma^2 * mean(z^2) on average
-    out = scheme(z, 10.0, generator=torch.Generator().manual_seed(4))
-    assert mse(out["z_hat"], z) == pytest.approx(0.1 * float(z.pow(2).mean()), rel=0.05)
+    z_hat, _ = scheme.transmit(z, channel=make_channel("awgn", snr_db=10.0),
+                               generator=torch.Generator().manual_seed(4))
+    assert mse(z_hat, z) == pytest.approx(0.1 * float(z.pow(2).mean()), rel=0.05)
 
 
 # -- a trained codec against the bound -------------------------------------------------------------
 def test_trained_codec_never_beats_opta(source):
     torch.manual_seed(0)
-    model = CodecModule(SHAPE, fc=0.5, arch="mlp", hidden=128, channel={"snr_db": 10.0})
+    model = CodecModule(SHAPE, codec={"fc": 0.5, "arch": "mlp", "mlp": {"hidden": 128}},
+                        channel={"snr_db": 10.0})
     opt = model.configure_optimizers()
     opt.param_groups[0]["lr"] = 3e-3
     train = source["train"]

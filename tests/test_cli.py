@@ -24,7 +24,15 @@ def test_help_lists_commands_and_keys(capsys):
     assert all(c in out for c in COMMANDS)
     assert run(["latents", "--help"]) == 0
     out = capsys.readouterr().out
-    assert "data.num_prompts = 64" in out and "codec.fc" in out and "trainer.<any" in out
+    assert "data.num_prompts = 64" in out and "trainer.<any" in out
+    assert "codec.fc" not in out  # only the keys the command reads
+    # the selected preset's values, and a registered member's own settings
+    assert run(["train-codec", "--help", "model=mini", "codec.arch=adaptive"]) == 0
+    out = capsys.readouterr().out
+    assert "codec.arch = 'adaptive'" in out and "codec.adaptive.width = 64  # " in out
+    assert "generation.num_inference_steps = 25" in out and "values for model=mini" in out
+    assert run(["train-mini", "--help"]) == 0
+    assert "mini.unet_steps = 5000" in capsys.readouterr().out
     assert run([]) == 2
 
 

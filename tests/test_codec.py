@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from meg_lightning.codec import (CodecModule, CompressionDecoder, CompressionEncoder, build_codec,
-                                 code_length, default_hidden, load_codec)
-from meg_lightning.codec.train import main as train_main
-from meg_lightning.config import CodecConfig
+from helpers import codec_module
+from meg_lightning.codecs import CodecModule, build_codec, code_length, default_hidden, load_codec
+from meg_lightning.codecs.base import CompressionEncoder
+from meg_lightning.codecs.mlp import MLPDecoder
+from meg_lightning.codecs.train import main as train_main
 from meg_lightning.data.datamodule import TensorLatentDataModule
 from meg_lightning.errors import ConfigError, UserError
 
@@ -37,7 +38,7 @@ def synthetic_latents(n: int = 64, shape=TINY, seed: int = 0) -> torch.Tensor:
 # -- components --------------------------------------------------------------------------------
 def test_paper_codec_has_exactly_563430184_parameters():
     with torch.device("meta"):  # nothing allocated
-        enc, dec = build_codec((4, 64, 64), CodecConfig(fc=0.5, arch="paper", hidden=None))
+        enc, dec = build_codec((4, 64, 64), 0.5, "paper")
     assert dec.hidden == 9000 == default_hidden(16384)
     assert n_params(enc) == 134_225_920  # Table III rows
     assert n_params(dec.fc1) == 134_234_112
@@ -65,7 +66,7 @@ def test_bad_fc_is_one_line_config_error(fc):
 @pytest.mark.parametrize("fc", [0.1, 0.5, 0.9, 1.0])
 def test_shapes(arch, fc):
     shape = (4, 8, 8)
-    enc, dec = build_codec(shape, CodecConfig(fc=fc, arch=arch))
+    enc, dec = build_codec(shape, fc, arch)
     z = torch.randn(3, *shape)
     x = enc(z)
     assert x.shape == (3, code_length(fc, 256))
@@ -76,12 +77,14 @@ def test_latent_shape_mismatch_is_config_error():
     enc = CompressionEncoder(TINY, 32)
     with pytest.raises(ConfigError, match=r"z.shape.*\(B, 4, 4, 4\)"):
         enc(torch.randn(2, 4, 8, 8))
-    dec = CompressionDecoder(TINY, 32, arch="mlp")
+    dec = MLPDecoder(TINY, 32, hidden=16)
     with pytest.raises(ConfigError, match="x_hat.shape"):
         dec(torch.randn(2, 31))
-    with pytest.raises(ConfigError, match="codec.arch"):
-        CompressionDecoder(TINY, 32, arch="cnn")
-    model = CodecModule(TINY, fc=0.5, arch="mlp")
+    with pytest.raises(ConfigError, match="codec.arch='cnn': expected one of paper, mlp, adaptive"):
+        build_codec(TINY, 0.5, "cnn")
+    with pytest.raises(ConfigError, match="codec.mlp.hidden"):
+        build_codec(TINY, 0.5, "mlp", {"hidden": 0})
+    model = codec_module(TINY, fc=0.5, arch="mlp")
     with pytest.raises(ConfigError) as e:
         model(torch.randn(2, 4, 8, 8))
     assert "\n" not in str(e.value)
@@ -90,7 +93,7 @@ def test_latent_shape_mismatch_is_config_error():
 @pytest.mark.parametrize("kind", ["awgn", "rayleigh"])
 def test_gradients_reach_encoder_through_channel(kind):
     ch = {"kind": kind, "num_blocks": 4 if kind == "rayleigh" else 1}
-    model = CodecModule((4, 8, 8), fc=0.5, arch="paper", channel=ch)
+    model = codec_module((4, 8, 8), fc=0.5, arch="paper", channel=ch)
     z = torch.randn(4, 4, 8, 8)
     out = model(z, mode="train", generator=torch.Generator().manual_seed(0))
     assert set(out) == {"z_hat", "x", "x_hat", "snr_db", "csi_db"}  # and the channel state
@@ -100,7 +103,7 @@ def test_gradients_reach_encoder_through_channel(kind):
 
 
 def test_forward_modes_and_noise():
-    model = CodecModule(TINY, fc=0.5, arch="mlp").eval()
+    model = codec_module(TINY, fc=0.5, arch="mlp").eval()
     z = torch.randn(4, *TINY)
     a = model(z, snr_db=0.0, generator=torch.Generator().manual_seed(1))
     b = model(z, snr_db=0.0, generator=torch.Generator().manual_seed(1))
@@ -111,7 +114,7 @@ def test_forward_modes_and_noise():
 
 
 def test_block_powers_reach_the_channel():
-    model = CodecModule(TINY, fc=0.5, arch="mlp", channel={"kind": "rayleigh", "num_blocks": 2})
+    model = codec_module(TINY, fc=0.5, arch="mlp", channel={"kind": "rayleigh", "num_blocks": 2})
     power = torch.tensor([[2.0, 0.0]]).expand(3, 2)  # the second block gets no power (eq. 29)
     out = model(torch.randn(3, *TINY), snr_db=10.0, power=power)
     assert torch.all(out["x_hat"][:, 16:] == 0) and torch.all(out["x_hat"][:, :16] != 0)
@@ -174,7 +177,7 @@ def test_load_codec_round_trip_and_mismatches(make_cfg, tmp_path):
     z = synthetic_latents(32)
     best = train_main(cfg, datamodule=_dm(z))
     model = load_codec(best, latent_shape=TINY, fc=0.5)
-    assert not model.training and model.k == 32 and model.hparams.arch == "mlp"
+    assert not model.training and model.k == 32 and model.codec_cfg.arch == "mlp"
     assert model.hparams.channel["kind"] == cfg.channel.kind
     out = model(z[:2], snr_db=10.0)
     assert out["z_hat"].shape == (2, *TINY)
@@ -193,8 +196,8 @@ def test_load_codec_round_trip_and_mismatches(make_cfg, tmp_path):
 
 DDP_SCRIPT = """
 import math, sys, torch
-from meg_lightning.config import load_config
-from meg_lightning.codec.train import main
+from meg_lightning.compose import load_config
+from meg_lightning.codecs.train import main
 from meg_lightning.data.datamodule import TensorLatentDataModule
 out = sys.argv[1]
 cfg = load_config(["logger=none", f"out_dir={out}", "codec.arch=mlp", "codec.fc=0.5",
@@ -234,7 +237,7 @@ def test_cli_train_codec_on_the_tiny_latent_cache(tmp_path):
     assert run(["train-codec", *args]) == 0
     best = tmp_path / "runs" / "codec" / "fc0.5" / "best.ckpt"
     model = load_codec(best, fc=0.5)
-    assert model.hparams.arch == "mlp" and len(model.latent_shape) == 3
+    assert model.codec_cfg.arch == "mlp" and len(model.latent_shape) == 3
     assert run(["train-codec", *args, "codec.fc=1.5"]) == 2
 
 
@@ -253,7 +256,7 @@ def test_a_codec_trained_on_other_latents_is_neither_resumed_nor_evaluated(make_
     z = synthetic_latents(32)
     cfg = _cfg(make_cfg, "trainer.max_epochs=1")
     best = train_main(cfg, datamodule=_dm(z))
-    assert load_codec(best).hparams.data_id == data_id(cfg)
+    assert load_codec(best).hparams["data_id"] == data_id(cfg)
     other = _cfg(make_cfg, "trainer.max_epochs=2", "model=mini")
     assert data_id(other) != data_id(cfg)
     assert data_id(_cfg(make_cfg, "data.batch_size=3", "data.cache_dir=/elsewhere")) == \

@@ -7,11 +7,10 @@ import math
 import pytest
 import torch
 
-from meg_lightning.channel import Channel
-from meg_lightning.codec import CodecModule, LinearCode, build_codec
-from meg_lightning.codec.module import effective_snr_db
-from meg_lightning.codec.train import main as train_main
-from meg_lightning.config import CodecConfig
+from helpers import codec_module
+from meg_lightning.channels import make as make_channel
+from meg_lightning.codecs import LinearCode, build_codec
+from meg_lightning.codecs.train import main as train_main
 from meg_lightning.data.datamodule import TensorLatentDataModule
 from meg_lightning.errors import ConfigError
 
@@ -34,7 +33,7 @@ def _randomise(model: torch.nn.Module, std: float = 0.1) -> None:
 @pytest.mark.parametrize("fc", [0.25, 0.5, 0.75])
 def test_parameter_counts_are_far_below_table3(shape, fc):
     with torch.device("meta"):
-        enc, dec = build_codec(shape, CodecConfig(fc=fc, arch="adaptive"))
+        enc, dec = build_codec(shape, fc, "adaptive")
     n = n_params(enc, dec)
     assert n < PAPER_PARAMS / 100, n  # at most 1% of Table III
     # the dense linear path exists at mini size only (skip=auto): 2 |z| k weights there
@@ -42,14 +41,14 @@ def test_parameter_counts_are_far_below_table3(shape, fc):
 
 
 def test_shapes_at_sd_size_with_fading_csi():
-    m = CodecModule(SD, fc=0.5, arch="adaptive", channel=dict(kind="rayleigh", num_blocks=8))
+    m = codec_module(SD, fc=0.5, arch="adaptive", channel=dict(kind="rayleigh", num_blocks=8))
     z = torch.randn(1, *SD)
     out = m(z, snr_db=5.0, generator=torch.Generator().manual_seed(0))
     assert out["x"].shape == (1, 8192) and out["z_hat"].shape == (1, *SD)
 
 
 def test_snr_changes_encoder_and_decoder():
-    m = CodecModule(MINI, fc=0.25, arch="adaptive")
+    m = codec_module(MINI, fc=0.25, arch="adaptive")
     _randomise(m)
     z = torch.randn(3, *MINI)
     with torch.no_grad():
@@ -60,7 +59,7 @@ def test_snr_changes_encoder_and_decoder():
 
 
 def test_decoder_uses_per_block_csi():
-    m = CodecModule(MINI, fc=0.25, arch="adaptive", channel=dict(kind="rayleigh", num_blocks=4))
+    m = codec_module(MINI, fc=0.25, arch="adaptive", channel=dict(kind="rayleigh", num_blocks=4))
     _randomise(m)
     x = torch.randn(2, m.k)
     csi = torch.full((2, 4), 10.0)
@@ -75,18 +74,18 @@ def test_decoder_uses_per_block_csi():
 
 
 def test_effective_snr_includes_fading_and_block_power():
-    ch = Channel(kind="rayleigh", num_blocks=2, snr_db=7.0)
+    ch = make_channel("rayleigh", num_blocks=2, snr_db=7.0)
     h = torch.tensor([[1 + 0j, 0.5j]], dtype=torch.complex64)
     p = torch.tensor([[2.0, 0.0]])
     out = ch(torch.randn(1, 8), h=h, power=p, generator=torch.Generator().manual_seed(0))
-    s = effective_snr_db(out)
+    s = out["csi_db"]
     assert s[0, 0] == pytest.approx(7.0 + 10 * math.log10(2.0), abs=1e-5)
     assert s[0, 1] < -50  # no power on the block: nothing usable arrived
 
 
 @pytest.mark.parametrize("kind", ["awgn", "rayleigh"])
 def test_draw_snr_first_keeps_the_random_sequence(kind):
-    ch = Channel(kind=kind, train_snr_db=[-10, 20], num_blocks=2)
+    ch = make_channel(kind, train_snr_db=[-10, 20], num_blocks=2)
     x = torch.randn(5, 16)
     g1 = torch.Generator().manual_seed(3)
     snr = ch.draw_snr(5, mode="train", generator=g1, like=x)
@@ -100,10 +99,10 @@ def test_klt_initialisation_reaches_the_linear_code():
     """Untrained but KLT-initialised, the dense path is the linear code up to its power loading
     (fixed lambda^-1/4 instead of the SNR's MMSE loading): close to LinearCode at 10 dB."""
     z = synthetic_latents(400, MINI)
-    m = CodecModule(MINI, fc=0.25, arch="adaptive")
+    m = codec_module(MINI, fc=0.25, arch="adaptive")
     m.init_linear(z[:300])
     lin = LinearCode.fit(z[:300], 0.25)
-    lin.channel = Channel(snr_db=10.0, normalize=False)
+    lin.channel = make_channel("awgn", snr_db=10.0, normalize=False)
     with torch.no_grad():
         mse = (m(z[300:], snr_db=10.0, generator=torch.Generator().manual_seed(0))["z_hat"]
                - z[300:]).pow(2).mean()
@@ -114,7 +113,7 @@ def test_klt_initialisation_reaches_the_linear_code():
 
 
 def _cfg(make_cfg, *extra: str):
-    return make_cfg("codec.arch=adaptive", "codec.fc=0.25", "codec.width=16", "codec.blocks=1",
+    return make_cfg("codec.arch=adaptive", "codec.fc=0.25", "codec.adaptive.width=16", "codec.adaptive.blocks=1",
                     "codec.lr=0.001", "codec.val_snrs_db=[0,20]", "codec.val_loss=mean",
                     "codec.schedule=cosine", "channel.train_snr_db=[-5,20]",
                     "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
@@ -157,19 +156,22 @@ def test_early_stopping_and_mean_validation_loss(make_cfg, tmp_path):
     last = torch.load(tmp_path / "codec-adaptive" / "fc0.25" / "last.ckpt", map_location="cpu",
                       weights_only=True)
     assert last["epoch"] < 49  # lr 0.5 diverges: stopped early on val/loss
-    assert last["hyper_parameters"]["val_loss"] == "mean"
+    assert last["hyper_parameters"]["codec"]["val_loss"] == "mean"
 
 
-@pytest.mark.parametrize("key,value", [("codec.skip", "wide"), ("codec.schedule", "step"),
+@pytest.mark.parametrize("key,value", [("codec.adaptive.skip", "wide"),
+                                       ("codec.schedule", "step"),
                                        ("codec.val_loss", "max"), ("codec.awgn_fraction", "1.5"),
-                                       ("codec.gate", "soft"), ("codec.dense_aux", "-1")])
+                                       ("codec.adaptive.gate", "soft"),
+                                       ("codec.adaptive.dense_aux", "-1"),
+                                       ("codec.adaptive.width", "0")])
 def test_bad_recipe_values_are_config_errors(make_cfg, key, value):
     with pytest.raises(ConfigError, match=key):
         make_cfg(f"{key}={value}")
 
 
 def test_paper_and_mlp_state_dicts_are_unchanged():
-    m = CodecModule((4, 4, 4), fc=0.5, arch="mlp")
+    m = codec_module((4, 4, 4), fc=0.5, arch="mlp")
     assert "linear_initialised" not in m.state_dict()
     assert not m.adaptive
 
@@ -181,10 +183,10 @@ def test_posterior_gate_scales_the_correction_along_each_sent_component(kind):
     components it is untouched. Checked against the same weights without the gate."""
     z = synthetic_latents(300, MINI)
     ch = dict(kind=kind, num_blocks=4)
-    gated = CodecModule(MINI, fc=0.5, arch="adaptive", gate="posterior", channel=ch)
+    gated = codec_module(MINI, fc=0.5, arch="adaptive", gate="posterior", channel=ch)
     gated.init_linear(z)
     _randomise(gated, std=0.02)  # a live conv path (its head starts at zero)
-    plain = CodecModule(MINI, fc=0.5, arch="adaptive", channel=ch)
+    plain = codec_module(MINI, fc=0.5, arch="adaptive", channel=ch)
     plain.load_state_dict({k: v for k, v in gated.state_dict().items() if k != "decoder.basis"})
     U = gated.decoder.basis  # (256, k), orthonormal columns
     assert torch.allclose(U.T @ U, torch.eye(U.shape[1]), atol=1e-4)
@@ -214,7 +216,7 @@ def _close(a: torch.Tensor, b: torch.Tensor, rel: float = 1e-4) -> bool:
 
 def test_gate_needs_the_dense_path():
     with pytest.raises(ConfigError, match="codec.gate"):
-        CodecModule(MINI, fc=0.5, arch="adaptive", skip="none", gate="posterior")
+        codec_module(MINI, fc=0.5, arch="adaptive", skip="none", gate="posterior")
 
 
 @pytest.mark.parametrize("loss", ["mse", "linear_ratio"])
@@ -226,7 +228,7 @@ def test_dense_aux_adds_the_dense_path_loss(loss):
     losses = {}
     for w in (0.0, 2.0):
         torch.manual_seed(0)  # the same initial weights
-        m = CodecModule(MINI, fc=0.25, arch="adaptive", dense_aux=w, loss=loss,
+        m = codec_module(MINI, fc=0.25, arch="adaptive", dense_aux=w, loss=loss,
                         channel=dict(kind="awgn", train_snr_db=[0.0, 20.0]))
         _randomise(m)
         if loss == "linear_ratio":
@@ -245,25 +247,33 @@ def test_dense_aux_adds_the_dense_path_loss(loss):
 
 def test_resume_refuses_another_gate(tmp_path):
     """A run cannot resume from a checkpoint of another gate (its state dict differs); one
-    written before the gate existed counts as gate=none."""
-    from meg_lightning.codec.train import check_resumable
+    written before the gate existed (the flat hyper-parameters of older checkpoints) counts as
+    gate=none."""
+    from meg_lightning.codecs.train import check_resumable
     from meg_lightning.errors import UserError
 
-    old = CodecModule(MINI, fc=0.5, arch="adaptive")
-    hp = {k: v for k, v in dict(old.hparams).items() if k not in ("gate", "dense_aux")}
-    torch.save({"hyper_parameters": hp, "state_dict": old.state_dict()}, tmp_path / "last.ckpt")
-    check_resumable(tmp_path / "last.ckpt", CodecModule(MINI, fc=0.5, arch="adaptive"))
-    with pytest.raises(UserError, match="trained with gate='none', this run asks for gate='posterior'"):
+    old = codec_module(MINI, fc=0.5, arch="adaptive")
+    flat = {"latent_shape": list(MINI), "fc": 0.5, "arch": "adaptive", "hidden": None,
+            "width": 64, "blocks": 2, "skip": "auto", "linear_init": True, "seed": 0,
+            "channel": dict(old.hparams["channel"]), "data_id": None}
+    torch.save({"hyper_parameters": flat, "state_dict": old.state_dict()}, tmp_path / "last.ckpt")
+    check_resumable(tmp_path / "last.ckpt", codec_module(MINI, fc=0.5, arch="adaptive"))
+    with pytest.raises(UserError, match="trained with codec.adaptive.gate='none', this run asks "
+                                        "for codec.adaptive.gate='posterior'"):
         check_resumable(tmp_path / "last.ckpt",
-                        CodecModule(MINI, fc=0.5, arch="adaptive", gate="posterior"))
+                        codec_module(MINI, fc=0.5, arch="adaptive", gate="posterior"))
+    with pytest.raises(UserError, match="codec.adaptive.width=64, this run asks for "
+                                        "codec.adaptive.width=16"):
+        check_resumable(tmp_path / "last.ckpt",
+                        codec_module(MINI, fc=0.5, arch="adaptive", width=16))
 
 
 def test_freeze_dense_keeps_the_klt_and_trains_the_power_loading(make_cfg, tmp_path):
     """freeze_dense: after training, the dense path is still the KLT that linear_init fitted
     (encoder U^T, decoder U, orthonormal; the priors unchanged) while its per-SNR gains moved."""
     z = synthetic_latents(160, MINI)  # 120 training latents: a full-rank KLT for k = 64
-    train_main(_cfg(make_cfg, "trainer.max_epochs=2", "codec.freeze_dense=true",
-                    "codec.gate=posterior", f"out_dir={tmp_path}"), datamodule=_dm(z))
+    train_main(_cfg(make_cfg, "trainer.max_epochs=2", "codec.adaptive.freeze_dense=true",
+                    "codec.adaptive.gate=posterior", f"out_dir={tmp_path}"), datamodule=_dm(z))
     sd = torch.load(tmp_path / "codec-adaptive" / "fc0.25" / "last.ckpt", map_location="cpu",
                     weights_only=True)["state_dict"]
     enc, dec = sd["encoder.linear.weight"], sd["decoder.linear.weight"]  # (k, |z|), (|z|, k)
@@ -273,12 +283,14 @@ def test_freeze_dense_keeps_the_klt_and_trains_the_power_loading(make_cfg, tmp_p
 
 
 def test_dense_aux_needs_the_dense_path():
-    with pytest.raises(ConfigError, match="codec.dense_aux"):
-        CodecModule(MINI, fc=0.5, arch="adaptive", skip="none", dense_aux=1.0)
+    with pytest.raises(ConfigError, match="codec.adaptive.dense_aux"):
+        codec_module(MINI, fc=0.5, arch="adaptive", skip="none", dense_aux=1.0)
 
 
-def test_freeze_dense_needs_a_klt_initialised_dense_path():
-    for kw in (dict(arch="mlp"), dict(arch="adaptive", skip="none"),
-               dict(arch="adaptive", linear_init=False)):
-        with pytest.raises(ConfigError, match="codec.freeze_dense"):
-            CodecModule(MINI, fc=0.5, freeze_dense=True, **kw)
+def test_freeze_dense_needs_a_klt_initialised_dense_path(make_cfg):
+    for kw in (dict(skip="none"), dict(linear_init=False)):
+        with pytest.raises(ConfigError, match="codec.adaptive.freeze_dense"):
+            codec_module(MINI, fc=0.5, arch="adaptive", freeze_dense=True, **kw)
+    # the adaptive codec's own settings are not settings of the others
+    with pytest.raises(ConfigError, match="codec.freeze_dense=.*a known key"):
+        make_cfg("codec.arch=mlp", "codec.freeze_dense=true")

@@ -11,9 +11,18 @@ from torch import nn
 from torch.nn import functional as F
 
 from meg_lightning.evaluation import compute as C
-from meg_lightning.evaluation import flops as FL
-from meg_lightning.evaluation.compute import Compute, ComputeParts, scheme_compute
-from meg_lightning.evaluation.flops import gflops, ldpc_decode_gflops, linear_code_gflops
+from meg_lightning.evaluation.compute import Compute, scheme_compute
+from meg_lightning.metrics import flops as FL
+from meg_lightning.metrics.flops import (ComputeParts, gflops, ldpc_decode_gflops,
+                                         linear_code_gflops)
+from meg_lightning.schemes.centralized import CentralizedScheme
+from meg_lightning.schemes.digital import LatentDigitalScheme
+from meg_lightning.schemes.digital_image import DigitalImageScheme
+from meg_lightning.schemes.feature import FeatureLatentScheme
+from meg_lightning.schemes.generative import DiffusionReceiver
+from meg_lightning.schemes.linear import LinearScheme
+from meg_lightning.schemes.meg import LatentScheme
+from meg_lightning.schemes.prompt import PromptScheme
 
 LATENT = (4, 8, 8)  # the tiny preset at 64x64
 NUMEL = 256
@@ -69,9 +78,11 @@ def test_linear_code_and_ldpc_formulas():
 
 @pytest.fixture(scope="module")
 def tiny_setup():
-    """The tiny pipeline (SD architecture), an mlp codec and a fitted linear code at fc 0.25."""
-    from meg_lightning.codec import LinearCode
-    from meg_lightning.codec.components import CompressionDecoder, CompressionEncoder
+    """The tiny pipeline (SD architecture), an mlp codec and a fitted linear code at fc 0.25,
+    the generator's measured costs, and one instance of every scheme at that rate."""
+    from meg_lightning.codecs import LinearCode
+    from meg_lightning.codecs.base import CompressionEncoder
+    from meg_lightning.codecs.mlp import MLPDecoder
     from meg_lightning.generation.tiny import build_tiny_pipeline
 
     pipe = build_tiny_pipeline()
@@ -80,7 +91,7 @@ def tiny_setup():
         def __init__(self):
             super().__init__()
             self.encoder = CompressionEncoder(LATENT, K)
-            self.decoder = CompressionDecoder(LATENT, K, hidden=HIDDEN, arch="mlp")
+            self.decoder = MLPDecoder(LATENT, K, hidden=HIDDEN)
 
         def encode(self, z):
             return self.encoder(z)
@@ -90,25 +101,35 @@ def tiny_setup():
 
     torch.manual_seed(0)
     codec = Codec()
-    linear = LinearCode.fit(torch.randn(100, *LATENT), FC)  # 100 latents > k: all k components
-    parts = ComputeParts.measure(pipe, LATENT, es_steps=25, guidance_scale=5.0,
-                                 codecs={FC: codec}, linear_codes={FC: linear}, symbols={FC: K})
-    return pipe, codec, linear, parts
+    z_train = torch.randn(100, *LATENT)
+    linear = LinearCode.fit(z_train, FC)  # 100 latents > k: all k components
+    parts = ComputeParts.measure(pipe, LATENT, es_steps=25, guidance_scale=5.0)
+    ident = lambda z: z  # noqa: E731 - no image decoder is run when costing
+    meg = LatentScheme(ident, codec, fc=FC, latent_shape=LATENT)
+    schemes = {"centralized": CentralizedScheme(), "feature": FeatureLatentScheme(ident),
+               "meg": meg, "linear": LinearScheme(linear, ident, fc=FC),
+               "digital": LatentDigitalScheme(z_train, ident, K, fc=FC),
+               "digital-image": DigitalImageScheme(K, fc=FC), "prompt": PromptScheme(K, fc=FC)}
+    for base in ("feature", "meg", "linear", "digital"):
+        schemes[f"{base}+dm"] = DiffusionReceiver(schemes[base], lambda: pipe, z_train,
+                                                  ue_steps=10, es_steps=25, guidance_scale=5.0)
+    return pipe, codec, linear, parts, schemes
 
 
 def test_measured_components(tiny_setup):
-    pipe, codec, linear, parts = tiny_setup
+    pipe, codec, linear, parts, schemes = tiny_setup
     assert parts.unet_eval > 0 and parts.vae_decode > 0 and parts.text_encoder > 0
     assert parts.es_steps == 25 and parts.evals_per_step == 2
     # the mlp decoder: skip (k -> |z|), fc1 (k -> hidden), fc2 (hidden -> |z|)
-    assert parts.codec_decode[FC] == pytest.approx(
+    assert FL.codec_decode_gflops(codec, K) == pytest.approx(
         2 * (K * NUMEL + K * HIDDEN + HIDDEN * NUMEL) / 1e9, rel=1e-12)
-    assert parts.codec_encode[FC] == pytest.approx(2 * NUMEL * K / 1e9, rel=1e-12)
+    assert FL.codec_encode_gflops(codec, LATENT) == pytest.approx(2 * NUMEL * K / 1e9, rel=1e-12)
     # the linear code, counted as it runs, is the closed form 2 k |z| each way
     assert linear.eigvecs.shape[1] == K
-    assert parts.linear_encode[FC] == pytest.approx(linear_code_gflops(K, NUMEL), rel=1e-12)
-    assert parts.linear_decode[FC] == pytest.approx(linear_code_gflops(K, NUMEL), rel=1e-12)
-    assert parts.digital_decode[FC] == pytest.approx(ldpc_decode_gflops(K), rel=1e-12)
+    assert FL.linear_encode_gflops(linear, LATENT) == pytest.approx(linear_code_gflops(K, NUMEL),
+                                                                    rel=1e-12)
+    assert FL.linear_decode_gflops(linear, K) == pytest.approx(linear_code_gflops(K, NUMEL),
+                                                               rel=1e-12)
     # the U-Net is the largest per-call cost after the VAE decoder on this tiny model, and its
     # count does not depend on the attention kernel (SDPA on CPU vs explicit matrix products)
     from diffusers.models.attention_processor import AttnProcessor
@@ -122,11 +143,13 @@ def test_measured_components(tiny_setup):
     unet_meta = copy.deepcopy(pipe.unet).to("meta")
     assert FL.unet_eval_gflops(unet_meta, LATENT, text_shape) == pytest.approx(parts.unet_eval,
                                                                              rel=1e-12)
+    assert "U-Net evaluation" in parts.format()
 
 
 def test_measurements_are_cached_per_module_and_shape(tiny_setup, monkeypatch):
-    pipe, codec, _, parts = tiny_setup
+    pipe, codec, _, parts, _ = tiny_setup
     text_shape = FL.text_embedding_shape(pipe)
+    decode = FL.codec_decode_gflops(codec, K)
 
     def boom(*a, **k):
         raise AssertionError("measured again")
@@ -134,44 +157,40 @@ def test_measurements_are_cached_per_module_and_shape(tiny_setup, monkeypatch):
     monkeypatch.setattr(FL, "gflops", boom)
     assert FL.unet_eval_gflops(pipe.unet, LATENT, text_shape) == parts.unet_eval
     assert FL.vae_decode_gflops(pipe.vae, LATENT) == parts.vae_decode
-    assert FL.codec_decode_gflops(codec, K) == parts.codec_decode[FC]
+    assert FL.codec_decode_gflops(codec, K) == decode
     with pytest.raises(AssertionError, match="measured again"):  # another shape is measured
         FL.vae_decode_gflops(pipe.vae, (4, 4, 4))
 
 
 def test_prompt_scheme_runs_the_whole_generation_at_the_ue(tiny_setup):
-    parts = tiny_setup[3]
-    c = scheme_compute("prompt", parts=parts)
+    parts, schemes = tiny_setup[3], tiny_setup[4]
+    c = scheme_compute(schemes["prompt"], parts)
     assert c.ue_unet_evals == 50
     assert c.ue_gflops == pytest.approx(parts.text_encoder + 25 * 2 * parts.unet_eval
                                         + parts.vae_decode, rel=1e-12)
     assert c.es_gflops == 0
     unguided = ComputeParts(**{**parts.as_dict(), "guidance_scale": 1.0})
-    c1 = scheme_compute("prompt", parts=unguided)
+    c1 = scheme_compute(schemes["prompt"], unguided)
     assert c1.ue_unet_evals == 25
     assert c1.ue_gflops == pytest.approx(parts.text_encoder + 25 * parts.unet_eval
                                          + parts.vae_decode, rel=1e-12)
 
 
 def test_ue_cost_per_scheme_and_ordering(tiny_setup):
-    parts = tiny_setup[3]
+    _, codec, linear, parts, schemes = tiny_setup
     gen = parts.text_encoder + 25 * 2 * parts.unet_eval
-    cen = scheme_compute("centralized", parts=parts)
-    feat = scheme_compute("feature", parts=parts)
-    meg = scheme_compute("meg", parts=parts, fc=FC)
-    lin = scheme_compute("linear", parts=parts, fc=FC)
-    dig = scheme_compute("digital", parts=parts, fc=FC)
-    img = scheme_compute("digital-image", parts=parts, fc=FC)
-    meg_dm = scheme_compute("meg+dm", parts=parts, fc=FC, ue_steps_run=4.5)
-    prompt = scheme_compute("prompt", parts=parts)
+    cost = {n: scheme_compute(s, parts) for n, s in schemes.items() if "+dm" not in n}
+    cen, feat, meg, lin, dig, img, prompt = (cost[n] for n in (
+        "centralized", "feature", "meg", "linear", "digital", "digital-image", "prompt"))
+    meg_dm = scheme_compute(schemes["meg+dm"], parts, ue_steps_run=4.5)
 
     assert cen == Compute(0.0, 0.0, pytest.approx(gen + parts.vae_decode))
     assert feat.ue_gflops == parts.vae_decode and feat.es_gflops == pytest.approx(gen)
-    assert meg.ue_gflops == pytest.approx(parts.codec_decode[FC] + parts.vae_decode)
-    assert meg.es_gflops == pytest.approx(gen + parts.codec_encode[FC])
-    assert lin.ue_gflops == pytest.approx(parts.linear_decode[FC] + parts.vae_decode)
-    assert dig.ue_gflops == pytest.approx(parts.digital_decode[FC] + parts.vae_decode)
-    assert img.ue_gflops == pytest.approx(parts.digital_decode[FC])  # PNG decode: 0
+    assert meg.ue_gflops == pytest.approx(FL.codec_decode_gflops(codec, K) + parts.vae_decode)
+    assert meg.es_gflops == pytest.approx(gen + FL.codec_encode_gflops(codec, LATENT))
+    assert lin.ue_gflops == pytest.approx(FL.linear_decode_gflops(linear, K) + parts.vae_decode)
+    assert dig.ue_gflops == pytest.approx(ldpc_decode_gflops(K) + parts.vae_decode)
+    assert img.ue_gflops == pytest.approx(ldpc_decode_gflops(K))  # PNG decode: 0
     assert img.es_gflops == pytest.approx(gen + parts.vae_decode)
     # +dm: X's UE cost + the text encoder + n guided steps (2 evaluations each)
     assert meg_dm.ue_unet_evals == 9.0
@@ -179,47 +198,22 @@ def test_ue_cost_per_scheme_and_ordering(tiny_setup):
                                              + 9 * parts.unet_eval, rel=1e-12)
     assert meg_dm.es_gflops == meg.es_gflops
     for base in ("feature", "linear", "digital"):
-        dm = scheme_compute(f"{base}+dm", parts=parts, fc=FC, ue_steps_run=3)
-        plain = scheme_compute(base, parts=parts, fc=FC)
-        assert dm.ue_gflops - plain.ue_gflops == pytest.approx(
+        dm = scheme_compute(schemes[f"{base}+dm"], parts, ue_steps_run=3)
+        assert dm.ue_gflops - cost[base].ue_gflops == pytest.approx(
             parts.text_encoder + 6 * parts.unet_eval, rel=1e-9)
     # no step run: nothing added (the receiver does not even encode the prompt)
-    assert scheme_compute("feature+dm", parts=parts, ue_steps_run=0).ue_gflops == feat.ue_gflops
+    assert scheme_compute(schemes["feature+dm"], parts, ue_steps_run=0).ue_gflops == feat.ue_gflops
     assert all(c.ue_unet_evals == 0 for c in (cen, feat, meg, lin, dig, img))
     assert (cen.ue_gflops < feat.ue_gflops <= meg.ue_gflops < meg_dm.ue_gflops
             < prompt.ue_gflops)
-    assert C.compute_columns("meg", parts=parts, fc=FC) == {
-        "ue_unet_evals": 0.0, "ue_gflops": meg.ue_gflops, "es_gflops": meg.es_gflops}
     assert set(C.COMPUTE_COLUMNS) == set(meg.as_row())
 
 
 def test_bad_inputs_raise_value_errors(tiny_setup):
-    parts = tiny_setup[3]
-    with pytest.raises(ValueError, match=r"'jscc'.*centralized, feature, .*meg\+dm.*digital.*prompt"):
-        scheme_compute("jscc", parts=parts)
-    with pytest.raises(ValueError, match="centralized\\+dm"):
-        scheme_compute("centralized+dm", parts=parts, ue_steps_run=1)
-    with pytest.raises(ValueError, match="fc=0.5.*0.25"):
-        scheme_compute("meg", parts=parts, fc=0.5)
-    with pytest.raises(ValueError, match="needs a compression rate"):
-        scheme_compute("linear", parts=parts)
-    with pytest.raises(ValueError, match="ue_steps_run"):
-        scheme_compute("feature+dm", parts=parts, ue_steps_run=None)
-    with pytest.raises(ValueError, match="only X\\+dm"):
-        scheme_compute("feature", parts=parts, ue_steps_run=3)
-    # 0 / nan / None for a scheme without a receiver are fine (a sweep's empty column)
-    for v in (0, float("nan"), None):
-        assert scheme_compute("feature", parts=parts, ue_steps_run=v).ue_unet_evals == 0
-
-
-def test_measure_without_linear_codes_uses_the_closed_form(tiny_setup):
-    pipe = tiny_setup[0]
-    parts = ComputeParts.measure(pipe, LATENT, 10, 1.0, codecs={}, linear_codes=None,
-                                 symbols={0.5: 128}, ldpc={"bits_per_symbol": 1.0})
-    assert parts.linear_encode[0.5] == parts.linear_decode[0.5] == 2 * 128 * NUMEL / 1e9
-    assert parts.digital_decode[0.5] == pytest.approx(ldpc_decode_gflops(128, bits_per_symbol=1))
-    assert parts.unet_eval == tiny_setup[3].unet_eval  # cached
-    assert "U-Net evaluation" in C.format_parts(parts)
+    parts, schemes = tiny_setup[3], tiny_setup[4]
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="ue_steps_run"):
+            scheme_compute(schemes["feature+dm"], parts, ue_steps_run=bad)
 
 
 # -- the figure and the compute frontier ---------------------------------------------------------

@@ -7,17 +7,40 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from meg_lightning.config import (CONCERNS, MegConfig, config_dir, config_hash, load_config,
-                                  save_resolved)
+from meg_lightning.compose import GROUPS, load_config
+from meg_lightning.config import config_dir, config_hash, save_resolved, schema
 from meg_lightning.errors import ConfigError
 
 
 def test_every_yaml_key_is_in_the_schema():
     d = config_dir()
-    schema = OmegaConf.structured(MegConfig)
-    for f in [*(d / f"{c}.yaml" for c in CONCERNS), *(d / "presets").glob("*.yaml")]:
-        if f.exists():
-            OmegaConf.merge(schema, OmegaConf.load(f))  # raises on an unknown key or bad type
+    full = OmegaConf.structured(schema(GROUPS))
+    files = [*(d / "presets").glob("*.yaml"), *d.glob("*.yaml")]
+    assert d / "demo.yaml" in files
+    for f in files:
+        OmegaConf.merge(full, OmegaConf.load(f))  # raises on an unknown key or bad type
+
+
+def test_member_settings_are_config_groups_and_written_once():
+    """The settings of a registered channel model or codec architecture are its own dataclass
+    (``channel.<kind>.*``, ``codec.<arch>.*``): nothing else declares them."""
+    from meg_lightning.channels import CHANNELS
+    from meg_lightning.codecs import ARCHS
+    from meg_lightning.registry import has_settings, settings_of
+
+    cfg = load_config(["codec.arch=adaptive", "codec.adaptive.width=16"])
+    assert cfg.codec.adaptive.width == 16 and cfg.codec.arch == "adaptive"
+    for section, registry in (("codec", ARCHS), ("channel", CHANNELS)):
+        for name, cls in registry.items():
+            if has_settings(cls):
+                assert isinstance(getattr(getattr(cfg, section), name), settings_of(cls))
+    # the shared sections hold no member's own setting
+    from meg_lightning.config import CodecConfig
+    import dataclasses
+
+    shared = {f.name for f in dataclasses.fields(CodecConfig)}
+    own = {f.name for _, cls in ARCHS.items() for f in dataclasses.fields(settings_of(cls))}
+    assert not shared & own
 
 
 def test_presets():
@@ -69,7 +92,7 @@ def test_malformed_override():
 def test_resolved_config_round_trips(tmp_path):
     cfg = load_config(["codec.fc=0.7"])
     path = save_resolved(cfg, tmp_path)
-    again = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(MegConfig), OmegaConf.load(path)))
+    again = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(type(cfg)), OmegaConf.load(path)))
     assert again == cfg and config_hash(again) == config_hash(cfg)
     assert config_hash(load_config(["codec.fc=0.5"])) != config_hash(cfg)
 
@@ -77,7 +100,7 @@ def test_resolved_config_round_trips(tmp_path):
 @pytest.mark.parametrize("overrides", [
     [],
     ["model=paper", "channel.train_snr_db=[-3,4]", "eval.scheme_fcs={meg: [0.25,0.5]}",
-     'eval.codec_checkpoints={"0.5": a.ckpt}', "ppo.fig10_powers=[1,2]", "codec.hidden=64"],
+     'eval.codec_checkpoints={"0.5": a.ckpt}', "ppo.fig10_powers=[1,2]", "codec.paper.hidden=64"],
 ])
 def test_to_dict_is_omegaconfs_container(overrides):
     """to_dict is dataclasses.asdict for speed; it must stay what OmegaConf gives (the resolved

@@ -97,14 +97,15 @@ def test_low_snr_claim_compares_each_cell_with_centralized_at_the_same_snr():
 
 
 def test_the_demo_leaves_meg_adaptive_out_for_a_model_without_shipped_codecs(tmp_path, capsys):
-    from meg_lightning.demo import _available_schemes, demo_config
+    from meg_lightning.cli import compose_for
+    from meg_lightning.demo import _available_schemes
 
-    tiny = demo_config(["model=tiny", f"out_dir={tmp_path}"])
+    tiny = compose_for("demo", ["model=tiny", f"out_dir={tmp_path}"])
     assert "meg-adaptive" in tiny.eval.schemes
     kept = _available_schemes(tiny).eval.schemes
     assert "meg-adaptive" not in kept and "meg" in kept
-    assert "meg-adaptive left out (no adaptive codec for fc=0.25" in capsys.readouterr().out
-    mini = demo_config([f"out_dir={tmp_path}"])
+    assert "meg-adaptive left out (no trained codec for fc=0.25" in capsys.readouterr().out
+    mini = compose_for("demo", [f"out_dir={tmp_path}"])
     assert _available_schemes(mini).eval.schemes == mini.eval.schemes  # shipped for mini
 
 

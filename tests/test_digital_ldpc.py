@@ -15,15 +15,23 @@ import torch
 
 pytest.importorskip("sionna.phy")
 
-from meg_lightning.codec.baselines import _reverse_water_fill  # noqa: E402
-from meg_lightning.codec.components import code_length  # noqa: E402
-from meg_lightning.channel.ldpc import (  # noqa: E402
+from meg_lightning.codecs.klt import _reverse_water_fill  # noqa: E402
+from meg_lightning.codecs.base import code_length  # noqa: E402
+from meg_lightning.schemes.ldpc import (  # noqa: E402
     MCS_TABLE, MEASURED_THRESHOLDS_DB, LdpcLink, code_layout, measure_threshold_db)
-from meg_lightning.codec.quantizer import (  # noqa: E402
+from meg_lightning.schemes.quantizer import (  # noqa: E402
     LatentQuantizer, gaussian_uniform_quantizer_table)
-from meg_lightning.evaluation.digital import (  # noqa: E402
+from meg_lightning.schemes.digital import (  # noqa: E402
     CapacityDigitalScheme, LatentDigitalScheme)
-from meg_lightning.evaluation.schemes import SchemeOutput  # noqa: E402
+from meg_lightning.channels import make as make_channel  # noqa: E402
+from meg_lightning.schemes.base import SchemeOutput  # noqa: E402
+
+
+def link(snr_db, kind="awgn", num_blocks=1):
+    """The cell's channel at ``snr_db`` (None: the noiseless channel)."""
+    if snr_db is None:
+        return make_channel("none")
+    return make_channel(kind, snr_db=snr_db, num_blocks=num_blocks)
 
 SYMBOLS = code_length(0.5, 256)  # 128 real symbols = 64 QAM symbols: mini latents at fc 0.5
 IDENT = lambda z: z  # noqa: E731  (the "image" is the latent itself)
@@ -112,7 +120,7 @@ def test_noiseless_and_very_high_snr_give_exactly_the_quantised_latent(z_train, 
     z = latents(32, seed=3)
     s = LatentDigitalScheme(z_train, IDENT, SYMBOLS, quantizer=quantizer)
     for snr in (None, 40.0):
-        out = s(z, z, channel=None, snr_db=snr, generator=gen(0))
+        out = s(z, z, channel=link(snr), generator=gen(0))
         assert isinstance(out, SchemeOutput) and out.z_hat.shape == z.shape
         assert int(out.info["mcs"][0]) == len(MCS_TABLE) - 1  # the highest-rate MCS
         K = int(out.info["payload_bits"][0])
@@ -126,15 +134,15 @@ def test_noiseless_and_very_high_snr_give_exactly_the_quantised_latent(z_train, 
 
 def test_awgn_noise_follows_the_project_convention():
     """Unit power per real symbol (sqrt(2) qam) and noise 10^(-SNR/10) per real symbol."""
-    link = LdpcLink(64, MCS_TABLE[4])
-    x = link.encode(torch.randint(0, 2, (256, link.info_bits), generator=gen(4)).float())
+    ldpc = LdpcLink(64, MCS_TABLE[4])
+    x = ldpc.encode(torch.randint(0, 2, (256, ldpc.info_bits), generator=gen(4)).float())
     assert abs(torch.view_as_real(x * math.sqrt(2)).pow(2).mean().item() - 1) < 0.05
-    y, no = link.channel(x, kind="awgn", snr_db=6.0, num_blocks=1, generator=gen(5))
+    y, no = ldpc.channel(x, channel=link(6.0), generator=gen(5))
     n_real = torch.view_as_real((y - x) * math.sqrt(2))  # noise on the unit-power real symbols
     assert abs(10 * math.log10(1 / n_real.pow(2).mean().item()) - 6.0) < 0.1
     torch.testing.assert_close(no, torch.full_like(no, 10 ** -0.6))
     # Rayleigh: uneven blocks from block_sizes (22, 21, 21), noise sigma^2 / |h_b|^2 per block
-    _, no = link.channel(x, kind="rayleigh", snr_db=6.0, num_blocks=3, generator=gen(6))
+    _, no = ldpc.channel(x, channel=link(6.0, "rayleigh", 3), generator=gen(6))
     for a, b in ((0, 22), (22, 43), (43, 64)):
         assert torch.equal(no[:, a:b], no[:, a:a + 1].expand(-1, b - a))
     assert not torch.equal(no[:, 21], no[:, 22])
@@ -146,8 +154,8 @@ def test_cliff_with_a_forced_mcs_and_monotone_mcs_choice(z_train, quantizer):
     t = table[mcs]
     s = LatentDigitalScheme(z_train, IDENT, SYMBOLS, mcs=mcs, quantizer=quantizer)
     z = latents(96, seed=4)
-    below = s(z, z, snr_db=t - 3.0, generator=gen(7)).info
-    above = s(z, z, snr_db=t + 3.0, generator=gen(8)).info
+    below = s(z, z, channel=link(t - 3.0), generator=gen(7)).info
+    above = s(z, z, channel=link(t + 3.0), generator=gen(8)).info
     assert below["bler"].mean() > 0.85 and below["success"].mean() < 0.15
     assert above["bler"].mean() < 0.03 and above["success"].mean() > 0.97
     assert (below["mcs"] == mcs).all() and (above["mcs"] == mcs).all()
@@ -168,10 +176,10 @@ def test_symbol_budget_is_respected(z_train, quantizer):
     z = latents(4, seed=5)
     for symbols in (6, 26, 63, 64, 128, 192):
         s = LatentDigitalScheme(z_train, IDENT, symbols, quantizer=quantizer)
-        out = s(z, z, snr_db=None, generator=gen(0))
+        out = s(z, z, channel=link(None), generator=gen(0))
         assert out.symbols == 2 * (symbols // 2) <= symbols
-        link = s.link(int(out.info["mcs"][0]))
-        assert link.coded_bits == (symbols // 2) * link.mcs.bits_per_symbol
+        code = s.link(int(out.info["mcs"][0]))
+        assert code.coded_bits == (symbols // 2) * code.mcs.bits_per_symbol
     # 26 real symbols = 13 QAM symbols: the QPSK rates are too short for a 5G codeword (k < 12)
     assert LatentDigitalScheme(z_train, IDENT, 26, quantizer=quantizer).feasible[0] == 2
     with pytest.raises(ValueError, match="no MCS fits"):
@@ -190,28 +198,27 @@ def test_capacity_is_never_worse_than_ldpc_on_awgn(z_train, quantizer):
     dig = LatentDigitalScheme(z_train, IDENT, SYMBOLS, quantizer=quantizer)
     cap = CapacityDigitalScheme(z_train, IDENT, SYMBOLS, quantizer=quantizer)
     for snr in (-8.0, 0.0, 9.0, 20.0):
-        d = dig(z, z, snr_db=snr, generator=gen(9))
-        c = cap(z, z, snr_db=snr, generator=gen(9))
+        d = dig(z, z, channel=link(snr), generator=gen(9))
+        c = cap(z, z, channel=link(snr), generator=gen(9))
         if snr >= MEASURED_THRESHOLDS_DB[SYMBOLS // 2][0]:  # below, LDPC sends QPSK 1/5 and fails
             assert c.info["payload_bits"][0] >= d.info["payload_bits"][0]
         assert (c.info["success"] == 1).all()
         assert mse(c.z_hat, z) <= mse(d.z_hat, z), snr
         assert c.symbols == SYMBOLS
-    assert cap.rate_bits(None) == quantizer.capacity_bits
+    assert cap.rate_bits(link(None)) == quantizer.capacity_bits
 
 
 def test_rayleigh_is_deterministic_and_worse_than_awgn(z_train, quantizer):
     z = latents(128, seed=7)
     mcs = 2  # QPSK 1/2
     snr = MEASURED_THRESHOLDS_DB[SYMBOLS // 2][mcs] + 2.0
-    ray = LatentDigitalScheme(z_train, IDENT, SYMBOLS, kind="rayleigh", num_blocks=4, mcs=mcs,
-                              quantizer=quantizer)
+    ray = LatentDigitalScheme(z_train, IDENT, SYMBOLS, mcs=mcs, quantizer=quantizer)
     awgn = LatentDigitalScheme(z_train, IDENT, SYMBOLS, mcs=mcs, quantizer=quantizer)
-    a = ray(z, z, snr_db=snr, generator=gen(10))
-    b = ray(z, z, snr_db=snr, generator=gen(10))
+    a = ray(z, z, channel=link(snr, "rayleigh", 4), generator=gen(10))
+    b = ray(z, z, channel=link(snr, "rayleigh", 4), generator=gen(10))
     assert torch.equal(a.z_hat, b.z_hat)
     assert all(torch.equal(a.info[k], b.info[k]) for k in a.info)
-    w = awgn(z, z, snr_db=snr, generator=gen(10))
+    w = awgn(z, z, channel=link(snr), generator=gen(10))
     assert a.info["bler"].mean() > w.info["bler"].mean() + 0.1
     assert mse(a.z_hat, z) > mse(w.z_hat, z)
     # failed codewords are erased: those latents are exactly the mean
@@ -219,20 +226,19 @@ def test_rayleigh_is_deterministic_and_worse_than_awgn(z_train, quantizer):
     assert failed.any()
     torch.testing.assert_close(a.z_hat[failed], quantizer.mean_latent(int(failed.sum())))
     # the capacity ideal on block fading: outages, none on AWGN; reproducible
-    cr = CapacityDigitalScheme(z_train, IDENT, SYMBOLS, kind="rayleigh", num_blocks=4,
-                               rayleigh_rate="awgn", quantizer=quantizer)
-    c1, c2 = cr(z, z, snr_db=5.0, generator=gen(11)), cr(z, z, snr_db=5.0, generator=gen(11))
+    cr = CapacityDigitalScheme(z_train, IDENT, SYMBOLS, rayleigh_rate="awgn", quantizer=quantizer)
+    faded = link(5.0, "rayleigh", 4)
+    c1, c2 = cr(z, z, channel=faded, generator=gen(11)), cr(z, z, channel=faded, generator=gen(11))
     assert torch.equal(c1.z_hat, c2.z_hat) and 0 < c1.info["success"].mean() < 1
-    opt = CapacityDigitalScheme(z_train, IDENT, SYMBOLS, kind="rayleigh", num_blocks=4,
-                                quantizer=quantizer)
-    assert opt.rate_bits(5.0) < cr.rate_bits(5.0)  # backs off from the AWGN rate
+    opt = CapacityDigitalScheme(z_train, IDENT, SYMBOLS, quantizer=quantizer)
+    assert opt.rate_bits(faded) < cr.rate_bits(faded)  # backs off from the AWGN rate
 
 
 def test_crc_detects_failures_and_costs_its_bits(z_train, quantizer):
     z = latents(64, seed=8)
     s = LatentDigitalScheme(z_train, IDENT, SYMBOLS, mcs=4, crc="CRC11", quantizer=quantizer)
     plain = LatentDigitalScheme(z_train, IDENT, SYMBOLS, mcs=4, quantizer=quantizer)
-    out = s(z, z, snr_db=MEASURED_THRESHOLDS_DB[SYMBOLS // 2][4] - 1.0, generator=gen(12))
+    out = s(z, z, channel=link(MEASURED_THRESHOLDS_DB[SYMBOLS // 2][4] - 1.0), generator=gen(12))
     assert out.info["payload_bits"][0] == plain.link(4).info_bits - 11
     failed = out.info["success"] == 0
     assert 0 < failed.sum() < 64

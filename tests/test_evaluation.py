@@ -9,18 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from meg_lightning.channel import Channel
+from meg_lightning.channels import make as make_channel
 from meg_lightning.evaluation.cells import Cell
-from meg_lightning.evaluation.schemes import (
-    DIGITAL_FAILURE_VALUE,
-    CentralizedScheme,
-    DigitalScheme,
-    FeatureLatentScheme,
-    awgn_capacity_bits,
-    encode_image,
-    threshold_snr_db,
-    to_uint8,
-)
+from meg_lightning.schemes.base import FAILURE_VALUE
+from meg_lightning.schemes.centralized import CentralizedScheme
+from meg_lightning.schemes.digital_image import DigitalImageScheme, encode_image, to_uint8
+from meg_lightning.schemes.feature import FeatureLatentScheme
+from meg_lightning.schemes.ideal import awgn_capacity_bits, threshold_snr_db
 from meg_lightning.evaluation.sweep import (
     COLUMNS,
     enumerate_cells,
@@ -52,8 +47,8 @@ class StandInCodec(nn.Module):
 
 
 def _psnr_at(scheme, images, z, kind, snr, seed=0):
-    ch = Channel(kind=kind, snr_db=snr)
-    out = scheme(z, images, channel=ch, snr_db=snr, generator=torch.Generator().manual_seed(seed))
+    ch = make_channel(kind, snr_db=snr)
+    out = scheme(z, images, channel=ch, generator=torch.Generator().manual_seed(seed))
     return float(psnr_per_image(out.images, images)[0].mean())
 
 
@@ -64,7 +59,7 @@ def test_centralized_psnr_does_not_increase_when_snr_drops(kind):
     snrs = [20.0, 10.0, 0.0, -10.0]
     psnr = [_psnr_at(CentralizedScheme(), images, None, kind, s) for s in snrs]
     assert all(a > b for a, b in zip(psnr, psnr[1:])), psnr
-    out = CentralizedScheme()(None, images, channel=Channel(kind="awgn"), snr_db=0.0, generator=g)
+    out = CentralizedScheme()(None, images, channel=make_channel("awgn", snr_db=0.0), generator=g)
     assert out.symbols == 3 * 16 * 16 and out.images.min() >= 0 and out.images.max() <= 1
 
 
@@ -74,7 +69,7 @@ def test_feature_is_lossless_over_a_noiseless_channel(tiny_pipe):
     z = torch.randn(2, *LATENT)
     scheme = FeatureLatentScheme(lambda zz: decode_latents(tiny_pipe.vae, zz))
     i_0 = decode_latents(tiny_pipe.vae, z)
-    out = scheme(z, i_0, channel=Channel(kind="none"), snr_db=None, generator=None)
+    out = scheme(z, i_0, channel=make_channel("none"), generator=None)
     assert out.symbols == math.prod(LATENT)
     torch.testing.assert_close(out.z_hat, z)
     psnr, capped = psnr_per_image(out.images, i_0)
@@ -88,17 +83,18 @@ def test_digital_cliff_full_quality_above_threshold_failure_below():
     i_0[2] = 0.25
     bits = [8 * len(encode_image(im, "png")) for im in to_uint8(i_0)]
     k = 512
-    scheme = DigitalScheme(k, codec="png", kind="awgn")
+    scheme = DigitalImageScheme(k, codec="png")
     thr = max(threshold_snr_db(b, k) for b in bits)
     assert awgn_capacity_bits(k, thr) == pytest.approx(max(bits))
     assert -10 < thr < 30, thr
-    above = scheme(None, i_0, snr_db=thr + 0.5, generator=None)
+    above = scheme(None, i_0, channel=make_channel("awgn", snr_db=thr + 0.5), generator=None)
     assert bool(above.info["success"].all())
     assert np.array_equal(to_uint8(above.images), to_uint8(i_0))  # PNG is lossless
     assert float(psnr_per_image(above.images, i_0)[0].min()) > 45  # 8-bit quantisation only
-    below = scheme(None, i_0, snr_db=min(threshold_snr_db(b, k) for b in bits) - 0.5, generator=None)
+    low = min(threshold_snr_db(b, k) for b in bits) - 0.5
+    below = scheme(None, i_0, channel=make_channel("awgn", snr_db=low), generator=None)
     assert not bool(below.info["success"].any())
-    assert torch.all(below.images == DIGITAL_FAILURE_VALUE)
+    assert torch.all(below.images == FAILURE_VALUE)
     assert above.symbols == below.symbols == k
 
 
@@ -107,13 +103,16 @@ def test_digital_rayleigh_outage_and_noiseless():
     k = 64
     bits = 8 * len(encode_image(to_uint8(i_0[:1])[0], "png"))
     snr = threshold_snr_db(bits, k) + 3.0  # fits on average, not in deep fades
-    out = DigitalScheme(k, kind="rayleigh", num_blocks=2)(
-        None, i_0, snr_db=snr, generator=torch.Generator().manual_seed(0))
+    out = DigitalImageScheme(k)(None, i_0, channel=make_channel("rayleigh", snr_db=snr,
+                                                                num_blocks=2),
+                                generator=torch.Generator().manual_seed(0))
     rate = float(out.info["success"].mean())
     assert 0.0 < rate < 1.0, rate
-    ok = DigitalScheme(k, kind="none")(None, i_0, snr_db=None, generator=None)
+    ok = DigitalImageScheme(k)(None, i_0, channel=make_channel("none"), generator=None)
     assert bool(ok.info["success"].all())
-    jpeg = DigitalScheme(10**6, codec="jpeg")(None, i_0, snr_db=10.0, generator=None)
+    jpeg = DigitalImageScheme(10**6, codec="jpeg")(None, i_0,
+                                                   channel=make_channel("awgn", snr_db=10.0),
+                                                   generator=None)
     assert bool(jpeg.info["success"].all())
 
 
@@ -180,7 +179,7 @@ def test_sweep_produces_every_cell_and_resumes(make_cfg, tiny_pipe):
 
     def channel_factory(kind, snr):
         calls.append((kind, snr))
-        return Channel(kind=kind, snr_db=snr if math.isfinite(snr) else 0.0)
+        return make_channel(kind, snr_db=snr if math.isfinite(snr) else 0.0)
 
     kw = dict(datamodule=dm, vae=tiny_pipe.vae, codecs={0.5: StandInCodec()},
               channel_factory=channel_factory, progress=False)
@@ -329,7 +328,7 @@ def test_figures_skip_missing_inputs_with_notes(tmp_path):
 
 def test_sweep_loads_a_trained_codec_checkpoint(make_cfg, tiny_pipe, tmp_path):
     """`meg` without injected codecs: the checkpoint `meg train-codec` writes is found and loaded."""
-    from meg_lightning.codec import CodecModule
+    from meg_lightning.codecs import CodecModule
     from meg_lightning.data.datamodule import TensorLatentDataModule
     from meg_lightning.errors import UserError
 
@@ -337,7 +336,7 @@ def test_sweep_loads_a_trained_codec_checkpoint(make_cfg, tiny_pipe, tmp_path):
     dm = TensorLatentDataModule(torch.randn(30, *LATENT), test_fraction=0.2)
     with pytest.raises(UserError, match="meg train-codec codec.fc=0.5"):
         run_sweep(cfg, datamodule=dm, vae=tiny_pipe.vae, progress=False)
-    model = CodecModule(LATENT, fc=0.5, arch="mlp")
+    model = CodecModule(LATENT, codec={"fc": 0.5, "arch": "mlp"})
     ckpt = tmp_path / "runs" / "codec" / "fc0.5" / "best.ckpt"  # codec.train.run_dir(cfg)
     ckpt.parent.mkdir(parents=True)
     torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}, ckpt)
@@ -419,20 +418,19 @@ def test_linear_power_seed_charges_the_linear_code_for_the_power_it_sends(kind):
     power (eval.linear_power=seed, as every other scheme) the de-normalised noise, and so the
     error, grows 4x (AWGN; under fading, less). fc = 1: no truncated tail, all the error is
     noise."""
-    from meg_lightning.codec import LinearCode
-    from meg_lightning.evaluation.schemes import LinearScheme
+    from meg_lightning.codecs import LinearCode
+    from meg_lightning.schemes.linear import LinearScheme
 
     g = torch.Generator().manual_seed(0)
     scales = torch.linspace(1.5, 0.2, 64).view(1, 4, 4, 4)
     z_train = torch.randn(2000, 4, 4, 4, generator=g) * scales
     code = LinearCode.fit(z_train, 1.0)
     z = code.mean.view(1, 4, 4, 4) + 2 * (torch.randn(500, 4, 4, 4, generator=g) * scales)
-    channel = Channel(kind=kind, snr_db=30.0, num_blocks=4 if kind == "rayleigh" else 1)
+    channel = make_channel(kind, snr_db=30.0, num_blocks=4 if kind == "rayleigh" else 1)
     err = {}
     for power in ("average", "seed"):
         scheme = LinearScheme(code, decode_image=lambda z: z, power=power)
-        z_hat, k = scheme.transmit(z, channel=channel, snr_db=30.0,
-                                   generator=torch.Generator().manual_seed(1))
+        z_hat, k = scheme.transmit(z, channel=channel, generator=torch.Generator().manual_seed(1))
         assert k == 64
         err[power] = float((z_hat - z).pow(2).mean())
     if kind == "awgn":

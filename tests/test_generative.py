@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
 
-from meg_lightning.channel import Channel
-from meg_lightning.evaluation import registry
-from meg_lightning.evaluation.generative import (SEED_BITS, DiffusionReceiver, PromptScheme,
-                                                 prompt_bits)
-from meg_lightning.evaluation.schemes import (DIGITAL_FAILURE_VALUE, FeatureLatentScheme,
-                                              threshold_snr_db)
+from meg_lightning import schemes as registry
+from meg_lightning.channels import make as make_channel
+from meg_lightning.errors import ConfigError
+from meg_lightning.schemes.base import FAILURE_VALUE
+from meg_lightning.schemes.feature import FeatureLatentScheme
+from meg_lightning.schemes.generative import DiffusionReceiver
+from meg_lightning.schemes.ideal import threshold_snr_db
+from meg_lightning.schemes.prompt import SEED_BITS, PromptScheme, prompt_bits
 
 LATENT = (4, 8, 8)
 
@@ -23,21 +26,27 @@ def test_registry_names_flags_and_unknown_names():
         assert n in names
     # +dm exactly for the schemes that deliver a latent, right after them
     assert {n for n in names if n.endswith("+dm")} == \
-        {n + "+dm" for n in names if not n.endswith("+dm") and registry.yields_latent(n)}
+        {n + "+dm" for n in names if not n.endswith("+dm") and registry.scheme_class(n).yields_latent}
     assert names.index("meg+dm") == names.index("meg") + 1
-    assert registry.uses_fc("meg+dm") and registry.uses_fc("prompt")
-    assert not registry.uses_fc("feature+dm")
+    assert registry.scheme_class("meg+dm").uses_fc and registry.scheme_class("prompt").uses_fc
+    assert not registry.scheme_class("feature+dm").uses_fc
     # the UE runs the generator for prompt transmission and every generative receiver, only
     assert {n for n in names if registry.runs_generator(n)} == \
         {"prompt"} | {n for n in names if n.endswith("+dm")}
     for bad in ("centralized+dm", "prompt+dm", "megg"):
-        with pytest.raises(KeyError, match="expected one of"):
+        with pytest.raises(ConfigError, match=re.escape(f"eval.schemes='{bad}': expected one of")):
             registry.scheme_class(bad)
+    # every registered scheme is its own class, named by the registry; the properties that
+    # consumers read instead of names are set on each
+    for n, cls in registry.SCHEMES.items():
+        assert cls.name == n and cls.hue and isinstance(cls.order, int)
+    assert registry.with_role("proposed") == ["meg"]
+    assert set(registry.with_role("pixels") + registry.with_role("latent")) == {"centralized",
+                                                                               "feature"}
+    assert registry.having(regenerates=True) == ["prompt"]
 
 
 def test_config_rejects_a_scheme_without_a_latent_receiver(make_cfg):
-    from meg_lightning.errors import ConfigError
-
     with pytest.raises(ConfigError, match="eval.schemes"):
         make_cfg("eval.schemes=[centralized+dm]")
     with pytest.raises(ConfigError, match="eval.ue_steps"):
@@ -58,13 +67,13 @@ def test_error_variance_of_feature_on_awgn_is_the_closed_form(tiny_pipe):
                            guidance_scale=1.0)
     for snr in (-10.0, 0.0, 10.0):
         closed = float((z_cal ** 2).mean()) * 10 ** (-snr / 10)
-        got = rx.sigma_e2(channel=Channel(kind="awgn", snr_db=snr), snr_db=snr)
+        got = rx.sigma_e2(channel=make_channel("awgn", snr_db=snr))
         assert got == pytest.approx(closed, rel=0.05), snr
     # cached per cell, and reproducible across instances (its own seeded generator)
     again = DiffusionReceiver(base, lambda: tiny_pipe, z_cal, ue_steps=4, es_steps=10,
                               guidance_scale=1.0)
-    ch = Channel(kind="awgn", snr_db=0.0)
-    assert rx.sigma_e2(channel=ch, snr_db=0.0) == again.sigma_e2(channel=ch, snr_db=0.0)
+    ch = make_channel("awgn", snr_db=0.0)
+    assert rx.sigma_e2(channel=ch) == again.sigma_e2(channel=ch)
 
 
 def test_dm_is_the_plain_decoder_without_error_and_runs_the_unet_with_it(tiny_pipe):
@@ -80,18 +89,18 @@ def test_dm_is_the_plain_decoder_without_error_and_runs_the_unet_with_it(tiny_pi
     rx = DiffusionReceiver(base, lambda: tiny_pipe, _latents(64, seed=2), ue_steps=3, es_steps=10,
                            guidance_scale=2.0)
     assert rx.name == "feature+dm"
-    kw = dict(i_0=i_0, snr_db=None, generator=torch.Generator().manual_seed(0), prompts=prompts)
-    plain = base(z, channel=Channel(kind="none"), **{k: v for k, v in kw.items() if k != "prompts"})
-    out = rx(z, channel=Channel(kind="none"), **kw)
+    kw = dict(i_0=i_0, generator=torch.Generator().manual_seed(0), prompts=prompts)
+    plain = base(z, channel=make_channel("none"), **{k: v for k, v in kw.items() if k != "prompts"})
+    out = rx(z, channel=make_channel("none"), **kw)
     assert torch.equal(out.images, plain.images) and torch.equal(out.z_hat, z)
     assert out.info["ue_unet_evals"].tolist() == [0.0] * 4
-    noisy = rx(z, channel=Channel(kind="awgn", snr_db=0.0), i_0=i_0, snr_db=0.0,
+    noisy = rx(z, channel=make_channel("awgn", snr_db=0.0), i_0=i_0,
                generator=torch.Generator().manual_seed(0), prompts=prompts)
     evals = noisy.info["ue_unet_evals"]
     assert torch.all(evals > 0) and torch.all(evals <= 2 * 3)  # CFG: 2 evals per step, <= 3 steps
     assert float(noisy.info["dm_sigma_e2"][0]) > 0
     with pytest.raises(ValueError, match="prompt"):
-        rx(z, channel=Channel(kind="none"), i_0=i_0, snr_db=None, generator=None, prompts=None)
+        rx(z, channel=make_channel("none"), i_0=i_0, generator=None, prompts=None)
 
 
 def test_prompt_bits_are_the_shorter_of_utf8_and_deflate_plus_the_seed():
@@ -103,7 +112,7 @@ def test_prompt_bits_are_the_shorter_of_utf8_and_deflate_plus_the_seed():
 
 
 def test_a_dictionary_of_training_words_shortens_unseen_prompts():
-    from meg_lightning.evaluation.generative import prompt_dictionary
+    from meg_lightning.schemes.prompt import prompt_dictionary
     from meg_lightning.mini.dataset import combinations
 
     train = [a.caption for a in combinations("train")]
@@ -122,17 +131,20 @@ def test_prompt_scheme_cliff_on_awgn_and_all_or_nothing_on_fading():
     prompts = ["a small red triangle on a blue background, top left"] * 6
     symbols = 32
     thr = threshold_snr_db(prompt_bits(prompts[0]), symbols)
-    s = PromptScheme(symbols, kind="awgn", es_steps=25, guidance_scale=5.0)
-    above = s(z, i_0, snr_db=thr + 0.1, generator=None, prompts=prompts)
-    below = s(z, i_0, snr_db=thr - 0.1, generator=None, prompts=prompts)
+    s = PromptScheme(symbols, es_steps=25, guidance_scale=5.0)
+    above = s(z, i_0, channel=make_channel("awgn", snr_db=thr + 0.1), generator=None,
+              prompts=prompts)
+    below = s(z, i_0, channel=make_channel("awgn", snr_db=thr - 0.1), generator=None,
+              prompts=prompts)
     assert torch.equal(above.images, i_0) and torch.equal(above.z_hat, z)
     assert above.info["success"].tolist() == [1.0] * 6
-    assert torch.all(below.images == DIGITAL_FAILURE_VALUE) and torch.all(below.z_hat == 0)
+    assert torch.all(below.images == FAILURE_VALUE) and torch.all(below.z_hat == 0)
     assert below.info["success"].tolist() == [0.0] * 6
     assert float(above.info["threshold_snr_db"][0]) == pytest.approx(thr)
-    fading = PromptScheme(symbols, kind="rayleigh", num_blocks=2)
-    a = fading(z, i_0, snr_db=thr + 3, generator=torch.Generator().manual_seed(5), prompts=prompts)
-    b = fading(z, i_0, snr_db=thr + 3, generator=torch.Generator().manual_seed(5), prompts=prompts)
+    fading = PromptScheme(symbols)
+    ray = make_channel("rayleigh", snr_db=thr + 3, num_blocks=2)
+    a = fading(z, i_0, channel=ray, generator=torch.Generator().manual_seed(5), prompts=prompts)
+    b = fading(z, i_0, channel=ray, generator=torch.Generator().manual_seed(5), prompts=prompts)
     assert torch.equal(a.images, b.images)
     for i, ok in enumerate(a.info["success"].tolist()):  # each image all or nothing
         assert torch.equal(a.images[i], i_0[i]) if ok else bool(torch.all(a.images[i] == 0.5))
@@ -164,8 +176,9 @@ def test_prompt_regenerated_at_the_ue_equals_the_cached_i0(make_cfg):
         return decode_latents(pipe.vae, zz).float()
 
     i_0 = decode(z)
-    s = PromptScheme(10_000, kind="awgn", regenerate=ue_generation, decode_image=decode)
-    out = s(z, i_0, snr_db=0.0, generator=None, prompts=prompts, seeds=seeds)
+    s = PromptScheme(10_000, regenerate=ue_generation, decode_image=decode)
+    out = s(z, i_0, channel=make_channel("awgn", snr_db=0.0), generator=None, prompts=prompts,
+            seeds=seeds)
     assert out.info["success"].tolist() == [1.0] * 3
     assert torch.equal(out.z_hat, z)  # the UE's latent is the edge server's, bit for bit
     assert torch.equal(out.images, i_0)

@@ -188,7 +188,7 @@ BAD_INPUTS = [
     ("eval", ["eval.schemes=[meg]", 'eval.codec_checkpoints={{"abc": "x.ckpt"}}'],
      ["eval.codec_checkpoints.abc", "compression rates"]),
     ("eval", ["eval.schemes=[meg-adaptive]"],
-     ["no adaptive codec for fc=0.5", "make train-codec-adaptive FC=0.5"]),
+     ["no trained codec for fc=0.5", "make train-codec-adaptive FC=0.5"]),
     ("eval", ["eval.schemes=[meg-adaptive]", 'eval.adaptive_checkpoints={{"abc": "x.ckpt"}}'],
      ["eval.adaptive_checkpoints.abc", "compression rates"]),
     ("eval", ["eval.pretrained=maybe"], ["eval.pretrained='maybe'"]),
@@ -198,14 +198,21 @@ BAD_INPUTS = [
     ("eval", ["out_dir={w}/files/a_file"], ["out_dir=", "is a file"]),
     ("eval", ["out_dir={w}/out_csv_binary"], ["results.csv", "not UTF-8"]),
     ("train-codec", ["codec.loss=l1"], ["codec.loss='l1'", "mse, linear_ratio"]),
-    ("train-codec", ["codec.arch=adaptive", "codec.gate=soft"], ["codec.gate='soft'", "posterior"]),
-    ("train-codec", ["codec.arch=adaptive", "codec.dense_aux=-1"], ["codec.dense_aux=-1", ">= 0"]),
+    ("train-codec", ["codec.arch=adaptive", "codec.adaptive.gate=soft"],
+     ["codec.adaptive.gate='soft'", "posterior"]),
+    ("train-codec", ["codec.arch=adaptive", "codec.adaptive.dense_aux=-1"],
+     ["codec.adaptive.dense_aux=-1", ">= 0"]),
     ("train-codec", ["codec.arch=mlp", "codec.gate=posterior"],
-     ["codec.gate='posterior'", "unless codec.arch=adaptive"]),
-    ("train-codec", ["codec.arch=adaptive", "codec.skip=none", "codec.freeze_dense=true"],
-     ["codec.freeze_dense=True", "dense path"]),
-    ("train-codec", ["codec.arch=adaptive", "codec.skip=none", "codec.dense_aux=1"],
-     ["codec.dense_aux=1", "without the dense path"]),
+     ["codec.gate='posterior'", "a known key"]),
+    ("train-codec", ["codec.arch=adaptive", "codec.adaptive.skip=none",
+                     "codec.adaptive.freeze_dense=true"],
+     ["codec.adaptive.freeze_dense=True", "dense path"]),
+    ("train-codec", ["codec.arch=adaptive", "codec.adaptive.skip=none",
+                     "codec.adaptive.dense_aux=1"],
+     ["codec.adaptive.dense_aux=1", "without the dense path"]),
+    ("train-codec", ["codec.arch=cnn"], ["codec.arch='cnn'", "paper, mlp, adaptive"]),
+    ("train-codec", ["channel.num_blocks=7"], ["channel.num_blocks=7", "a divisor of the"]),
+    ("train-codec", ["channel.kind=rician"], ["channel.kind='rician'", "awgn, rayleigh"]),
     # figures
     ("figures", ["out_dir={w}/out_csv_binary"], ["results.csv", "not UTF-8"]),
     ("figures", ["out_dir={w}/out_csv_columns"], ["results.csv", "no column cell"]),
@@ -309,7 +316,7 @@ def test_eval_interrupted_and_resumed_equals_uninterrupted(world, tmp_path, monk
 
 
 def _codec_cfg(tmp_path, out, *extra):
-    from meg_lightning.config import load_config
+    from meg_lightning.compose import load_config
 
     return load_config([f"out_dir={tmp_path / out}", "logger=none", "codec.arch=mlp",
                         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
@@ -319,7 +326,7 @@ def _codec_cfg(tmp_path, out, *extra):
 def test_train_codec_interrupted_and_resumed_equals_uninterrupted(tmp_path, capsys):
     import lightning as L
 
-    from meg_lightning.codec.train import epochs_done, main
+    from meg_lightning.codecs.train import epochs_done, main
     from meg_lightning.data.datamodule import TensorLatentDataModule
     from meg_lightning.errors import ConfigError
 
@@ -361,7 +368,7 @@ def test_train_codec_interrupted_and_resumed_equals_uninterrupted(tmp_path, caps
 
 def test_train_codec_ctrl_c_through_lightning_exits_130(world, monkeypatch, capsys):
     """Lightning catches KeyboardInterrupt and calls sys.exit(1); the CLI still says 130."""
-    from meg_lightning.codec.module import CodecModule
+    from meg_lightning.codecs.module import CodecModule
 
     def interrupted(self, batch, batch_idx):
         raise KeyboardInterrupt

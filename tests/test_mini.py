@@ -142,7 +142,7 @@ def test_shipped_tokenizer_equals_the_built_one():
 
 # ----------------------------------------------------------------------------- shipped pipeline
 def test_mini_preset():
-    from meg_lightning.config import load_config
+    from meg_lightning.compose import load_config
 
     cfg = load_config(["model=mini"])
     assert (cfg.generation.height, cfg.generation.width) == (64, 64)
@@ -232,7 +232,7 @@ def test_classifier_is_a_fid_feature_extractor(classifier):
 
 
 def test_mini_fid_is_the_default_for_mini_and_named_so():
-    from meg_lightning.config import load_config
+    from meg_lightning.compose import load_config
     from meg_lightning.errors import ConfigError
     from meg_lightning.metrics import feature_name, make_feature_extractor
     from meg_lightning.mini.classifier import AttributeClassifier
@@ -355,18 +355,22 @@ def test_training_defaults_are_the_shipped_run():
     assert {k: defaults[k] for k in shipped} == shipped
 
 
-def test_train_cli_rejects_bad_keys(capsys):
-    from meg_lightning.mini.train import cli
+def test_train_mini_command_rejects_bad_keys_before_writing(capsys, tmp_path):
+    from meg_lightning.cli import run
 
-    assert cli(["unet_steps=-1"]) == 2
-    assert "unet_steps=-1" in capsys.readouterr().err
-    assert cli(["no_such_key=1"]) == 2
-    assert "no_such_key" in capsys.readouterr().err
-    assert cli(["stages=[vae,fly]"]) == 2
+    out = f"mini.out_dir={tmp_path / 'mini'}"
+    for arg, needle in (("mini.unet_steps=-1", "mini.unet_steps=-1"),
+                        ("mini.no_such_key=1", "mini.no_such_key"),
+                        ("mini.stages=[vae,fly]", "mini.stages="),
+                        ("mini.vae_lr=fast", "mini.vae_lr='fast'")):
+        assert run(["train-mini", out, arg]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "mini").exists()
 
 
 def _two_seeds(prompts: list[str]) -> torch.Tensor:
-    from meg_lightning.config import load_config
+    from meg_lightning.compose import load_config
     from meg_lightning.mini.train import generate_reference_images
 
     gen = load_config(["model=mini"]).generation
@@ -406,7 +410,7 @@ def test_the_seed_decides_on_every_heldout_prompt(classifier):
 @pytest.mark.slow
 def test_heldout_reference_images_match_their_prompts(classifier):
     """I_0 (no channel) for every held-out prompt, with the preset's sampler: >= 90% all-correct."""
-    from meg_lightning.config import load_config
+    from meg_lightning.compose import load_config
     from meg_lightning.mini.classifier import semantic_accuracy
     from meg_lightning.mini.train import generate_reference_images
 

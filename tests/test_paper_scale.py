@@ -46,7 +46,7 @@ def test_sd15_tokenizer_has_sd_sizes():
 
 
 def test_sd15_random_preset_is_the_paper_shape(make_cfg):
-    from meg_lightning.codec.train import trainer_kwargs
+    from meg_lightning.codecs.train import trainer_kwargs
 
     cfg = make_cfg("model=sd15-random")
     g = cfg.generation
@@ -107,7 +107,7 @@ _SWEEP_RSS = textwrap.dedent("""
     import sys, torch
     import torch.nn.functional as F
     from pathlib import Path
-    from meg_lightning.config import load_config
+    from meg_lightning.compose import load_config
     from meg_lightning.data.datamodule import TensorLatentDataModule
     from meg_lightning.evaluation.sweep import run_sweep
     torch.set_num_threads(1)
@@ -146,21 +146,24 @@ def test_sweep_memory_is_flat_in_the_number_of_images(tmp_path):
     assert peak[32] < 1.03 * peak[8], peak
 
 
-def test_rehearsal_refuses_bad_input_and_writes_nothing(tmp_path):
-    for args, key in ((["prompts=abc"], "prompts"), (["speed=3"], "argument"),
-                      (["prompts=6"], "prompts"), (["images=0"], "images")):
-        out = subprocess.run([sys.executable, "-m", "meg_lightning.rehearsal",
-                              f"out={tmp_path / 'r'}", *args], capture_output=True, text=True,
-                             timeout=120)
-        lines = out.stderr.strip().splitlines()
-        assert out.returncode == 2 and len(lines) == 1 and key in lines[0], out.stderr
+def test_rehearsal_refuses_bad_input_and_writes_nothing(tmp_path, capsys):
+    from meg_lightning.cli import run
+
+    for args, key in ((["rehearsal.prompts=abc"], "rehearsal.prompts='abc'"),
+                      (["rehearsal.speed=3"], "rehearsal.speed"),
+                      (["rehearsal.prompts=6"], "rehearsal.prompts=6"),
+                      (["rehearsal.images=0"], "rehearsal.images=0"),
+                      (["rehearsal.only=[evals]"], "rehearsal.only=")):
+        assert run(["rehearsal", f"rehearsal.out={tmp_path / 'r'}", *args]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and key in lines[0], lines
     assert not (tmp_path / "r").exists()
 
 
 def test_rehearsal_plan_runs_every_stage_at_paper_scale(tmp_path):
-    from meg_lightning.rehearsal import parse_args, plan
+    from meg_lightning.rehearsal import RehearsalConfig, plan
 
-    stages = plan(parse_args([f"out={tmp_path}"]))
+    stages = plan(RehearsalConfig(out=str(tmp_path)))
     names = [s.name for s in stages]
     assert names[0] == "build" and names[-1] == "figures"
     for cmd in ("latents", "train-codec", "train-ppo", "eval", "figures"):
@@ -197,7 +200,8 @@ def test_rehearsal_every_stage_at_paper_scale(tmp_path):
     from meg_lightning.evaluation.sweep import read_results
 
     out = tmp_path / "rehearsal"
-    proc = subprocess.run([sys.executable, "-m", "meg_lightning.rehearsal", f"out={out}"],
+    proc = subprocess.run([sys.executable, "-m", "meg_lightning.cli", "rehearsal",
+                           f"rehearsal.out={out}"],
                           capture_output=True, text=True, timeout=3 * 3600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rep = json.loads((out / "rehearsal.json").read_text())
@@ -237,7 +241,7 @@ def test_train_codec_uses_the_file_checkpoint_writer(make_cfg, monkeypatch):
     import lightning as L
 
     from meg_lightning.checkpoint_io import FileCheckpointIO
-    from meg_lightning.codec import train
+    from meg_lightning.codecs import train
     from meg_lightning.data.datamodule import TensorLatentDataModule
 
     seen = {}

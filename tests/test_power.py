@@ -14,8 +14,8 @@ import pytest
 import torch
 from torchrl.envs.utils import check_env_specs
 
-from meg_lightning.channel import theory
-from meg_lightning.config import load_config
+from meg_lightning.channels import theory
+from meg_lightning.compose import load_config
 from meg_lightning.errors import ConfigError, UserError
 from meg_lightning.power import (CausalDP, DPPolicy, EqualPolicy, GaussianSeeds, LatentSeeds,
                                  MEGPowerEnv, OraclePolicy, equal_power, make_env, oracle_power,
@@ -119,12 +119,12 @@ def test_same_seed_same_draws():
 
 def test_latent_seeds_with_codec_and_images():
     """The meg scheme's mechanics: codec seeds, z_hat from the decoder, PSNR / FID rewards."""
-    from meg_lightning.codec.module import CodecModule
+    from meg_lightning.codecs.module import CodecModule
     from meg_lightning.metrics.fid import PixelFeatures
 
     torch.manual_seed(0)
     z = torch.randn(12, 4, 4, 4)
-    codec = CodecModule((4, 4, 4), fc=0.5, arch="mlp").eval()
+    codec = CodecModule((4, 4, 4), codec={"fc": 0.5, "arch": "mlp"}).eval()
     images = lambda z: torch.sigmoid(z[:, :3].repeat_interleave(2, -1).repeat_interleave(2, -2))  # noqa: E731
     src = LatentSeeds(z, codec=codec)
     src.images = images  # a stand-in for the VAE decoder (any latent -> [0, 1] image map)
@@ -220,10 +220,10 @@ def test_bad_input_direct_env_arguments():
 
 
 def test_codec_checkpoint_for_another_latent_shape(tmp_path, monkeypatch):
-    from meg_lightning.codec.module import CodecModule
+    from meg_lightning.codecs.module import CodecModule
     from meg_lightning.data import TensorLatentDataModule
 
-    codec = CodecModule((4, 8, 8), fc=0.5, arch="mlp")
+    codec = CodecModule((4, 8, 8), codec={"fc": 0.5, "arch": "mlp"})
     ckpt = tmp_path / "codec.ckpt"
     torch.save({"hyper_parameters": dict(codec.hparams), "state_dict": codec.state_dict()}, ckpt)
     dm = TensorLatentDataModule(torch.randn(10, 4, 4, 4))
@@ -236,7 +236,7 @@ def test_codec_checkpoint_for_another_latent_shape(tmp_path, monkeypatch):
     cfg = small_cfg(tmp_path, "ppo.scheme=meg")  # no checkpoint at all, and none trained
     with pytest.raises(UserError, match="no trained codec for fc=0.5.*codec.checkpoint"):
         make_env(cfg)
-    good = CodecModule((4, 4, 4), fc=0.5, arch="mlp")  # the right shape: seeds of k = 32
+    good = CodecModule((4, 4, 4), codec={"fc": 0.5, "arch": "mlp"})  # the right shape: seeds of k = 32
     torch.save({"hyper_parameters": dict(good.hparams), "state_dict": good.state_dict()}, ckpt)
     env = make_env(small_cfg(tmp_path, "ppo.scheme=meg", f"codec.checkpoint={ckpt}"), num_envs=4)
     assert env.source.seed_dim == 32
@@ -279,7 +279,8 @@ def test_train_ppo_smoke_and_resume(tmp_path):
 
 
 def test_fig10_sweep_csv(tmp_path):
-    from meg_lightning.power.evaluate import FIG10_COLUMNS, fig10_sweep
+    from meg_lightning.power.evaluate import FIG10_COLUMNS
+    from meg_lightning.power.sweep import fig10_sweep
 
     cfg = small_cfg(tmp_path, "ppo.total_frames=512")
     path = fig10_sweep(cfg, powers=(0.5, 4.0), num_images=128)
@@ -312,11 +313,3 @@ def test_ppo_closes_80_percent_of_the_gap_to_causal_dp(tmp_path):
     assert pol["equal"] > pol["causal_dp"] > pol["oracle"]
     assert res["gap_closed"] >= 0.8
     assert took < 600
-
-
-def test_ppo_yaml_equals_the_defaults():
-    from dataclasses import asdict
-
-    from meg_lightning.config import PPOConfig
-
-    assert asdict(load_config([]).ppo) == asdict(PPOConfig())

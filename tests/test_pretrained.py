@@ -8,10 +8,14 @@ import re
 import pytest
 import torch
 
-from meg_lightning.codec import LinearCode, pretrained
-from meg_lightning.codec.components import code_length
+from helpers import codec_module
+from meg_lightning import recipe
+from meg_lightning.channels import make as make_channel
+from meg_lightning.codecs import LinearCode, pretrained
+from meg_lightning.codecs.base import code_length
 from meg_lightning.errors import UserError
-from meg_lightning.evaluation.schemes import AdaptiveLatentScheme
+from meg_lightning.evaluation.inputs import codec_source
+from meg_lightning.schemes.meg import AdaptiveLatentScheme
 
 from conftest import REPO
 
@@ -21,7 +25,7 @@ MINI = (4, 8, 8)
 def test_the_makefile_recipe_is_the_shipped_recipe():
     text = (REPO / "Makefile").read_text().replace("\\\n", " ")
     args = re.search(r"^ADAPTIVE_ARGS = (.*)$", text, re.M).group(1).split()
-    assert args == pretrained.RECIPE
+    assert args == recipe.RECIPE
 
 
 @pytest.mark.parametrize("fc", ["0.1", "0.25", "0.5", "0.6", "0.75"])
@@ -32,8 +36,8 @@ def test_the_makefile_trains_each_rate_at_the_recipes_width(fc):
                          capture_output=True, text=True, check=True).stdout
     line = next(ln for ln in out.splitlines() if "meg train-codec" in ln)
     assert f"codec.fc={fc} " in line
-    assert re.findall(r"codec\.width=(\d+)", line) == [str(pretrained.recipe_width(float(fc)))]
-    assert pretrained.recipe_width(0.5) == 64 and pretrained.recipe_width(0.75) == 128
+    assert re.findall(r"codec\.adaptive\.width=(\d+)", line) == [str(recipe.recipe_width(float(fc)))]
+    assert recipe.recipe_width(0.5) == 64 and recipe.recipe_width(0.75) == 128
 
 
 @pytest.mark.parametrize("fc", pretrained.SHIPPED_FCS)
@@ -43,9 +47,9 @@ def test_a_shipped_mini_codec_loads_as_the_adaptive_codec_it_says(fc):
     assert codec.adaptive and not codec.training
     assert codec.k == code_length(fc, 256)
     # its card says how it was made: the recipe, the data, the time
-    for key in pretrained.RECIPE:
+    for key in recipe.RECIPE:
         assert key in card["recipe"]
-    assert card["hyper_parameters"]["width"] == pretrained.recipe_width(fc)
+    assert card["hyper_parameters"]["codec"]["adaptive"]["width"] == recipe.recipe_width(fc)
     assert card["data"]["data_id"] and card["train_seconds"] > 0
     assert card["parameters"] == sum(p.numel() for p in codec.parameters())
     # one model for every SNR: the same latents get another code at another SNR
@@ -62,9 +66,11 @@ def test_no_pretrained_codec_for_another_model_or_rate_is_one_clear_line():
         pretrained.load_pretrained("mini", 0.3)
 
 
-def test_which_adaptive_codec_eval_takes(make_cfg, tmp_path):
-    from meg_lightning.evaluation.inputs import adaptive_checkpoint
+def adaptive_checkpoint(cfg, fc):
+    return codec_source(cfg, "codec-adaptive", fc)[0]
 
+
+def test_which_adaptive_codec_eval_takes(make_cfg, tmp_path):
     cfg = make_cfg("model=mini", "eval.schemes=[meg-adaptive]")
     shipped = pretrained.folder("mini", 0.5) / "codec.safetensors"
     assert adaptive_checkpoint(cfg, 0.5) == shipped  # nothing trained in out_dir
@@ -76,7 +82,7 @@ def test_which_adaptive_codec_eval_takes(make_cfg, tmp_path):
     assert adaptive_checkpoint(forced, 0.5) == shipped  # unless asked for the shipped one
     named = make_cfg("model=mini", 'eval.adaptive_checkpoints={"0.5": /x/y.ckpt}')
     assert str(adaptive_checkpoint(named, 0.5)) == "/x/y.ckpt"
-    with pytest.raises(UserError, match="no adaptive codec for fc=0.5: .*none ships for "
+    with pytest.raises(UserError, match="no trained codec for fc=0.5: .*none ships for "
                                         "model=tiny.*make train-codec-adaptive FC=0.5"):
         adaptive_checkpoint(make_cfg(f"out_dir={tmp_path / 'other'}"), 0.5)
 
@@ -101,15 +107,11 @@ class _Recorder(torch.nn.Module):
 
 @pytest.mark.parametrize("kind,blocks", [("awgn", 1), ("rayleigh", 4)])
 def test_meg_adaptive_gives_both_ends_the_snr_and_the_decoder_each_blocks_snr(kind, blocks):
-    from meg_lightning.channel import Channel
-
     codec = _Recorder(64)
-    scheme = AdaptiveLatentScheme("meg-adaptive", lambda z: z, codec.encode, codec.decode,
-                                  fc=0.25, codec=codec)
-    channel = Channel(kind=kind, snr_db=7.0, num_blocks=blocks, equalizer="mmse")
+    scheme = AdaptiveLatentScheme(lambda z: z, codec, fc=0.25, latent_shape=MINI)
+    channel = make_channel(kind, snr_db=7.0, num_blocks=blocks, equalizer="mmse")
     z = torch.randn(3, *MINI)
-    _, symbols = scheme.transmit(z, channel=channel, snr_db=7.0,
-                                 generator=torch.Generator().manual_seed(0))
+    _, symbols = scheme.transmit(z, channel=channel, generator=torch.Generator().manual_seed(0))
     assert symbols == 64
     (_, snr_enc), (_, snr_dec, csi) = codec.calls
     assert torch.equal(snr_enc, torch.full((3,), 7.0)) and torch.equal(snr_dec, snr_enc)
@@ -121,11 +123,9 @@ def test_meg_adaptive_gives_both_ends_the_snr_and_the_decoder_each_blocks_snr(ki
 
 
 def test_reference_mse_is_the_linear_codes_closed_form():
-    from meg_lightning.codec import CodecModule
-
     g = torch.Generator().manual_seed(0)
     z = torch.randn(300, *MINI, generator=g) * torch.linspace(2, 0.1, 256).reshape(1, *MINI)
-    m = CodecModule(MINI, fc=0.25, arch="adaptive", loss="linear_ratio")
+    m = codec_module(MINI, fc=0.25, arch="adaptive", loss="linear_ratio")
     m.fit_reference(z)
     code = LinearCode.fit(z, 0.25)
     for snr in (-10.0, 0.0, 3.0, 20.0):  # on the 1 dB grid: exact
@@ -139,10 +139,8 @@ def test_reference_mse_is_the_linear_codes_closed_form():
 
 
 def test_the_per_sample_reference_follows_each_blocks_fade():
-    from meg_lightning.codec import CodecModule
-
     z = torch.randn(300, *MINI) * torch.linspace(2, 0.1, 256).reshape(1, *MINI)
-    m = CodecModule(MINI, fc=0.5, arch="adaptive", loss="linear_ratio")
+    m = codec_module(MINI, fc=0.5, arch="adaptive", loss="linear_ratio")
     m.fit_reference(z)
     awgn = m.sample_reference(torch.tensor([[10.0]]))  # one block at the SNR: the AWGN value
     assert float(awgn) == pytest.approx(float(m.reference_mse(torch.tensor([10.0]))))
@@ -157,13 +155,13 @@ def test_the_recipe_reproduces_a_shipped_codec_on_a_small_budget(tmp_path):
     training time on each card."""
     small = ["data.num_prompts=48", "trainer.max_epochs=3", "codec.early_stop_patience=null",
              "logger=none", "generation.num_inference_steps=10"]
-    best = pretrained.reproduce(tmp_path, fcs=[0.5, 0.75], extra=small, export_to=tmp_path / "w")
+    best = recipe.reproduce(tmp_path, fcs=[0.5, 0.75], extra=small, export_to=tmp_path / "w")
     import json
 
     for fc in (0.5, 0.75):
         made = json.loads((tmp_path / "w" / "mini" / f"fc{fc:g}" / "codec.json").read_text())
         shipped = pretrained.read_card("mini", fc)
-        skip = {"data_id", "seed"}
+        skip = {"data_id", "seed"}  # the cards' data are the full recipe's
         assert {k: v for k, v in made["hyper_parameters"].items() if k not in skip} == \
             {k: v for k, v in shipped["hyper_parameters"].items() if k not in skip}
         assert best[fc].is_file()
@@ -174,7 +172,6 @@ def test_the_sweep_evaluates_meg_adaptive_from_out_dir_and_resumes(make_cfg, tin
     """`meg-adaptive` in a sweep: the codec `make train-codec-adaptive` leaves in out_dir is
     loaded; its rows carry that codec's id, get the OPTA bound on AWGN, and a new checkpoint
     invalidates them (and only them)."""
-    from meg_lightning.codec import CodecModule
     from meg_lightning.data.datamodule import TensorLatentDataModule
     from meg_lightning.evaluation.sweep import run_sweep
 
@@ -184,9 +181,9 @@ def test_the_sweep_evaluates_meg_adaptive_from_out_dir_and_resumes(make_cfg, tin
     g = torch.Generator().manual_seed(0)
     scales = torch.linspace(2.0, 0.05, 256).view(1, *MINI)
     dm = TensorLatentDataModule(torch.randn(400, *MINI, generator=g) * scales, test_fraction=0.1)
-    with pytest.raises(UserError, match="no adaptive codec for fc=0.5"):
+    with pytest.raises(UserError, match="no trained codec for fc=0.5"):
         run_sweep(cfg, datamodule=dm, vae=tiny_pipe.vae, progress=False)
-    model = CodecModule(MINI, fc=0.5, arch="adaptive", channel=dict(kind="rayleigh", num_blocks=4))
+    model = codec_module(MINI, fc=0.5, arch="adaptive", channel=dict(kind="rayleigh", num_blocks=4))
     ds = dm.dataset("train")
     model.init_linear(torch.stack([ds[i]["z"] for i in range(len(ds))]))  # = the KLT code
     ckpt = tmp_path / "runs" / "codec-adaptive" / "fc0.5" / "best.ckpt"

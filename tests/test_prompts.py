@@ -52,7 +52,7 @@ def test_prompt_file_errors(tmp_path):
 
 def test_mini_prompts_resolve_from_the_installed_package(tmp_path, monkeypatch):
     """`model=mini` run outside the repository still finds its captions (package resource)."""
-    from meg_lightning.config import load_config
+    from meg_lightning.compose import load_config
     from meg_lightning.data.prompts import get_prompts, resolve_prompt_path
     from meg_lightning.errors import ConfigError
     from meg_lightning.mini.dataset import PROMPT_FILE

@@ -1,84 +1,151 @@
-"""`meg <command> [key=value ...]`: the command-line entry point.
+"""`meg <command> [key=value ...]`: the command-line entry point, the only place that reads argv.
 
-Exit codes: 0 success; 2 bad input or configuration (one line on stderr naming the key, the value
-and what was expected; also a runtime failure that is the user's to fix: disk full, permission
-denied, out of memory); 1 any other failure (one line; ``--debug`` or ``MEG_DEBUG=1`` shows the
-traceback); 130 interrupted (Ctrl-C or SIGTERM; rerunning the same command resumes).
+Every stage is a command with the same ``key=value`` parsing, checks and exit codes: 0 success;
+2 bad input or configuration (one line on stderr naming the key, the value and what was
+expected; also a runtime failure that is the user's to fix: disk full, permission denied, out of
+memory); 1 any other failure (one line; ``--debug`` or ``MEG_DEBUG=1`` shows the traceback); 130
+interrupted (Ctrl-C or SIGTERM; rerunning the same command resumes). Every check runs before the
+first file is written (:mod:`meg_lightning.preflight`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import inspect
 import os
+import re
 import sys
 import traceback
-from dataclasses import fields, is_dataclass
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 from meg_lightning.errors import UserError
 
-# command -> (module, function, one-line help). Each function takes a validated MegConfig.
-COMMANDS: dict[str, tuple[str, str, str]] = {
-    "latents": ("meg_lightning.data.cache", "main", "generate and cache SD latents for N prompts"),
-    "train-codec": ("meg_lightning.codec.train", "main",
-                    "train the compression encoder/decoder through the channel"),
-    "train-ppo": ("meg_lightning.power.train", "main", "train the PPO power-allocation agent"),
-    "eval": ("meg_lightning.evaluation.sweep", "main",
-             "PSNR/FID against SNR and fc for every scheme (resumable sweep)"),
-    "figures": ("meg_lightning.evaluation.figures", "main", "regenerate every figure from saved results"),
-    "demo": ("meg_lightning.demo", "main", "run every stage end to end on the offline default"),
-    "bench": ("meg_lightning.bench", "main", "run the benchmarks under benchmarks/"),
+#: the config sections every command reads
+COMMON = ("model", "seed", "out_dir", "logger", "wandb", "generation")
+
+
+@dataclass(frozen=True)
+class Command:
+    """One ``meg`` command: ``target`` (``module:function``, called with the composed config),
+    the config sections it reads (shown by ``--help``), its own settings section (``module:Class``
+    added to the config as ``section.*``) and its default YAML files under ``configs/``."""
+
+    target: str
+    help: str
+    reads: tuple[str, ...]
+    section: Optional[str] = None
+    settings: Optional[str] = None
+    defaults: tuple[str, ...] = ()
+
+    def load(self, ref: Optional[str] = None) -> Any:
+        """The object ``module:name`` (the command's function by default). Command modules are
+        imported when their command runs: importing them all would make ``meg --help`` slow."""
+        module, name = (ref or self.target).split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+COMMANDS: dict[str, Command] = {
+    "latents": Command("meg_lightning.data.cache:main",
+                       "generate and cache SD latents for N prompts", ("data", "trainer")),
+    "train-codec": Command("meg_lightning.codecs.train:main",
+                           "train the compression encoder/decoder through the channel",
+                           ("data", "channel", "codec", "trainer")),
+    "train-ppo": Command("meg_lightning.power.sweep:main",
+                         "train the PPO power-allocation agent",
+                         ("data", "channel", "codec", "ppo", "eval")),
+    "eval": Command("meg_lightning.evaluation.sweep:main",
+                    "PSNR/FID against SNR and fc for every scheme (resumable sweep)",
+                    ("data", "channel", "codec", "eval")),
+    "figures": Command("meg_lightning.evaluation.figures:main",
+                       "regenerate every figure from saved results", ("eval", "codec")),
+    "demo": Command("meg_lightning.demo:main",
+                    "run every stage end to end on the offline default",
+                    ("data", "channel", "codec", "ppo", "eval", "trainer"),
+                    defaults=("demo.yaml",)),
+    "bench": Command("meg_lightning.bench:main", "run the benchmarks under benchmarks/", ()),
+    "train-mini": Command("meg_lightning.mini.train:main",
+                          "train the shipped mini text-to-image model and its classifier",
+                          (), section="mini", settings="meg_lightning.mini.train:MiniTrainConfig"),
+    "rehearsal": Command("meg_lightning.rehearsal:main",
+                         "every stage at SD-v1.5 size on random weights: time and peak memory",
+                         (), section="rehearsal",
+                         settings="meg_lightning.rehearsal:RehearsalConfig"),
+    "pretrained-codecs": Command("meg_lightning.recipe:main",
+                                "reproduce the codecs shipped for mini (the adaptive recipe)",
+                                ("trainer",), section="recipe",
+                                settings="meg_lightning.recipe:RecipeConfig"),
 }
-
-_OVERRIDES: list[str] = []
-
-
-def current_overrides() -> list[str]:
-    """The ``key=value`` arguments of the running command (for commands that re-compose)."""
-    return list(_OVERRIDES)
-
 
 USAGE = "usage: meg <command> [key=value ...]   (meg --help, meg <command> --help)"
 
 
+def compose_for(command: str, args: list[str]):
+    """The validated config of ``meg <command> args``: the schema with the registered groups and
+    the command's own section, its default YAML files, then ``args``."""
+    from meg_lightning.compose import load_config  # noqa: PLC0415 - imports the registries
+    from meg_lightning.config import config_dir  # noqa: PLC0415 - see above
+
+    cmd = COMMANDS[command]
+    sections = {cmd.section: cmd.load(cmd.settings)} if cmd.section else {}
+    return load_config(args, defaults=[config_dir() / d for d in cmd.defaults],
+                       sections=sections)
+
+
+def _comment(cls: type, name: str) -> str:
+    """The comment of field ``name`` in the source of dataclass ``cls`` (or its bases)."""
+    for klass in cls.__mro__:
+        try:
+            src = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        m = re.search(rf"^\s*{re.escape(name)}\s*:[^\n#]*#\s*(.*)$", src, re.MULTILINE)
+        if m:
+            return m.group(1).strip()
+    return ""
+
+
 def _keys(obj: Any, prefix: str = "") -> list[tuple[str, str]]:
-    """(dotted key, 'type = default  # comment') rows of the config schema."""
-    import inspect
-
-    from meg_lightning import config as C
-
+    """(dotted key, 'value  # comment') rows of a composed config section."""
     rows: list[tuple[str, str]] = []
-    src = inspect.getsource(C)
-    for f in fields(obj):
-        key = f"{prefix}{f.name}"
-        val = getattr(obj, f.name)
-        if is_dataclass(val):
+    for f in dataclasses.fields(obj):
+        key, val = f"{prefix}{f.name}", getattr(obj, f.name)
+        if dataclasses.is_dataclass(val):
             rows += _keys(val, key + ".")
             continue
-        comment = ""
-        for line in src.splitlines():
-            s = line.strip()
-            if s.startswith(f"{f.name}:") and "#" in s:
-                comment = s.split("#", 1)[1].strip()
-                break
+        comment = _comment(type(obj), f.name)
         rows.append((key, f"{val!r}  # {comment}" if comment else repr(val)))
     return rows
 
 
-def _help(command: str | None) -> str:
+def _help(command: Optional[str], args: list[str]) -> str:
     if command is None:
         lines = [USAGE, "", "commands:"]
-        lines += [f"  {c:<12} {h}" for c, (_, _, h) in COMMANDS.items()]
+        lines += [f"  {c:<18} {cmd.help}" for c, cmd in COMMANDS.items()]
         lines += ["", "common keys: model seed data.num_prompts data.prompts data.cache_dir codec.fc",
                   "             channel.kind channel.snr_db out_dir logger trainer.*",
+                  "`meg <command> --help [model=<preset> ...]` lists the keys a command reads, "
+                  "with their values",
                   "exit codes: 0 ok, 2 bad input/config, 1 other failure, 130 interrupted",
                   "--debug (or MEG_DEBUG=1): show the full traceback of a failure"]
         return "\n".join(lines)
-    from meg_lightning.config import MegConfig
-
-    lines = [f"usage: meg {command} [key=value ...]", "", COMMANDS[command][2], "", "keys (default):"]
-    lines += [f"  {k} = {v}" for k, v in _keys(MegConfig())]
-    lines.append("  trainer.<any lightning.Trainer argument>")
+    cmd = COMMANDS[command]
+    cfg = compose_for(command, [a for a in args if "=" in a])
+    sections = COMMON + cmd.reads + ((cmd.section,) if cmd.section else ())
+    lines = [f"usage: meg {command} [key=value ...]", "", cmd.help, "",
+             f"keys it reads (values for model={cfg.model}"
+             + (" and the given settings" if any("=" in a for a in args) else "") + "):"]
+    for name in sections:
+        val = getattr(cfg, name)
+        if dataclasses.is_dataclass(val):
+            lines += [f"  {k} = {v}" for k, v in _keys(val, name + ".")]
+        elif name == "trainer":
+            lines += [f"  trainer.{k} = {v!r}" for k, v in val.items()]
+            lines.append("  trainer.<any lightning.Trainer argument>")
+        else:
+            comment = _comment(type(cfg), name)
+            lines.append(f"  {name} = {val!r}" + (f"  # {comment}" if comment else ""))
     return "\n".join(lines)
 
 
@@ -89,37 +156,33 @@ def _debug(argv: list[str]) -> tuple[list[str], bool]:
 
 
 def run(argv: list[str]) -> int:
+    """``meg argv``; returns the exit code."""
+    from meg_lightning.runtime import interruptible, quiet_noise, was_interrupted  # noqa: PLC0415 - torch
+
     argv, debug = _debug(list(argv))
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(_help(None))
+        print(_help(None, []))
         return 0 if argv else 2
     command, args = argv[0], argv[1:]
     if command not in COMMANDS:
         print(f"meg: unknown command {command!r}: expected one of {', '.join(COMMANDS)}",
               file=sys.stderr)
         return 2
-    if any(a in ("-h", "--help") for a in args):
-        print(_help(command))
-        return 0
-    from meg_lightning.config import load_config
-    from meg_lightning.runtime import interruptible, quiet_noise
-
-    module, func, _ = COMMANDS[command]
-    _OVERRIDES[:] = args
     try:
         with interruptible(), quiet_noise():
-            cfg = load_config(args)
-            from meg_lightning.preflight import check
+            if any(a in ("-h", "--help") for a in args):
+                print(_help(command, args))
+                return 0
+            cfg = compose_for(command, args)
+            from meg_lightning.preflight import check  # noqa: PLC0415 - imports lightning
 
             check(command, cfg)
-            fn: Callable[[Any], Any] = getattr(importlib.import_module(module), func)
+            fn: Callable[[Any], Any] = COMMANDS[command].load()
             fn(cfg)
     except KeyboardInterrupt:
         print(f"meg {command}: interrupted (rerun the same command to resume)", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - sorted below
-        from meg_lightning.runtime import was_interrupted
-
         if was_interrupted():  # a library turned the KeyboardInterrupt into another error
             if debug:
                 traceback.print_exc()
@@ -132,7 +195,7 @@ def run(argv: list[str]) -> int:
 
 def _report(command: str, e: Exception, debug: bool) -> int:
     """Print the one line for an exception that ended a command; return the exit code."""
-    from meg_lightning.runtime import one_line_error
+    from meg_lightning.runtime import one_line_error  # noqa: PLC0415 - imports torch
 
     if debug:
         traceback.print_exc()

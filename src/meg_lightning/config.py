@@ -1,12 +1,16 @@
-"""Structured configuration: dataclass schemas + OmegaConf load / merge / validate.
+"""Structured configuration: dataclass schemas + OmegaConf compose / merge / validate.
+
+Every setting is written once, as a dataclass field with its default and a comment: the sections
+below, and the ``Settings`` of each registered channel model and codec architecture, which
+:func:`compose` adds as the groups ``channel.<kind>.*`` and ``codec.<arch>.*`` (the registries
+are passed in by :mod:`meg_lightning.compose`, which sits above them).
 
 Resolution order (later wins):
-  1. dataclass defaults below (the schema; every field has a comment),
-  2. ``configs/<concern>.yaml`` (one file per concern: model, data, channel, codec, ppo, eval,
-     logger, trainer),
-  3. ``configs/presets/<preset>.yaml`` where preset is ``model`` if it names a preset
-     (``tiny`` | ``paper`` | ``mini``), else ``paper`` (a hub id or local diffusers folder is
-     treated as an SD-v1.5-like model),
+  1. the dataclass defaults (the schema),
+  2. ``configs/presets/<preset>.yaml`` where preset is ``model`` if it names a preset
+     (``tiny`` | ``mini`` | ``paper`` | ``sd15-random``), else ``paper`` (a hub id or local
+     diffusers folder is treated as an SD-v1.5-like model),
+  3. a command's own defaults (e.g. ``configs/demo.yaml`` for ``meg demo``),
   4. command-line overrides ``key=value`` (dot-list).
 
 An unknown key, a wrong type or an out-of-range value raises :class:`ConfigError` whose message
@@ -23,15 +27,17 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from meg_lightning.errors import ConfigError
+from meg_lightning.io import atomic_write_text
+from meg_lightning.registry import has_settings, settings_of
 
 PRESETS = ("tiny", "paper", "mini", "sd15-random")
-CONCERNS = ("model", "data", "channel", "codec", "ppo", "eval", "logger", "trainer")
+EQUALIZERS = ("zf", "mmse", "none")
 
 
 def _check(key: str, value: Any, ok: bool, expected: str) -> None:
@@ -76,7 +82,7 @@ class DataConfig:
     num_prompts: int = 64  # N prompts to generate latents for
     prompts: Optional[str] = None  # prompt file (.txt / .csv / .tsv / .jsonl); None = built-in set
     prompt_column: str = "prompt"  # column / key holding the prompt in .csv / .tsv / .jsonl files
-    cache_dir: str = "data/latents"  # where shards + manifest are written
+    cache_dir: str = "data/latents/tiny"  # where shards + manifest are written
     gen_batch_size: int = 8  # prompts per generation batch on the edge server
     shard_size: int = 64  # latents per shard file (a shard is also the unit of resume)
     val_fraction: float = 0.1  # share of samples in the validation split
@@ -100,67 +106,50 @@ class DataConfig:
 
 @dataclass
 class ChannelConfig:
-    """The wireless link (conventions in README: real symbols, unit power, noise 10^(-SNR/10))."""
+    """The wireless link (conventions in README: real symbols, unit power, noise 10^(-SNR/10)).
+    The settings every channel model shares; a model's own are ``channel.<kind>.*``."""
 
-    kind: str = "awgn"  # awgn | rayleigh | none (noiseless)
-    snr_db: float = 20.0  # evaluation / fixed SNR in dB (paper training SNR: 20 dB)
+    kind: str = "awgn"  # the channel model (meg_lightning.channels: awgn | rayleigh | none | ...)
+    snr_db: float = 20.0  # the codec's training SNR (dB) and the SNR of a link built from this section
     train_snr_db: Optional[list[float]] = None  # [lo, hi]: sample SNR uniformly in dB when training
-    num_blocks: int = 1  # B fading blocks per seed (rayleigh); must divide the seed length
+    num_blocks: int = 1  # B power (and fading) blocks per seed; must divide the seed's complex symbols
     equalizer: str = "zf"  # zf | mmse | none (receiver with perfect CSI)
     noise_power_mw: float = 1.0  # N0 in mW: maps a power budget in mW to an average SNR
 
     def validate(self, p: str) -> None:
-        _check(f"{p}.kind", self.kind, self.kind in ("awgn", "rayleigh", "none"),
-               "one of awgn, rayleigh, none")
         _check(f"{p}.snr_db", self.snr_db, _finite(self.snr_db), "a finite number (dB)")
         if self.train_snr_db is not None:
             r = list(self.train_snr_db)
             _check(f"{p}.train_snr_db", r, len(r) == 2 and all(_finite(v) for v in r)
                    and r[0] <= r[1], "[lo, hi] with finite lo <= hi (dB)")
         _check(f"{p}.num_blocks", self.num_blocks, self.num_blocks > 0, "a positive integer")
-        _check(f"{p}.equalizer", self.equalizer, self.equalizer in ("zf", "mmse", "none"),
-               "one of zf, mmse, none")
+        _check(f"{p}.equalizer", self.equalizer, self.equalizer in EQUALIZERS,
+               f"one of {', '.join(EQUALIZERS)}")
         _check(f"{p}.noise_power_mw", self.noise_power_mw,
                _finite(self.noise_power_mw) and self.noise_power_mw > 0, "a number > 0 (mW)")
 
 
 @dataclass
 class CodecConfig:
-    """Compression encoder / decoder and its training (paper Sec. III-C, Appendix A)."""
+    """Compression encoder / decoder and its training (paper Sec. III-C, Appendix A). The settings
+    every architecture shares; an architecture's own are ``codec.<arch>.*``."""
 
     fc: float = 0.5  # compression rate: code length k = round(fc * |z|)
-    arch: str = "paper"  # paper (Appendix A layout) | mlp (one hidden layer, for small latents)
-    # | adaptive (conv + FiLM on the SNR, CSI-aware decoder: one model for a range of SNRs)
-    hidden: Optional[int] = None  # decoder hidden width; None = 9000 * |z| / 16384 (paper ratio)
+    arch: str = "paper"  # the architecture (meg_lightning.codecs: paper | mlp | adaptive | ...)
     lr: float = 1e-3  # Adam learning rate (Table I)
     weight_decay: float = 0.0  # Adam weight decay
     val_snrs_db: list[float] = field(default_factory=lambda: [0.0, 10.0, 20.0])  # validation SNRs
     checkpoint: Optional[str] = None  # a trained codec checkpoint (.ckpt) to evaluate / resume from
-    width: int = 64  # adaptive: channels of the conv trunks
-    blocks: int = 2  # adaptive: FiLM residual blocks per trunk
-    skip: str = "auto"  # adaptive: dense linear (KLT-initialised) path: auto (|z| <= 4096) | dense | none
-    linear_init: bool = True  # adaptive: start the dense path at the KLT of the training latents
     val_loss: str = "train_snr"  # val/loss: train_snr (MSE at channel.snr_db) | mean (over val_snrs_db)
     # | linear_ratio (mean over val_snrs_db of MSE / the linear code's MSE at that SNR)
     loss: str = "mse"  # training loss: mse (eq. 27) | linear_ratio (each sample's MSE / the optimal
-    # linear code's closed-form MSE at its blocks' effective SNRs: every SNR and fade counts alike)
+    # linear code's closed-form MSE at its segments' effective SNRs: every SNR and fade counts alike)
     schedule: str = "none"  # learning-rate schedule: none | cosine (to lr/100 over max_epochs) | plateau
     early_stop_patience: Optional[int] = None  # stop after this many epochs without a better val/loss
-    awgn_fraction: float = 0.0  # rayleigh training: share of samples sent with h = 1 (one model for both)
-    gate: str = "none"  # adaptive decoder: none | posterior (its non-linear correction along each
-    # sent KLT component is scaled by that component's LMMSE posterior variance share, 1 - shrink)
-    dense_aux: float = 0.0  # adaptive: weight of a second loss term on the dense (linear) path alone
-    freeze_dense: bool = False  # adaptive: keep the dense path at the KLT fitted by linear_init (its
-    # per-SNR power loading stays trained)
+    awgn_fraction: float = 0.0  # fading training: share of samples sent with h = 1 (one model for both)
 
     def validate(self, p: str) -> None:
         _check(f"{p}.fc", self.fc, _finite(self.fc) and 0 < self.fc <= 1, "a number in (0, 1]")
-        _check(f"{p}.arch", self.arch, self.arch in ("paper", "mlp", "adaptive"),
-               "one of paper, mlp, adaptive")
-        _check(f"{p}.width", self.width, self.width > 0, "a positive integer")
-        _check(f"{p}.blocks", self.blocks, self.blocks >= 0, "an integer >= 0")
-        _check(f"{p}.skip", self.skip, self.skip in ("auto", "dense", "none"),
-               "one of auto, dense, none")
         _check(f"{p}.val_loss", self.val_loss,
                self.val_loss in ("train_snr", "mean", "linear_ratio"),
                "one of train_snr, mean, linear_ratio")
@@ -168,20 +157,11 @@ class CodecConfig:
                "one of mse, linear_ratio")
         _check(f"{p}.schedule", self.schedule, self.schedule in ("none", "cosine", "plateau"),
                "one of none, cosine, plateau")
-        _check(f"{p}.gate", self.gate, self.gate in ("none", "posterior"), "one of none, posterior")
-        _check(f"{p}.dense_aux", self.dense_aux, _finite(self.dense_aux) and self.dense_aux >= 0,
-               "a number >= 0")
-        for key, value, off in (("gate", self.gate, "none"), ("dense_aux", self.dense_aux, 0),
-                                ("freeze_dense", self.freeze_dense, False)):
-            _check(f"{p}.{key}", value, value == off or self.arch == "adaptive",
-                   f"{off!r} unless {p}.arch=adaptive (it acts on the adaptive codec's dense path)")
         _check(f"{p}.awgn_fraction", self.awgn_fraction,
                _finite(self.awgn_fraction) and 0 <= self.awgn_fraction <= 1, "a number in [0, 1]")
         if self.early_stop_patience is not None:
             _check(f"{p}.early_stop_patience", self.early_stop_patience,
                    self.early_stop_patience > 0, "a positive integer or null")
-        if self.hidden is not None:
-            _check(f"{p}.hidden", self.hidden, self.hidden > 0, "a positive integer or null")
         _check(f"{p}.lr", self.lr, _finite(self.lr) and self.lr > 0, "a number > 0")
         _check(f"{p}.weight_decay", self.weight_decay,
                _finite(self.weight_decay) and self.weight_decay >= 0, "a number >= 0")
@@ -196,6 +176,7 @@ class PPOConfig:
     """Seed power control by PPO (paper Sec. IV, Algorithm 3)."""
 
     scheme: str = "gaussian"  # gaussian (synthetic unit seeds: fast proxy) | meg (codec) | feature
+    channel: str = "rayleigh"  # the fading channel model of the power-controlled link
     reward: str = "latent_mse"  # latent_mse | psnr | fid (eq. 34)
     num_blocks: int = 8  # fading blocks per seed = episode length
     seed_dim: int = 512  # gaussian scheme: seed length k in real symbols (2 per channel use)
@@ -257,7 +238,8 @@ class EvalConfig:
     scheme_fcs: dict[str, list[float]] = field(default_factory=dict)  # scheme -> its own fcs
     channels: list[str] = field(default_factory=lambda: ["awgn", "rayleigh"])  # channel kinds
     scheme_channels: dict[str, list[str]] = field(default_factory=dict)  # scheme -> its own kinds
-    num_images: int = 64  # test images per cell (FID needs many; the count is reported)
+    num_images: Optional[int] = None  # test images per cell; null: the whole test split (FID is a
+    # set metric: use hundreds when possible; the count is reported)
     batch_size: int = 16  # latents per forward pass in the sweep (memory vs speed)
     bootstrap: int = 200  # bootstrap resamples for the FID confidence interval
     fid_features: str = "auto"  # auto | inception | pixels | mini (auto: see metrics.fid)
@@ -273,37 +255,27 @@ class EvalConfig:
     results: str = "results.csv"  # results file name inside out_dir
 
     def validate(self, p: str) -> None:
-        from meg_lightning.evaluation.registry import names
-
-        known = names()
+        """What needs no registry; the names in ``schemes``, ``channels`` and the keys of the
+        per-scheme maps are checked against the registries by :mod:`meg_lightning.compose`."""
         for k in ("schemes", "snrs_db", "fcs", "channels"):
             v = list(getattr(self, k))
             # an empty list is a sweep of nothing: a typo, never what a user wants
             _check(f"{p}.{k}", v, len(v) > 0, "a non-empty list")
-        for s in self.schemes:
-            _check(f"{p}.schemes", list(self.schemes), s in known, f"a list from {', '.join(known)}")
-        for c in self.channels:
-            _check(f"{p}.channels", list(self.channels), c in ("awgn", "rayleigh", "none"),
-                   "a list from awgn, rayleigh, none")
         for f in self.fcs:
             _check(f"{p}.fcs", list(self.fcs), _finite(f) and 0 < f <= 1, "a list of numbers in (0, 1]")
         for name, fcs in self.scheme_fcs.items():
-            _check(f"{p}.scheme_fcs", name, name in known,
-                   f"scheme names from {', '.join(known)} as keys")
             v = list(fcs) if isinstance(fcs, (list, tuple)) or hasattr(fcs, "__len__") else [fcs]
             _check(f"{p}.scheme_fcs.{name}", v,
                    len(v) > 0 and all(_finite(f) and 0 < f <= 1 for f in v),
                    "a non-empty list of numbers in (0, 1]")
         for name, kinds in self.scheme_channels.items():
-            _check(f"{p}.scheme_channels", name, name in known,
-                   f"scheme names from {', '.join(known)} as keys")
             v = list(kinds) if isinstance(kinds, (list, tuple)) else [kinds]
-            _check(f"{p}.scheme_channels.{name}", v,
-                   len(v) > 0 and all(c in ("awgn", "rayleigh", "none") for c in v),
-                   "a non-empty list from awgn, rayleigh, none")
+            _check(f"{p}.scheme_channels.{name}", v, len(v) > 0, "a non-empty list of channel kinds")
         for s in self.snrs_db:
             _check(f"{p}.snrs_db", list(self.snrs_db), _finite(s), "a list of finite dB values")
-        _check(f"{p}.num_images", self.num_images, self.num_images > 0, "a positive integer")
+        if self.num_images is not None:
+            _check(f"{p}.num_images", self.num_images, self.num_images > 0,
+                   "a positive integer or null")
         _check(f"{p}.batch_size", self.batch_size, self.batch_size > 0, "a positive integer")
         _check(f"{p}.bootstrap", self.bootstrap, self.bootstrap >= 0, "an integer >= 0")
         _check(f"{p}.fid_features", self.fid_features,
@@ -328,6 +300,10 @@ class WandbConfig:
     entity: Optional[str] = None  # W&B entity (team / user)
 
 
+#: the Trainer settings of every run unless set (``trainer.<key>=...``)
+TRAINER_DEFAULTS = {"accelerator": "auto", "devices": 1, "max_epochs": 20, "log_every_n_steps": 10}
+
+
 @dataclass
 class MegConfig:
     """The whole configuration. CLI keys are dotted paths into this tree."""
@@ -343,9 +319,11 @@ class MegConfig:
     ppo: PPOConfig = field(default_factory=PPOConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
-    trainer: dict[str, Any] = field(default_factory=dict)  # passed to lightning.Trainer as-is
+    trainer: dict[str, Any] = field(default_factory=lambda: dict(TRAINER_DEFAULTS))  # passed to
+    # lightning.Trainer as-is (any Trainer argument: trainer.max_epochs=3 ...)
 
     def validate(self) -> "MegConfig":
+        """Every section's own checks (the registry names: :func:`validate_groups`)."""
         _check("logger", self.logger, self.logger in ("wandb", "csv", "tensorboard", "none"),
                "one of wandb, csv, tensorboard, none")
         _check("model", self.model, bool(self.model),
@@ -401,7 +379,9 @@ def _omegaconf_error(e: OmegaConfBaseException, overrides: list[str]) -> ConfigE
         value = next((g for g in m.groups() if g is not None), None) if m else None
     if not key:
         # a merge error without a key: a whole section given a plain value (``data=5``)
-        sections = ("generation", "data", "channel", "codec", "ppo", "eval", "wandb", "trainer")
+        sections = [f.name for f in dataclasses.fields(MegConfig)
+                    if dataclasses.is_dataclass(f.default_factory)
+                    or f.name == "trainer"]
         section = next((k for k, _ in reversed(pairs) if k in sections), None)
         key, value = (section, dict(pairs).get(section)) if section else ("override", overrides)
         return ConfigError(key, value, "a key inside this section (e.g. data.num_prompts=8; "
@@ -422,9 +402,49 @@ def _omegaconf_error(e: OmegaConfBaseException, overrides: list[str]) -> ConfigE
     return ConfigError(key, value, msg)
 
 
-def load_config(overrides: list[str] | None = None, *, extra_yaml: list[Path] | None = None) -> MegConfig:
-    """Compose defaults, per-concern YAMLs, the preset and ``key=value`` overrides; validate."""
-    overrides = list(overrides or [])
+#: (section, the field naming its member) -> the registry of the members (``meg_lightning.registry``)
+Groups = Mapping[str, tuple[str, Any]]
+
+
+def _with_settings(base: type, registry: Any) -> type:
+    """``base`` plus one field per registered member with settings: ``<section>.<name>.*``."""
+    own = [(name, settings_of(cls), field(default_factory=settings_of(cls)))
+           for name, cls in registry.items() if has_settings(cls)]
+    return dataclasses.make_dataclass(base.__name__, own, bases=(base,))
+
+
+def schema(groups: Groups, sections: Optional[Mapping[str, type]] = None) -> type:
+    """The :class:`MegConfig` schema with every group's member settings (``channel.<kind>.*``,
+    ``codec.<arch>.*``) and a command's own ``sections`` (name -> dataclass)."""
+    fields = [(name, cls, field(default_factory=cls)) for name, cls in (sections or {}).items()]
+    for section, (_, registry) in groups.items():
+        base = next(f.type for f in dataclasses.fields(MegConfig) if f.name == section)
+        base = base if isinstance(base, type) else globals()[base]
+        cls = _with_settings(base, registry)
+        fields.append((section, cls, field(default_factory=cls)))
+    return dataclasses.make_dataclass("MegConfig", fields, bases=(MegConfig,))
+
+
+def validate_groups(cfg: MegConfig, groups: Groups) -> None:
+    """Each group names a registered member, and every member's settings are valid."""
+    for section, (selector, registry) in groups.items():
+        sec = getattr(cfg, section)
+        name = getattr(sec, selector)
+        _check(f"{section}.{selector}", name, name in registry,
+               f"one of {', '.join(registry.names())}")
+        for member in registry.names():
+            own = getattr(sec, member, None)
+            if own is not None and hasattr(own, "validate"):
+                own.validate(f"{section}.{member}")
+
+
+def compose(overrides: Sequence[str] = (), *, groups: Groups = {},
+            defaults: Sequence[Path] = (), checks: Sequence[Callable[[MegConfig], None]] = (),
+            sections: Optional[Mapping[str, type]] = None) -> MegConfig:
+    """Compose the schema (with ``groups`` and a command's ``sections``), the preset, the
+    ``defaults`` YAML files and the ``key=value`` overrides; validate (then ``checks``, each
+    raising ConfigError)."""
+    overrides = list(overrides)
     for o in overrides:
         if "=" not in o or o.startswith("="):
             raise ConfigError("override", o, "key=value")
@@ -432,29 +452,29 @@ def load_config(overrides: list[str] | None = None, *, extra_yaml: list[Path] | 
         cli = OmegaConf.from_dotlist(overrides)
     except OmegaConfBaseException as e:
         raise ConfigError("override", " ".join(overrides), f"valid key=value pairs ({e})") from None
-    schema = OmegaConf.structured(MegConfig)
-    layers: list[DictConfig] = []
-    d = config_dir()
-    for concern in CONCERNS:
-        f = d / f"{concern}.yaml"
-        if f.exists():
-            layers.append(OmegaConf.load(f))
+    layers: list[DictConfig] = [OmegaConf.load(f) for f in defaults]
     model = cli.get("model", None)
     if model is None:
         for layer in layers:
             model = layer.get("model", model)
     preset = model if model in PRESETS else "paper" if model else "tiny"
-    pf = d / "presets" / f"{preset}.yaml"
+    pf = config_dir() / "presets" / f"{preset}.yaml"
     if pf.exists():
-        layers.append(OmegaConf.load(pf))
-    for f in extra_yaml or []:
-        layers.append(OmegaConf.load(f))
+        layers.insert(0, OmegaConf.load(pf))
     try:
-        merged = OmegaConf.merge(schema, *layers, cli)
+        merged = OmegaConf.merge(OmegaConf.structured(schema(groups, sections)), *layers, cli)
         cfg: MegConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except OmegaConfBaseException as e:
         raise _omegaconf_error(e, overrides) from None
-    return cfg.validate()
+    cfg.validate()
+    for name in sections or {}:
+        section = getattr(cfg, name)
+        if hasattr(section, "validate"):
+            section.validate(name)
+    validate_groups(cfg, groups)
+    for check in checks:
+        check(cfg)
+    return cfg
 
 
 def to_dict(cfg: MegConfig) -> dict[str, Any]:
@@ -493,8 +513,6 @@ def data_id(cfg: MegConfig) -> str:
 
 def save_resolved(cfg: MegConfig, folder: str | Path, name: str = "config.yaml") -> Path:
     """Write the resolved config beside an output (atomically)."""
-    from meg_lightning.io import atomic_write_text
-
     path = Path(folder) / name
     atomic_write_text(path, to_yaml(cfg))
     return path

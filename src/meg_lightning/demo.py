@@ -9,7 +9,8 @@
 
 Each stage is the same function its own command runs, so a rerun resumes each stage where it
 stopped (finished stages are skipped). Settings a user passes (``meg demo key=value``) win over
-the demo's short defaults below, which keep the whole run to a few minutes on a 2-core CPU.
+the demo's short defaults (``configs/demo.yaml``), which keep the whole run to a few minutes on a
+2-core CPU.
 """
 
 from __future__ import annotations
@@ -19,52 +20,33 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
+import torch
 
-from meg_lightning.config import MegConfig, load_config, save_resolved
+from meg_lightning.codecs import train as codec_train
+from meg_lightning.config import MegConfig, save_resolved
+from meg_lightning.data import cache
+from meg_lightning.data.prompts import get_prompts
 from meg_lightning.errors import UserError
+from meg_lightning.evaluation import figures, sweep, tradeoff
+from meg_lightning.evaluation.cells import codec_fcs, scheme_fcs
+from meg_lightning.evaluation.figures_common import label
+from meg_lightning.evaluation.inputs import (_default_datamodule, _default_judge, codec_source,
+                                             test_latents)
+from meg_lightning.evaluation.results import read_results
+from meg_lightning.evaluation.sweep import eval_dir
+from meg_lightning.generation import (decode_latents, generate_latents, load_pipeline,
+                                      resolve_device, seed_for)
+from meg_lightning.io import atomic_write_json, atomic_write_text
+from meg_lightning.metrics.image import psnr_per_image
+from meg_lightning.power import sweep as ppo_command
 from meg_lightning.runtime import torch_threads
+from meg_lightning.schemes import scheme_class, with_role
 
-#: The demo's short defaults (overridable: `meg demo key=value`).
-DEMO_DEFAULTS = [
-    "model=mini",  # the shipped small text-to-image model (docs/MINI.md); model=tiny also runs
-    "out_dir=data/demo",
-    "data.cache_dir=data/demo/latents",
-    "data.num_prompts=512",  # 512 of the 900 mini captions (shuffled): 384 train + val, 128 test
-    "data.gen_batch_size=64",
-    "data.test_fraction=0.25",
-    "data.batch_size=16",
-    "trainer.max_epochs=40",
-    # every scheme family once; the learned codec over three rates (eval.scheme_fcs), the rest at
-    # fc 0.5, over four SNRs, the generative receivers with at most 5 UE steps: the whole demo
-    # fits its 10-minute budget (the full sweep is a matter of configuration)
-    # meg: the paper's recipe, trained here; meg-adaptive: the SNR-adaptive codecs shipped for
-    # mini (docs/CODECS.md), left out for a model without them
-    "eval.schemes=[centralized,feature,feature+dm,meg,meg+dm,meg-adaptive,linear,digital,prompt]",
-    "eval.fcs=[0.5]",
-    "eval.scheme_fcs={meg: [0.25,0.5,0.75], meg-adaptive: [0.25,0.5,0.75], "
-    "linear: [0.25,0.5,0.75]}",
-    "eval.snrs_db=[-10,0,10,20]",
-    # the generative receivers (~4x a plain cell) on AWGN only, where the report compares them
-    "eval.scheme_channels={feature+dm: [awgn], meg+dm: [awgn]}",
-    "eval.ue_steps=5",
-    "eval.num_images=128",
-    "eval.bootstrap=50",
-    "ppo.scheme=meg",
-    "ppo.num_envs=128",
-    "ppo.frames_per_batch=2048",
-    "ppo.total_frames=60000",
-    "ppo.eval_episodes=2048",
-    "ppo.fig10_powers=[0.5,2,10]",
-    "logger=csv",
-]
-
-
-def demo_config(overrides: list[str]) -> MegConfig:
-    """The demo defaults, then the user's overrides."""
-    return load_config(DEMO_DEFAULTS + list(overrides))
+#: the demo's own defaults (``configs/demo.yaml``), under the command line's settings
+DEFAULTS = "demo.yaml"
 
 
 def _stage(name: str, fn, *args: Any) -> tuple[Any, float]:
@@ -97,22 +79,28 @@ def _interp(points: dict[float, float], x: float) -> Optional[float]:
     return float(np.interp(x, xs, [points[k] for k in xs]))
 
 
+def claim_schemes() -> list[str]:
+    """The schemes of the paper's central claim: the proposed one and the latent benchmark."""
+    return with_role("proposed") + with_role("latent")
+
+
 def low_snr_claim(rows: list[dict], max_snr_db: float = 0.0,
-                  schemes: tuple[str, ...] = ("meg", "feature")) -> list[dict]:
+                  schemes: Optional[Sequence[str]] = None) -> list[dict]:
     """The paper's central claim, cell by cell: at SNR <= ``max_snr_db``, does each of ``schemes``
-    (every fc) beat ``centralized`` on the same channel and SNR in PSNR and, where measured, in
-    semantic accuracy? One dict per (channel, SNR, scheme) with the values of both and the verdicts
-    ``psnr`` / ``sem`` ("yes", "no", "tie"; ``sem`` None without semantic accuracy).
+    (default :func:`claim_schemes`, every fc) beat the pixel benchmark (``centralized``) on the
+    same channel and SNR in PSNR and, where measured, in semantic accuracy? One dict per
+    (channel, SNR, scheme) with the values of both and the verdicts ``psnr`` / ``sem`` ("yes",
+    "no", "tie"; ``sem`` None without semantic accuracy).
 
     Equal SNR per symbol is the paper's comparison, but ``centralized`` sends every pixel: with
     ``symbols`` real symbols against the scheme's ``k`` it spends ``symbols / k`` times the energy
     per image. ``equal_energy_snr_db`` = SNR - 10 log10(symbols / k) is the SNR at which it would
     spend the same energy as the scheme; ``*_equal_energy`` are centralized's PSNR and semantic
     accuracy there, linearly interpolated between swept SNRs (None outside the sweep)."""
-    from meg_lightning.evaluation.figures_common import label
-
+    schemes = claim_schemes() if schemes is None else list(schemes)
+    pixels = with_role("pixels")
     central = {(r["channel"], float(r["snr_db"])): r for r in rows
-               if r["scheme"] == "centralized" and not _is_nan(r.get("snr_db"))}
+               if r["scheme"] in pixels and not _is_nan(r.get("snr_db"))}
     curve: dict[tuple[str, str], dict[float, float]] = {}
     for (channel, snr), c in central.items():
         if math.isfinite(snr):
@@ -190,7 +178,7 @@ def _claim_lines(rows: list[dict]) -> list[str]:
     fair = [c for c in claim if c["psnr_equal_energy"] is not None]
     if fair:
         lines += ["**At equal energy per image.** `centralized` sends every pixel "
-                  f"({int(_symbols(rows, 'centralized'))} real symbols per image here), "
+                  f"({int(_symbols(rows, with_role('pixels')[0]))} real symbols per image here), "
                   "many times the symbols of a seed, so at the same SNR per symbol it spends that "
                   "many times the energy. Below, centralized is read at the SNR where it would "
                   "spend the scheme's energy (linearly interpolated between swept SNRs; cells "
@@ -238,17 +226,7 @@ def seed_reference(cfg: MegConfig) -> dict:
     SD-v1.5 it is low (another seed draws another picture); ``mini`` v2 is built to match that.
     Written to ``<eval dir>/seed_reference.json``.
     """
-    import torch
-
-    from meg_lightning.data.prompts import get_prompts
-    from meg_lightning.evaluation.inputs import _default_datamodule, _default_judge, _test_latents
-    from meg_lightning.evaluation.sweep import eval_dir
-    from meg_lightning.generation import (decode_latents, generate_latents, load_pipeline,
-                                          resolve_device, seed_for)
-    from meg_lightning.io import atomic_write_json
-    from meg_lightning.metrics.image import psnr_per_image
-
-    z, index = _test_latents(_default_datamodule(cfg), cfg.eval.num_images)
+    z, index = test_latents(_default_datamodule(cfg), cfg.eval.num_images)
     pipe = load_pipeline(cfg, device=resolve_device(cfg.generation.device))
     prompts = get_prompts(cfg.data.prompts, cfg.data.num_prompts, cfg.data.prompt_column)
     bs = cfg.data.gen_batch_size
@@ -272,15 +250,13 @@ def seed_reference(cfg: MegConfig) -> dict:
 
 
 def _seed_lines(cfg: MegConfig, rows: list[dict]) -> list[str]:
-    from meg_lightning.evaluation.sweep import eval_dir
-
     f = eval_dir(cfg) / SEED_REFERENCE
     if not f.exists():
         return []
     ref = json.loads(f.read_text())
     psnr = ref["psnr_db"]
     beat = sorted({(r["channel"], float(r["snr_db"])) for r in rows
-                   if r["scheme"] in ("meg", "feature") and not _is_nan(r.get("psnr_db"))
+                   if r["scheme"] in claim_schemes() and not _is_nan(r.get("psnr_db"))
                    and float(r["psnr_db"]) > psnr and not _is_nan(r.get("snr_db"))})
     lines = ["## How much the noise seed decides", "",
              f"Each of the {ref['n_images']} test images regenerated from its prompt alone, with "
@@ -299,11 +275,6 @@ def _seed_lines(cfg: MegConfig, rows: list[dict]) -> list[str]:
 
 
 def write_report(cfg: MegConfig, timings: dict[str, float]) -> Path:
-    from meg_lightning.evaluation import tradeoff
-    from meg_lightning.evaluation.figures_common import label
-    from meg_lightning.evaluation.sweep import eval_dir, read_results
-    from meg_lightning.io import atomic_write_text
-
     root = Path(cfg.out_dir)
     rows = read_results(eval_dir(cfg) / cfg.eval.results)
     lines = [f"# meg_lightning demo report (model={cfg.model})", "",
@@ -396,11 +367,8 @@ def write_report(cfg: MegConfig, timings: dict[str, float]) -> Path:
     return path
 
 
-def main(cfg: MegConfig, overrides: list[str] | None = None) -> Path:
-    """Run the demo. ``cfg`` is the CLI's config; the demo re-composes it on its own defaults."""
-    from meg_lightning.cli import current_overrides
-
-    cfg = demo_config(current_overrides() if overrides is None else overrides)
+def main(cfg: MegConfig) -> Path:
+    """Run the demo on ``cfg`` (``meg demo`` composes it on :data:`DEFAULTS`)."""
     save_resolved(cfg, cfg.out_dir)
     if cfg.model in ("tiny", "mini"):  # small models: one thread is as fast, and far faster
         with torch_threads(1):         # when the CPU is shared (runtime.torch_threads)
@@ -409,38 +377,37 @@ def main(cfg: MegConfig, overrides: list[str] | None = None) -> Path:
 
 
 def _available_schemes(cfg: MegConfig) -> MegConfig:
-    """Leave `meg-adaptive` out (with a note) when no adaptive codec exists for some rate: none
-    trained in out_dir, none named, none shipped for the model (e.g. model=tiny)."""
-    from meg_lightning.evaluation.cells import codec_fcs
-    from meg_lightning.evaluation.inputs import adaptive_checkpoint
-
-    try:
-        for fc in codec_fcs(cfg, "meg-adaptive"):
-            adaptive_checkpoint(cfg, fc)
-    except UserError as e:
-        keep = [s for s in cfg.eval.schemes if not s.startswith("meg-adaptive")]
-        print(f"meg demo: meg-adaptive left out ({e})", flush=True)
-        return dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, schemes=keep))
-    return cfg
+    """Leave out (with a note) the schemes whose trained codec the demo does not train and that
+    has no source for some rate: none trained in out_dir, none named, none shipped for the model
+    (e.g. ``meg-adaptive`` with model=tiny)."""
+    trained = codec_train.run_dir(cfg).parent.name  # the folder the demo's train-codec fills
+    keep = []
+    for s in cfg.eval.schemes:
+        learned = scheme_class(s).learned
+        if learned is not None and learned != trained:
+            try:
+                for fc in scheme_fcs(cfg, s):
+                    codec_source(cfg, learned, fc)
+            except UserError as e:
+                print(f"meg demo: {s} left out ({e})", flush=True)
+                continue
+        keep.append(s)
+    if keep == list(cfg.eval.schemes):
+        return cfg
+    return dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, schemes=keep))
 
 
 def _run(cfg: MegConfig) -> Path:
-    from meg_lightning.codec import train as codec_train
-    from meg_lightning.data import cache
-    from meg_lightning.evaluation import figures, sweep
-    from meg_lightning.evaluation.cells import codec_fcs
-    from meg_lightning.power import train as ppo_train
-
     timings: dict[str, float] = {}
     cfg = _available_schemes(cfg)
     _, timings["latents"] = _stage("latents", cache.main, cfg)
     t = 0.0
-    for fc in codec_fcs(cfg):
+    for fc in codec_fcs(cfg, codec_train.run_dir(cfg).parent.name):
         cfg_fc = dataclasses.replace(cfg, codec=dataclasses.replace(cfg.codec, fc=fc))
         _, dt = _stage(f"train-codec fc={fc:g}", codec_train.main, cfg_fc)
         t += dt
     timings["train-codec"] = t
-    _, timings["train-ppo"] = _stage("train-ppo", ppo_train.main, cfg)
+    _, timings["train-ppo"] = _stage("train-ppo", ppo_command.main, cfg)
     _, timings["eval"] = _stage("eval", sweep.main, cfg)
     _, timings["seed reference"] = _stage("seed reference", seed_reference, cfg)
     _, timings["figures"] = _stage("figures", figures.main, cfg)

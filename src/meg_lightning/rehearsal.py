@@ -1,9 +1,9 @@
 """Paper-scale dress rehearsal: every stage at SD-v1.5 size on the ``sd15-random`` preset.
 
-``python -m meg_lightning.rehearsal [out=data/rehearsal] [prompts=10] [steps=2] [images=2]
-[threads=0] [shard=0] [only=<stage>,<stage>]`` (``make rehearsal``; ``shard``: the cache's shard
-size, default prompts/2; ``only``: rerun some stages, results in ``rehearsal-<stages>.json``) runs, one after the other, each as its own ``meg`` process so that its peak
-resident memory is its own (``os.wait4``'s ``ru_maxrss``):
+``meg rehearsal [rehearsal.out=data/rehearsal] [rehearsal.prompts=10] [rehearsal.steps=2]
+[rehearsal.images=2] [rehearsal.threads=0] [rehearsal.shard=0] [rehearsal.only=[<stage>, ...]]``
+(``make rehearsal``; :class:`RehearsalConfig`) runs, one after the other, each as its own ``meg``
+process so that its peak resident memory is its own (``os.wait4``'s ``ru_maxrss``):
 
 1. ``build``: the SD-v1.5-shaped pipeline with random weights (once; cached, see
    :mod:`meg_lightning.generation.sd15`) and a random-weight Inception-v3 in torch-fidelity's
@@ -35,16 +35,49 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from meg_lightning.errors import ConfigError
+from meg_lightning.io import atomic_path, atomic_write_json, atomic_write_text
 
 GIB = 1024 ** 3
 #: the acceptance limits of issue 13
 PEAK_RSS_LIMIT_GIB = 20.0
 EVAL_GROWTH_LIMIT = 0.10
 
-DEFAULTS = {"out": "data/rehearsal", "prompts": 10, "steps": 2, "images": 2, "threads": 0,
-            "shard": 0, "only": ""}
+@dataclass
+class RehearsalConfig:
+    """``rehearsal.*``: the size of the rehearsal and which stages to run."""
+
+    out: str = "data/rehearsal"  # caches, runs, logs and the report
+    prompts: int = 10  # prompts in the latent cache (80% train, 80% test in two splits)
+    steps: int = 2  # DDIM steps of generation
+    images: int = 2  # test images of the smaller eval (the larger one has 4 x as many)
+    threads: int = 0  # OMP threads of every stage (0: the default)
+    shard: int = 0  # the cache's shard size (0: prompts / 2)
+    only: list[str] = field(default_factory=list)  # rerun these stages only (results in
+    # rehearsal-<stages>.json)
+
+    def validate(self, p: str = "rehearsal") -> None:
+        for key in ("prompts", "steps", "images"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{p}.{key}", getattr(self, key), "a positive integer")
+        for key in ("threads", "shard"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{p}.{key}", getattr(self, key), "an integer >= 0 (0: the default)")
+        # one cache, split per stage (the split is not part of the cache): the codec stages train
+        # on 80% (>= 8 latents for batch 8), eval tests on 80% (4 x images) and fits `linear` on
+        # the rest
+        n, k = self.prompts, self.images
+        if n - 2 * int(round(0.1 * n)) < 8 or int(round(0.8 * n)) < 4 * k or k < 2:
+            raise ConfigError(f"{p}.prompts", n, f"enough prompts for 8 training latents (80%) "
+                              f"and 4 x images={k} test latents (80%), with images >= 2 (FID "
+                              "needs 2 per set)")
+        names = [st.name for st in plan(self)]
+        for name in self.only:
+            if name not in names:
+                raise ConfigError(f"{p}.only", list(self.only),
+                                  f"stage names from {', '.join(names)}")
 
 
 @dataclass
@@ -59,42 +92,13 @@ class Stage:
     discard: list[str] = field(default_factory=list)  # outputs deleted after the stage (disk)
 
 
-def parse_args(argv: list[str]) -> dict:
-    """``key=value`` arguments over :data:`DEFAULTS`; bad input is a :class:`ConfigError`."""
-    opts = dict(DEFAULTS)
-    for a in argv:
-        key, sep, value = a.partition("=")
-        if not sep or key not in DEFAULTS:
-            raise ConfigError("argument", a, f"key=value with key in {', '.join(DEFAULTS)}")
-        if key in ("out", "only"):
-            opts[key] = value
-            continue
-        try:
-            opts[key] = int(value)
-        except ValueError:
-            raise ConfigError(key, value, "an integer") from None
-    for key in ("prompts", "steps", "images"):
-        if opts[key] <= 0:
-            raise ConfigError(key, opts[key], "a positive integer")
-    for key in ("threads", "shard"):
-        if opts[key] < 0:
-            raise ConfigError(key, opts[key], "an integer >= 0 (0: the default)")
-    # one cache, split per stage (the split is not part of the cache): the codec stages train on
-    # 80% (>= 8 latents for batch 8), eval tests on 80% (4 x images) and fits `linear` on the rest
-    n, k = opts["prompts"], opts["images"]
-    if n - 2 * int(round(0.1 * n)) < 8 or int(round(0.8 * n)) < 4 * k or k < 2:
-        raise ConfigError("prompts", n, f"enough prompts for 8 training latents (80%) and 4 x "
-                          f"images={k} test latents (80%), with images >= 2 (FID needs 2 per set)")
-    return opts
-
-
-def plan(opts: dict) -> list[Stage]:
+def plan(opts: RehearsalConfig) -> list[Stage]:
     """The stages, in order, as ``meg`` command lines."""
-    out = Path(opts["out"]).resolve()
-    n, steps, k = opts["prompts"], opts["steps"], opts["images"]
+    out = Path(opts.out).resolve()
+    n, steps, k = opts.prompts, opts.steps, opts.images
     meg = [sys.executable, "-m", "meg_lightning.cli"]
     common = ["model=sd15-random", f"data.cache_dir={out / 'latents'}",
-              f"data.shard_size={opts['shard'] or max(n // 2, 1)}",
+              f"data.shard_size={opts.shard or max(n // 2, 1)}",
               f"generation.num_inference_steps={steps}", "logger=none", "generation.device=cpu"]
     train_split = ["data.val_fraction=0.1", "data.test_fraction=0.1"]
     test_split = ["data.val_fraction=0.0", "data.test_fraction=0.8"]
@@ -153,7 +157,6 @@ def ensure_random_inception(path: str | Path, seed: int = 0) -> Path:
     import torch
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    from meg_lightning.io import atomic_path
 
     path = Path(path)
     if path.is_file():
@@ -216,50 +219,39 @@ def eval_growth(stages: list[Stage]) -> float:
     return ev[1].peak_rss_gib / ev[0].peak_rss_gib - 1 if len(ev) == 2 else None
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        opts = parse_args(sys.argv[1:] if argv is None else argv)
-    except ConfigError as e:
-        print(f"meg rehearsal: error: {e}", file=sys.stderr)
-        return 2
-    out = Path(opts["out"])
+def main(cfg: Any) -> dict:
+    """``meg rehearsal``: run the stages of ``cfg.rehearsal`` (a :class:`RehearsalConfig`);
+    returns the report. A failed stage ends the rehearsal with a one-line UserError (exit 1)
+    naming its log."""
+    opts: RehearsalConfig = getattr(cfg, "rehearsal", cfg)
+    out = Path(opts.out)
     stages = plan(opts)
-    if opts["only"]:
-        names = [x.strip() for x in opts["only"].split(",")]
-        unknown = [x for x in names if x not in {st.name for st in stages}]
-        if unknown:
-            print(f"meg rehearsal: error: only={opts['only']!r}: expected stage names from "
-                  f"{', '.join(st.name for st in stages)}", file=sys.stderr)
-            return 2
-        stages = [st for st in stages if st.name in names]
+    if opts.only:
+        stages = [st for st in stages if st.name in opts.only]
     out.mkdir(parents=True, exist_ok=True)
-    if not opts["only"]:  # every stage but the cached ones is measured afresh
+    if not opts.only:  # every stage but the cached ones is measured afresh
         shutil.rmtree(out / "runs", ignore_errors=True)
     load_before = os.getloadavg()
     for i, st in enumerate(stages, 1):
         print(f"[{i}/{len(stages)}] {st.name} ...", flush=True)
         log = out / "logs" / (st.name.replace(" ", "_").replace("/", "-") + ".log")
-        run_stage(st, log, opts["threads"])
+        run_stage(st, log, opts.threads)
         print(f"    {st.seconds:.1f} s, peak RSS {st.peak_rss_gib:.2f} GiB, exit {st.returncode}",
               flush=True)
         for p in st.discard:
             shutil.rmtree(p, ignore_errors=True)
         if st.returncode != 0:
-            print(f"meg rehearsal: stage {st.name!r} failed (exit {st.returncode}); see {log}",
-                  file=sys.stderr)
             break
     ok = all(s.returncode == 0 for s in stages)
-    report = {"options": opts, "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+    report = {"options": asdict(opts), "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                            "loadavg_before": load_before,
                                            "loadavg_after": os.getloadavg()},
               "stages": [asdict(s) for s in stages], "ok": ok,
               "max_peak_rss_gib": max(s.peak_rss_gib for s in stages if s.returncode is not None),
               "eval_rss_growth_x4": eval_growth(stages),
               "self_peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB}
-    from meg_lightning.io import atomic_write_json, atomic_write_text
-
-    name = f"rehearsal-{opts['only'].replace(' ', '_').replace(',', '+')}" if opts["only"] \
-        else "rehearsal"
+    name = ("rehearsal-" + "+".join(x.replace(" ", "_") for x in opts.only) if opts.only
+            else "rehearsal")
     atomic_write_json(out / f"{name}.json", report)
     growth = report["eval_rss_growth_x4"]
     md = table(stages)
@@ -268,8 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     md += f"\n\nload average before / after: {load_before} / {report['machine']['loadavg_after']}\n"
     atomic_write_text(out / f"{name}.md", md)
     print(md)
-    return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    if not ok:
+        failed = next(s for s in stages if s.returncode not in (0, None))
+        raise RuntimeError(f"stage {failed.name!r} failed (exit {failed.returncode}); see "
+                           f"{out / 'logs'}")
+    return report

@@ -13,9 +13,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from PIL import Image
+
 from meg_lightning.evaluation.cells import Cell
 from meg_lightning.evaluation.inputs import judge_batch
-from meg_lightning.evaluation.schemes import Scheme, to_uint8
+from meg_lightning.io import atomic_path
 from meg_lightning.metrics import (
     PSNR_CAP_DB,
     extract_features,
@@ -25,17 +27,15 @@ from meg_lightning.metrics import (
     latent_nmse_per_sample,
     psnr_per_image,
 )
+from meg_lightning.schemes import Scheme
+from meg_lightning.schemes.digital_image import to_uint8
 
 #: test images per cell saved as PNG under ``examples/`` (side by side)
 EXAMPLES = 8
 
 
-def _save_png(path: Path, images: Tensor) -> None:
+def save_png(path: Path, images: Tensor) -> None:
     """Images (n, 3, H, W) in [0, 1] side by side as one (H, n W) PNG."""
-    from PIL import Image
-
-    from meg_lightning.io import atomic_path
-
     strip = np.concatenate(list(to_uint8(images)), axis=1)  # (H, n W, 3)
     with atomic_path(path) as tmp:
         Image.fromarray(strip).save(tmp, format="PNG")
@@ -50,14 +50,13 @@ def run_cell(cell: Cell, scheme: Scheme, channel, z: Tensor, i_0: Tensor, feats_
     ``EXAMPLES`` images; ``judge(images, index[batch])`` -> (b,) bool gives semantic accuracy;
     ``prompts[i]``: the prompt of test image i (for the schemes that send or use it)."""
     gen = torch.Generator(device=device).manual_seed(seed)
-    snr = None if math.isinf(cell.snr_db) else cell.snr_db
     psnr, capped, nmse, lmse, feats, sem, info = [], [], [], [], [], [], {}
     first, symbols = [], 0
     for s in range(0, len(z), batch_size):
         zb = z[s:s + batch_size].to(device)  # (b, C, h, w)
         ib = i_0[s:s + batch_size].to(device)  # (b, 3, H, W)
         pb = prompts[s:s + batch_size] if prompts is not None else None
-        out = scheme(zb, ib, channel=channel, snr_db=snr, generator=gen, prompts=pb)
+        out = scheme(zb, ib, channel=channel, generator=gen, prompts=pb)
         images = out.images.float().clamp(0, 1)
         p, cp = psnr_per_image(images.cpu(), ib.cpu())
         psnr.append(p)

@@ -10,7 +10,8 @@ from typing import Any, Optional
 
 from meg_lightning.config import MegConfig, config_hash, data_id, to_dict
 from meg_lightning.errors import UserError
-from meg_lightning.evaluation import registry
+from meg_lightning.evaluation.inputs import codec_source
+from meg_lightning.schemes import SCHEMES, base_name, scheme_class
 
 #: bumped when a change to the schemes or metrics makes earlier rows incomparable (part of the hash)
 RESULTS_VERSION = 4
@@ -37,19 +38,22 @@ class Cell:
 def scheme_fcs(cfg: MegConfig, scheme: str) -> list:
     """The rates swept for ``scheme``: ``eval.scheme_fcs[scheme]`` when given, else ``eval.fcs``;
     ``[None]`` for a scheme without a rate."""
-    if not registry.uses_fc(scheme):
+    if not scheme_class(scheme).uses_fc:
         return [None]
     return [float(f) for f in cfg.eval.scheme_fcs.get(scheme, cfg.eval.fcs)]
 
 
-#: the scheme families that evaluate a trained codec: their rows record the codec's fingerprint
-CODEC_FAMILIES = ("meg", "meg-adaptive")
+def learned_folders() -> list[str]:
+    """The trained-codec folders the registered schemes evaluate (their ``learned``), e.g.
+    ``codec`` (the paper's recipe) and ``codec-adaptive``: their rows record the codec's
+    fingerprint."""
+    return list(dict.fromkeys(cls.learned for _, cls in SCHEMES.items() if cls.learned))
 
 
-def codec_fcs(cfg: MegConfig, family: str = "meg") -> list[float]:
-    """The rates at which the sweep needs a trained codec of ``family`` (the `meg` or
-    `meg-adaptive` schemes, with or without a generative receiver), ascending."""
-    return sorted({fc for s in cfg.eval.schemes if registry.base_name(s) == family
+def codec_fcs(cfg: MegConfig, learned: str = "codec") -> list[float]:
+    """The rates at which the sweep needs a trained codec of folder ``learned`` (the schemes that
+    evaluate it, with or without a generative receiver), ascending."""
+    return sorted({fc for s in cfg.eval.schemes if scheme_class(s).learned == learned
                    for fc in scheme_fcs(cfg, s)})
 
 
@@ -90,42 +94,36 @@ def sweep_hash(cfg: MegConfig) -> str:
                         "channel": {k: d["channel"][k] for k in ("num_blocks", "equalizer")}})
 
 
-def codec_ids(cfg: MegConfig, codecs: Optional[dict[float, Any]] = None
+def codec_ids(cfg: MegConfig, injected: Optional[dict[tuple[str, float], Any]] = None
               ) -> dict[tuple[str, float], str]:
-    """(family, fc) -> a fingerprint of the codec that evaluates it (checkpoint path, size and
-    mtime; ``injected`` for a `meg` module passed in). A row whose ``codec_id`` differs is
-    recomputed; a (family, fc) without a checkpoint yet is absent."""
+    """(learned folder, fc) -> a fingerprint of the codec that evaluates it (checkpoint path,
+    size and mtime; ``injected`` for a module passed in). A row whose ``codec_id`` differs is
+    recomputed; a (folder, fc) without a checkpoint yet is absent."""
     ids = {}
-    for family in CODEC_FAMILIES:
-        for fc in codec_fcs(cfg, family):
-            if family == "meg" and codecs and fc in codecs:
-                ids[(family, fc)] = "injected"
+    for learned in learned_folders():
+        for fc in codec_fcs(cfg, learned):
+            if injected and (learned, fc) in injected:
+                ids[(learned, fc)] = "injected"
                 continue
             try:
-                path = _codec_checkpoint(cfg, fc, family)
+                path = codec_source(cfg, learned, fc)[0]
             except UserError:
                 continue
             if path.is_file():
                 st = path.stat()
                 blob = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()
-                ids[(family, fc)] = hashlib.sha256(blob).hexdigest()[:12]
+                ids[(learned, fc)] = hashlib.sha256(blob).hexdigest()[:12]
     return ids
 
 
 def row_codec_id(ids: dict[tuple[str, float], str], scheme: str, fc: Any) -> Optional[str]:
     """The ``codec_id`` a row of ``scheme`` at ``fc`` must carry (None: it uses no codec)."""
-    family = registry.base_name(scheme)
-    if family not in CODEC_FAMILIES or fc is None or (isinstance(fc, float) and math.isnan(fc)):
+    learned = scheme_class(scheme).learned if base_name(scheme) in SCHEMES else None
+    if learned is None or fc is None or (isinstance(fc, float) and math.isnan(fc)):
         return None
-    return ids.get((family, float(fc)))
+    return ids.get((learned, float(fc)))
 
 
 def cell_seed(base_seed: int, key: str) -> int:
     digest = hashlib.sha256(f"meg-eval:{base_seed}:{key}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
-def _codec_checkpoint(cfg: MegConfig, fc: float, family: str = "meg"):
-    from meg_lightning.evaluation.inputs import adaptive_checkpoint, codec_checkpoint
-
-    return (adaptive_checkpoint if family == "meg-adaptive" else codec_checkpoint)(cfg, fc)

@@ -190,3 +190,12 @@ def plot_quality_vs_compute(rows: Sequence[dict], path: str | Path, *, snrs: Seq
         fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def compute_snrs(rows: list[dict], channel: str = "awgn") -> list[float]:
+    """The SNRs of the quality-vs-UE-compute figure: -10, 0 and 10 dB when swept, else up to
+    three swept SNRs spread over the range."""
+    snrs = sorted({float(r["snr_db"]) for r in rows if r["channel"] == channel
+                   and r.get("ue_gflops") is not None and math.isfinite(float(r["snr_db"]))})
+    pick = [s for s in (-10.0, 0.0, 10.0) if s in snrs]
+    return pick or snrs[:: max(1, len(snrs) // 3)][:3]

@@ -37,6 +37,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from meg_lightning.config import MegConfig  # noqa: E402
+from meg_lightning.schemes import names, scheme_class, with_role  # noqa: E402
 from meg_lightning.evaluation.figures_common import (  # noqa: E402
     _channels,
     _finite,
@@ -61,7 +62,12 @@ def fid_label(rows: list[dict]) -> str:
     return "FID"
 
 
-LINESTYLES = {"linear": "--", "digital": ":"}  # more than 10 lines: the colours repeat
+def linestyle(scheme: str) -> str:
+    """Baselines dashed (the reference code) or dotted (a real channel code); the rest solid."""
+    if scheme not in names():
+        return "-"
+    cls = scheme_class(scheme)
+    return "--" if cls.reference_code else ":" if cls.channel_code == "ldpc" else "-"
 METRIC_NAMES = {"psnr_db": "PSNR", "fid": "FID", "semantic_accuracy": "Semantic accuracy"}
 
 
@@ -86,7 +92,7 @@ def fig_vs_snr(rows: list[dict], metric: str, path_stem: Path) -> list[Path]:
             x = np.array([float(r["snr_db"]) for r in pts])
             y = np.array([float(r[metric]) for r in pts])
             (line,) = ax.plot(x, y, marker="o", ms=3, label=lbl,  # baselines dashed / dotted
-                              ls=LINESTYLES.get(lbl.partition(" ")[0], "-"))
+                              ls=linestyle(lbl.partition(" ")[0]))
             ref = noiseless.get(lbl)
             if ref is not None:  # the same scheme over the noiseless channel, dotted
                 ax.axhline(ref, color=line.get_color(), ls=":", lw=1)
@@ -114,8 +120,11 @@ def fig_vs_snr(rows: list[dict], metric: str, path_stem: Path) -> list[Path]:
     return save(fig, path_stem)
 
 
-def fig_heatmap(rows: list[dict], metric: str, path_stem: Path, scheme: str = "meg") -> list[Path]:
-    """Figs. 8-9: ``metric`` of ``scheme`` over compression rate fc (x) and SNR (y)."""
+def fig_heatmap(rows: list[dict], metric: str, path_stem: Path,
+                scheme: Optional[str] = None) -> list[Path]:
+    """Figs. 8-9: ``metric`` of ``scheme`` (default: the paper's proposed scheme) over
+    compression rate fc (x) and SNR (y)."""
+    scheme = scheme or with_role("proposed")[0]
     rows = [r for r in rows if r["scheme"] == scheme and r.get("fc") is not None
             and r.get(metric) is not None and math.isfinite(float(r["snr_db"]))]
     kinds = _channels(rows)
@@ -277,8 +286,9 @@ def preset_table2(cfg: MegConfig, out: Path) -> list[Path]:
 
     pipe = build_tiny_pipeline()
     g = cfg.generation
-    rows = table2((3, g.height, g.width), latent_shape(pipe, g), arch=cfg.codec.arch,
-                  hidden=cfg.codec.hidden, generator_params=pipeline_params(pipe))
+    arch = cfg.codec.arch
+    rows = table2((3, g.height, g.width), latent_shape(pipe, g), arch=arch,
+                  settings=getattr(cfg.codec, arch, None), generator_params=pipeline_params(pipe))
     return write_table2(rows, out, name="table2_tiny")
 
 

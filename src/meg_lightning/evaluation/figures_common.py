@@ -13,7 +13,9 @@ matplotlib.use("Agg")  # headless: figures are files
 
 import matplotlib.pyplot as plt  # noqa: E402
 
+from meg_lightning.channels import CHANNELS  # noqa: E402
 from meg_lightning.io import atomic_path  # noqa: E402
+from meg_lightning.schemes import order  # noqa: E402
 
 FORMATS = ("png", "pdf")
 
@@ -25,8 +27,6 @@ def label(row: dict) -> str:
 
 
 def _sort_key(lbl: str) -> tuple:
-    from meg_lightning.evaluation.registry import order
-
     scheme, _, fc = lbl.partition(" fc=")
     return (order(scheme), float(fc) if fc else 0.0)
 
@@ -44,7 +44,10 @@ def save(fig, path_stem: Path, dpi: int = 150) -> list[Path]:
 
 
 def _channels(rows: list[dict]) -> list[str]:
-    return [c for c in ("awgn", "rayleigh") if any(r["channel"] == c for r in rows)]
+    """The noisy channel models of ``rows``, in the registry's order (the noiseless reference is
+    drawn as a line on their panels)."""
+    return [c for c, cls in CHANNELS.items()
+            if not cls.noiseless and any(r["channel"] == c for r in rows)]
 
 
 def _finite(v) -> bool:

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import csv
-import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -15,6 +14,11 @@ matplotlib.use("Agg")  # headless: figures are files
 
 import matplotlib.pyplot as plt  # noqa: E402
 
+from meg_lightning.channels import CHANNELS  # noqa: E402
+from meg_lightning.evaluation.figure_compute import (  # noqa: E402
+    compute_snrs,
+    plot_quality_vs_compute,
+)
 from meg_lightning.evaluation.figures_common import (  # noqa: E402
     FORMATS,
     _channels,
@@ -23,6 +27,8 @@ from meg_lightning.evaluation.figures_common import (  # noqa: E402
     label,
     save,
 )
+from meg_lightning.evaluation.tradeoff import codec_schemes  # noqa: E402
+from meg_lightning.schemes import SCHEMES  # noqa: E402
 
 FIG10_COLUMNS = ("p_max_mw", "policy", "fid", "psnr", "latent_mse", "n_images")
 
@@ -69,20 +75,9 @@ def fig_power(rows: list[dict], path_stem: Path) -> list[Path]:
     return save(fig, path_stem)
 
 
-def compute_snrs(rows: list[dict], channel: str = "awgn") -> list[float]:
-    """The SNRs of the quality-vs-UE-compute figure: -10, 0 and 10 dB when swept, else up to
-    three swept SNRs spread over the range."""
-    snrs = sorted({float(r["snr_db"]) for r in rows if r["channel"] == channel
-                   and r.get("ue_gflops") is not None and math.isfinite(float(r["snr_db"]))})
-    pick = [s for s in (-10.0, 0.0, 10.0) if s in snrs]
-    return pick or snrs[:: max(1, len(snrs) // 3)][:3]
-
-
 def fig_compute(rows: list[dict], out: Path) -> list[Path]:
     """Quality (PSNR; on mini also semantic accuracy) against UE GFLOPs per image, AWGN, a few
     SNRs: ``fig_compute_psnr`` and ``fig_compute_semantic`` (evaluation.figure_compute)."""
-    from meg_lightning.evaluation.figure_compute import plot_quality_vs_compute
-
     snrs = compute_snrs(rows)
     if not snrs:
         return []
@@ -97,17 +92,19 @@ def fig_compute(rows: list[dict], out: Path) -> list[Path]:
 
 
 def fig_codecs(rows: list[dict], path_stem: Path) -> list[Path]:
-    """Test latent MSE against SNR of the analog latent codes (`meg`, `meg-adaptive`, `linear`)
-    per channel and rate, with the Gaussian OPTA bound of each rate on AWGN (black, dotted).
-    Nothing unless `meg-adaptive` and another code were swept."""
-    from meg_lightning.evaluation.tradeoff import CODEC_SCHEMES
-
-    rows = [r for r in rows if r["scheme"] in CODEC_SCHEMES and _finite(r.get("latent_mse"))
-            and r["channel"] != "none"]
-    if len({r["scheme"] for r in rows}) < 2 or not any(r["scheme"] == "meg-adaptive" for r in rows):
+    """Test latent MSE against SNR of the analog latent codes with a rate (the learned codecs and
+    the optimal linear code) per channel and rate, with the Gaussian OPTA bound of each rate on
+    AWGN (black, dotted). Nothing unless the SNR-adaptive codec and another code were swept."""
+    codes = codec_schemes()
+    rows = [r for r in rows if r["scheme"] in codes and _finite(r.get("latent_mse"))
+            and not CHANNELS[r["channel"]].noiseless]
+    lead = [s for s in codes if SCHEMES[s].snr_adaptive]
+    if len({r["scheme"] for r in rows}) < 2 or not any(r["scheme"] in lead for r in rows):
         return []
     kinds = _channels(rows)
-    styles = {"meg": ":", "meg-adaptive": "-", "linear": "--"}
+    styles = dict(zip(codes, (":", "-", "--", "-.")))
+    styles.update({s: "-" for s in lead})
+    styles.update({s: "--" for s in codes if SCHEMES[s].reference_code})
     fig, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds), 4), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         series: dict[str, list[dict]] = defaultdict(list)
@@ -125,16 +122,16 @@ def fig_codecs(rows: list[dict], path_stem: Path) -> list[Path]:
             colours.setdefault(fc, line.get_color())
             opta = [(float(r["snr_db"]), float(r["opta_latent_mse"])) for r in pts
                     if _finite(r.get("opta_latent_mse"))]
-            if pts[0]["scheme"] == "meg-adaptive" and opta:
+            if pts[0]["scheme"] in lead and opta:
                 ax.semilogy(*zip(*opta), color="k", ls=":", lw=1,
                             label=f"OPTA fc={fc:g}" if kind == "awgn" else None)
         ax.set_title(kind.upper() if kind == "awgn" else kind.capitalize())
         ax.set_xlabel("SNR (dB)")
         ax.grid(alpha=0.3, which="both")
     axes[0][0].set_ylabel("test latent MSE per entry, lower is better")
+    key = "; ".join(f"{dict(zip((':', '-', '--', '-.'), ('dotted', 'solid', 'dashed', 'dash-dot')))[styles[s]]}: {s}"
+                    for s in codes if any(r["scheme"] == s for r in rows))
     fig.suptitle("Learned codecs against the optimal linear code and the Gaussian OPTA bound "
-                 "(colour: rate; dotted: meg, paper recipe; solid: meg-adaptive; dashed: linear; "
-                 "black dotted: OPTA on AWGN)",
-                 fontsize=9)
+                 f"(colour: rate; {key}; black dotted: OPTA on AWGN)", fontsize=9)
     axes[0][-1].legend(fontsize=7)
     return save(fig, path_stem)

@@ -4,8 +4,10 @@ be injected into :func:`meg_lightning.evaluation.sweep.run_sweep` instead (tests
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -13,31 +15,38 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from meg_lightning.config import MegConfig
+from meg_lightning.channels import build as build_channel
+from meg_lightning.codecs import LinearCode, pretrained
+from meg_lightning.codecs.module import load_codec
+from meg_lightning.codecs.train import configured_checkpoint, run_dir
+from meg_lightning.config import MegConfig, data_id
+from meg_lightning.data import build_datamodule
+from meg_lightning.data.prompts import get_prompts
 from meg_lightning.errors import ConfigError, UserError
+from meg_lightning.generation import load_vae, resolve_device
+from meg_lightning.mini.classifier import AttributeClassifier, all_match, load_classifier
 
 def _device(cfg: MegConfig) -> torch.device:
-    from meg_lightning.generation import resolve_device
-
     return resolve_device(cfg.generation.device)
 
 
 def _default_vae(cfg: MegConfig, device: torch.device):
-    from meg_lightning.generation import load_vae
-
     return load_vae(cfg, device=device)
 
 
 def _default_datamodule(cfg: MegConfig):
-    from meg_lightning.data import build_datamodule
-
     dm = build_datamodule(cfg)
     dm.prepare_data()  # checks the cache (settings, count, checksums); `meg latents` builds it
     dm.setup("test")
     return dm
 
 
-def _eval_checkpoint(cfg: MegConfig, fc: float, key: str = "codec_checkpoints") -> Optional[Path]:
+#: the trained-codec folders (a scheme's ``learned``): the eval key naming a checkpoint per rate,
+#: and whether the codecs shipped for the model stand in when out_dir has none
+LEARNED = {"codec": ("codec_checkpoints", False), "codec-adaptive": ("adaptive_checkpoints", True)}
+
+
+def _named_checkpoint(cfg: MegConfig, fc: float, key: str) -> Optional[Path]:
     """``eval.<key>[fc]`` (codec_checkpoints | adaptive_checkpoints), or None when it names none
     for that rate."""
     for rate, path in getattr(cfg.eval, key).items():
@@ -51,122 +60,87 @@ def _eval_checkpoint(cfg: MegConfig, fc: float, key: str = "codec_checkpoints") 
     return None
 
 
-def adaptive_checkpoint(cfg: MegConfig, fc: float) -> Path:
-    """Which codec evaluates `meg-adaptive` at rate ``fc``: ``eval.adaptive_checkpoints[fc]``;
-    else (unless ``eval.pretrained``) `make train-codec-adaptive`'s
-    ``{out_dir}/codec-adaptive/fc<fc>/best.ckpt`` (or ``last.ckpt``); else the codec shipped for
-    the model (:mod:`meg_lightning.codec.pretrained`, a ``codec.safetensors``)."""
-    return _adaptive_source(cfg, fc)[0]
-
-
-def _adaptive_source(cfg: MegConfig, fc: float) -> tuple[Path, str]:
-    """(path, where from: named | out_dir | shipped) of :func:`adaptive_checkpoint`."""
-    import dataclasses
-
-    from meg_lightning.codec import pretrained
-    from meg_lightning.codec.train import run_dir
-
-    explicit = _eval_checkpoint(cfg, fc, "adaptive_checkpoints")
-    if explicit is not None:
-        return explicit, "named"
-    folder = run_dir(dataclasses.replace(cfg, codec=dataclasses.replace(
-        cfg.codec, fc=fc, arch="adaptive")))
-    if not cfg.eval.pretrained:
+def codec_source(cfg: MegConfig, learned: str, fc: float) -> tuple[Path, str]:
+    """Which codec of folder ``learned`` evaluates rate ``fc``, and where it comes from
+    (``named`` | ``out_dir`` | ``shipped``): ``eval.<key>[fc]``; else the run `meg train-codec`
+    left in ``{out_dir}/<learned>/fc<fc>`` (``best.ckpt``, else ``last.ckpt``; for ``codec``
+    also ``codec.checkpoint`` when ``codec.fc`` is that rate; not with ``eval.pretrained`` for
+    the adaptive codecs); else the codec shipped for the model (:mod:`meg_lightning.codecs.
+    pretrained`). A one-line UserError says how to get one when there is none."""
+    key, shipped = LEARNED[learned]
+    named = _named_checkpoint(cfg, fc, key)
+    if named is not None:
+        return named, "named"
+    if not shipped:
+        configured = configured_checkpoint(cfg, fc)
+        if configured is not None:
+            return configured, "named"
+    arch = "adaptive" if learned == "codec-adaptive" else cfg.codec.arch
+    folder = run_dir(dataclasses.replace(cfg, codec=dataclasses.replace(cfg.codec, fc=fc,
+                                                                        arch=arch)))
+    if not (shipped and cfg.eval.pretrained):
         for name in ("best.ckpt", "last.ckpt"):
             if (folder / name).is_file():
                 return folder / name, "out_dir"
-    if pretrained.has_pretrained(cfg.model, fc):
+    if shipped and pretrained.has_pretrained(cfg.model, fc):
         return pretrained.folder(cfg.model, fc) / "codec.safetensors", "shipped"
-    shipped = ", ".join(f"{f:g}" for f in pretrained.available(cfg.model)) or "none"
-    where = "" if cfg.eval.pretrained else f"{str(folder)!r} holds no checkpoint and "
-    raise UserError(f"no adaptive codec for fc={fc:g}: {where}none ships for model={cfg.model} "
-                    f"(shipped rates: {shipped}); run `make train-codec-adaptive FC={fc:g}` "
-                    f"first or set 'eval.adaptive_checkpoints={{\"{fc:g}\": <.ckpt>}}'")
+    train = (f"`make train-codec-adaptive FC={fc:g}`" if shipped
+             else f"`meg train-codec codec.fc={fc:g}`")
+    have = ""
+    if shipped:
+        rates = ", ".join(f"{f:g}" for f in pretrained.available(cfg.model)) or "none"
+        have = f" and none ships for model={cfg.model} (shipped rates: {rates})"
+    where = "" if shipped and cfg.eval.pretrained else f"{str(folder)!r} holds no checkpoint"
+    raise UserError(f"no trained codec for fc={fc:g}: {where}{have}; run {train} first or set "
+                    f"'eval.{key}={{\"{fc:g}\": <.ckpt>}}'")
 
 
-def _default_adaptive_codec(cfg: MegConfig, fc: float, latent_shape, device):
-    """The codec of :func:`adaptive_checkpoint`: a shipped one is taken as it is (it records its
-    own data in its card); one in ``out_dir`` must have been trained on this run's latents."""
-    from meg_lightning.codec import pretrained
-    from meg_lightning.codec.module import load_codec
-    from meg_lightning.config import data_id
-
-    path, source = _adaptive_source(cfg, fc)
-    if source == "shipped":
+def load_learned_codec(cfg: MegConfig, learned: str, fc: float, latent_shape, device):
+    """The codec of :func:`codec_source`, in eval mode on ``device``: a shipped one as it is (its
+    card records its data); one in ``out_dir`` must have been trained on this run's latents; a
+    named one must be of rate ``fc`` (and, for ``codec-adaptive``, an adaptive codec)."""
+    path, origin = codec_source(cfg, learned, fc)
+    key = LEARNED[learned][0]
+    if origin == "shipped":
         codec = pretrained.load_pretrained(cfg.model, fc, latent_shape)
-    else:  # a named checkpoint is taken as it is, like eval.codec_checkpoints
-        codec = load_codec(path, latent_shape=latent_shape, fc=fc,
-                           data_id=data_id(cfg) if source == "out_dir" else None)
-    if not codec.adaptive:
-        raise ConfigError(f"eval.adaptive_checkpoints.{fc:g}", str(path),
+    else:
+        try:
+            codec = load_codec(path, latent_shape=latent_shape, fc=fc,
+                               data_id=data_id(cfg) if origin == "out_dir" else None)
+        except ConfigError as e:
+            if origin != "named" or e.key != "codec.fc":
+                raise
+            raise ConfigError(f"eval.{key}.{fc:g}", str(path),
+                              f"a codec of rate {fc:g} (this checkpoint is for fc={e.expected.split(',')[0]})"
+                              ) from None
+    if LEARNED[learned][1] and not codec.adaptive:
+        raise ConfigError(f"eval.{key}.{fc:g}", str(path),
                           "a codec trained with codec.arch=adaptive (this one is "
-                          f"arch={codec.hparams.arch}; evaluate it as scheme meg)")
+                          f"arch={codec.codec_cfg.arch}; evaluate it as scheme meg)")
     return codec.to(device)
 
 
-def codec_checkpoint(cfg: MegConfig, fc: float) -> Path:
-    """Which codec checkpoint evaluates rate ``fc``: ``eval.codec_checkpoints[fc]``, else
-    :func:`meg_lightning.codec.train.trained_checkpoint` (``codec.checkpoint`` or the output of
-    `meg train-codec codec.fc=<fc>`)."""
-    from meg_lightning.codec.train import trained_checkpoint
-
-    explicit = _eval_checkpoint(cfg, fc)
-    if explicit is not None:
-        return explicit
-    try:
-        return trained_checkpoint(cfg, fc)
-    except UserError as e:
-        raise _eval_advice(e, fc) from None
-
-
-def _eval_advice(e: UserError, fc: float) -> UserError:
-    """`meg eval` names a checkpoint per rate in eval.codec_checkpoints (codec.checkpoint only
-    counts when codec.fc is that rate): say so instead of train-codec's advice."""
-    msg = str(e)
-    if not msg.startswith("no trained codec"):
-        return e
-    return UserError(msg.split("; run ")[0] + f"; run `meg train-codec codec.fc={fc:g}` first "
-                     f"or set 'eval.codec_checkpoints={{\"{fc:g}\": <.ckpt>}}'")
-
-
-def _default_codec(cfg: MegConfig, fc: float, latent_shape, device):
-    """The codec of :func:`codec_checkpoint`; one that `meg train-codec` left in ``out_dir``
-    must have been trained on this run's latents (codec.train.load_trained_codec)."""
-    from meg_lightning.codec.train import load_trained_codec
-
-    try:
-        codec = load_trained_codec(cfg, fc, latent_shape=latent_shape,
-                                   path=_eval_checkpoint(cfg, fc))
-    except UserError as e:
-        raise _eval_advice(e, fc) from None
-    return codec.to(device)
-
-
-def _test_latents(dm, n: int) -> tuple[Tensor, Tensor]:
-    """The first n test latents z (n, C, h, w) and their cache indices (n,)."""
+def test_latents(dm, n: Optional[int]) -> tuple[Tensor, Tensor]:
+    """The first n test latents z (n, C, h, w) and their cache indices (n,); all when n is None."""
     ds = dm.dataset("test")
     if len(ds) == 0:
         raise UserError("the test split of the latent cache is empty: expected data.test_fraction "
                         "* data.num_prompts >= 1")
-    items = [ds[i] for i in range(min(n, len(ds)))]
+    items = [ds[i] for i in range(len(ds) if n is None else min(n, len(ds)))]
     return torch.stack([it["z"] for it in items]), torch.stack([it["index"] for it in items])
 
 
-def _check_num_images(cfg: MegConfig, available: int) -> None:
-    """``eval.num_images`` asked on the command line and larger than the test split is an error
-    (FID over fewer images than asked is another metric); the default is an upper bound, noted."""
-    import sys
-
-    from meg_lightning.cli import current_overrides
-
+def check_num_images(cfg: MegConfig, available: int) -> int:
+    """The test images per cell: ``eval.num_images``, or the whole test split when it is null. A
+    number larger than the test split is an error (FID over fewer images than asked is another
+    metric)."""
     n = cfg.eval.num_images
-    if available >= n:
-        return
-    if any(o.split("=", 1)[0] == "eval.num_images" for o in current_overrides()):
+    if n is None:
+        return available
+    if available < n:
         raise ConfigError("eval.num_images", n, f"at most {available}, the size of the test split "
-                          "(raise data.num_prompts or data.test_fraction)")
-    print(f"meg eval: note: eval.num_images={n} but the test split holds {available} latents: "
-          f"every cell uses {available}", file=sys.stderr)
+                          "(raise data.num_prompts or data.test_fraction, or leave it null)")
+    return n
 
 
 def train_latents(dm) -> Tensor:
@@ -176,16 +150,12 @@ def train_latents(dm) -> Tensor:
 
 
 def _default_linear(fc: float, z_train: Tensor, device):
-    """The optimal linear analog code of rate fc (codec.LinearCode) fitted on training latents."""
-    from meg_lightning.codec import LinearCode
-
+    """The optimal linear analog code of rate fc (codecs.LinearCode) fitted on training latents."""
     return LinearCode.fit(z_train, fc).to(device)
 
 
 def latent_spectrum(z_train: Tensor) -> np.ndarray:
     """All |z| eigenvalues of the training latents' sample covariance (descending, zero-padded)."""
-    from meg_lightning.codec import LinearCode
-
     lam = LinearCode.fit(z_train, 1.0).eigvals
     return np.pad(lam, (0, z_train[0].numel() - lam.size))
 
@@ -200,9 +170,6 @@ def _default_judge(cfg: MegConfig, extractor: Any = None
     ``judge.features_of is extractor``): the sweep then runs the classifier once per batch."""
     if cfg.model != "mini":
         return None
-    from meg_lightning.data.prompts import get_prompts
-    from meg_lightning.mini.classifier import AttributeClassifier, all_match, load_classifier
-
     prompts = get_prompts(cfg.data.prompts, cfg.data.num_prompts, cfg.data.prompt_column)
     shared = isinstance(extractor, AttributeClassifier)
     clf = extractor if shared else load_classifier()
@@ -228,12 +195,11 @@ def judge_batch(judge: Callable[[Tensor, Tensor], Tensor], images: Tensor, index
     return judge(images, index).cpu()
 
 
-def _default_channel(cfg: MegConfig, kind: str, snr_db: float):
-    from meg_lightning.channel import Channel
-
-    return Channel(kind=kind, snr_db=snr_db if math.isfinite(snr_db) else 0.0,
-                   num_blocks=cfg.channel.num_blocks, equalizer=cfg.channel.equalizer,
-                   normalize=True)
+def default_channel(cfg: MegConfig, kind: str, snr_db: float):
+    """The cell's link: channel model ``kind`` at ``snr_db`` with ``channel.*``'s blocks,
+    equaliser and the model's own settings (the noiseless channel gets a finite placeholder)."""
+    return build_channel(cfg, kind, snr_db=snr_db if math.isfinite(snr_db) else 0.0,
+                         normalize=True)
 
 
 class ImageStore:
@@ -246,8 +212,6 @@ class ImageStore:
     """
 
     def __init__(self, folder: Path):
-        import tempfile
-
         self._file = tempfile.TemporaryFile(dir=folder)
         self.n, self.shape = 0, None
 

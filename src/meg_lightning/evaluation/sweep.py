@@ -50,47 +50,36 @@ from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
+from meg_lightning.channels import CHANNELS
+from meg_lightning.codecs import opta_mse
+from meg_lightning.data.prompts import get_prompts
 from meg_lightning.config import MegConfig, save_resolved, to_dict
 from meg_lightning.errors import ConfigError
-from meg_lightning.evaluation import registry
-from meg_lightning.evaluation.cell_metrics import EXAMPLES, _save_png, run_cell
-from meg_lightning.evaluation.cells import (  # noqa: F401 - re-exported
-    cell_seed,
-    codec_ids,
-    row_codec_id,
-    enumerate_cells,
-    sweep_hash,
-)
-from meg_lightning.evaluation.compute import ComputeParts, cell_compute_columns, sweep_compute_parts
-from meg_lightning.evaluation.results import (  # noqa: F401 - the results file's API, re-exported
-    COLUMNS,
-    read_results,
-    rows_to_csv,
-)
-from meg_lightning.evaluation.inputs import (  # noqa: F401 - re-exported: injectable defaults
-    ImageStore,
-    _check_num_images,
-    _default_channel,
-    _default_adaptive_codec,
-    _default_codec,
-    _default_datamodule,
-    _default_judge,
-    _default_linear,
-    _default_vae,
-    _device,
-    _test_latents,
-    judge_batch,
-    latent_spectrum,
-    train_latents,
-)
-from meg_lightning.evaluation.schemes import Scheme
+from meg_lightning.evaluation.cell_metrics import EXAMPLES, run_cell, save_png
+from meg_lightning.evaluation.cells import (cell_seed, codec_ids, enumerate_cells, row_codec_id,
+                                            sweep_hash)
+from meg_lightning.evaluation.compute import cell_compute_columns, sweep_compute_parts
+from meg_lightning.evaluation.inputs import (ImageStore, _default_datamodule, _default_judge,
+                                             _default_linear, _default_vae, _device,
+                                             check_num_images, default_channel, judge_batch,
+                                             latent_spectrum, load_learned_codec, test_latents,
+                                             train_latents)
+from meg_lightning.evaluation.results import COLUMNS, read_results, rows_to_csv
+from meg_lightning.generation import decode_latents
 from meg_lightning.io import atomic_write_json, atomic_write_text, clean_tmp
 from meg_lightning.metrics import extract_features, make_feature_extractor
+from meg_lightning.evaluation.report import log_to_wandb
+from meg_lightning.generation import load_pipeline
+from meg_lightning.schemes import BuildContext, Scheme, build, runs_generator, scheme_class
 
-#: schemes whose rows get the Gaussian OPTA latent MSE beside theirs (analog latent codes)
-LATENT_CODES = ("feature", "meg", "meg-adaptive", "linear")
 
+def opta_applies(cell) -> bool:
+    """Rows of analog latent codes on a noisy channel without fading (AWGN) get the Gaussian
+    OPTA bound (it is an AWGN bound)."""
+    link = CHANNELS[cell.channel]
+    return scheme_class(cell.scheme).analog and not (link.fading or link.noiseless)
 
 
 def eval_dir(cfg: MegConfig) -> Path:
@@ -105,31 +94,30 @@ class SweepResult:
     csv_path: Path
 
 
-def _build_schemes(cells, ctx: registry.BuildContext
-                   ) -> dict[tuple[str, Optional[float], str], Scheme]:
+def _build_schemes(cells, ctx: BuildContext) -> dict[tuple[str, Optional[float], str], Scheme]:
     """One scheme instance per (scheme, fc, channel kind) of ``cells``, from the registry."""
     schemes: dict[tuple[str, Optional[float], str], Scheme] = {}
     for c in cells:
         sk = (c.scheme, c.fc, c.channel)
         if sk not in schemes:
-            schemes[sk] = registry.build(c.scheme, ctx, c.fc, c.channel)
+            schemes[sk] = build(c.scheme, ctx, c.fc)
     return schemes
 
 
-def _memo(fn: Callable[[float], Any]) -> Callable[[float], Any]:
-    cache: dict[float, Any] = {}
+def _memo(fn: Callable[..., Any]) -> Callable[..., Any]:
+    cache: dict[tuple, Any] = {}
 
-    def get(fc: float) -> Any:
-        if fc not in cache:
-            cache[fc] = fn(fc)
-        return cache[fc]
+    def get(*key: Any) -> Any:
+        if key not in cache:
+            cache[key] = fn(*key)
+        return cache[key]
 
     return get
 
 
 def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
               decode_image: Optional[Callable[[Tensor], Tensor]] = None,
-              codecs: Optional[dict[float, Any]] = None,
+              codecs: Optional[dict[Any, Any]] = None,
               linear_codes: Optional[dict[float, Any]] = None,
               feature_extractor=None,
               channel_factory: Optional[Callable[[str, float], Any]] = None,
@@ -140,16 +128,15 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
 
     Everything the sweep needs can be injected; by default it is built from ``cfg``:
     ``datamodule`` (:func:`meg_lightning.data.build_datamodule`), ``vae`` (the pipeline's VAE) or
-    directly ``decode_image`` (z -> images in [0, 1]), ``codecs`` (fc -> module with
-    ``encode``/``decode``, from :func:`codec_checkpoint`), ``linear_codes`` (fc -> module),
+    directly ``decode_image`` (z -> images in [0, 1]), ``codecs`` (fc, or (learned folder, fc),
+    -> module with ``encode``/``decode``; a bare fc is the ``codec`` folder of `meg`; default
+    :func:`~.inputs.load_learned_codec`), ``linear_codes`` (fc -> module),
     ``feature_extractor`` (``eval.fid_features``), ``channel_factory(kind, snr_db)``, ``judge``
     ((images, cache indices) -> (b,) bool, for semantic accuracy; by default the mini model's
     classifier when ``model=mini``, else none), ``pipeline`` (the diffusers pipeline that the
     generative receivers ``X+dm`` run at the UE; loaded only for them) and ``prompts`` (the
     prompt of every cache index, which ``X+dm`` and ``prompt`` send; default ``data.prompts``).
     """
-    from tqdm.auto import tqdm
-
     out = eval_dir(cfg)
     csv_path = out / cfg.eval.results
     h = sweep_hash(cfg)
@@ -164,7 +151,9 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
         old = read_results(csv_path)
         rows = [r for r in old if r.get("config_hash") == h]
         stale = [r for r in old if r.get("config_hash") != h]
-    ids = codec_ids(cfg, codecs)
+    injected = {(k if isinstance(k, tuple) else ("codec", float(k))): v
+                for k, v in (codecs or {}).items()}
+    ids = codec_ids(cfg, injected)
     # a meg / meg-adaptive row made with another codec than the one now configured is recomputed
     kept = [r for r in rows if (want := row_codec_id(ids, r["scheme"], r.get("fc"))) is None
             or r.get("codec_id") == want]
@@ -184,8 +173,6 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
     dm = datamodule if datamodule is not None else _default_datamodule(cfg) if todo else None
     latent_shape = tuple(dm.latent_shape) if dm is not None else ()
     if todo and decode_image is None:
-        from meg_lightning.generation import decode_latents
-
         vae = vae if vae is not None else _default_vae(cfg, device)
         vae.eval()
 
@@ -204,8 +191,6 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
             if prompts is not None:
                 cache["prompts"] = list(prompts)
             else:
-                from meg_lightning.data.prompts import get_prompts
-
                 cache["prompts"] = get_prompts(cfg.data.prompts, cfg.data.num_prompts,
                                                cfg.data.prompt_column)
         return cache["prompts"]
@@ -214,39 +199,34 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
         ds = dm.dataset("train")
         return [all_prompts()[int(ds[i]["index"])] for i in range(len(ds))]
 
-    injected_codecs, injected_linear = dict(codecs or {}), dict(linear_codes or {})
+    injected_linear = dict(linear_codes or {})
 
-    def load_pipeline() -> Any:
+    def pipe() -> Any:
         if "pipeline" not in cache:
-            if pipeline is not None:
-                cache["pipeline"] = pipeline
-            else:
-                from meg_lightning.generation import load_pipeline as load
-
-                cache["pipeline"] = load(cfg, device=device)
+            cache["pipeline"] = (pipeline if pipeline is not None
+                                 else load_pipeline(cfg, device=device))
         return cache["pipeline"]
 
-    ctx = registry.BuildContext(
+    ctx = BuildContext(
         cfg=cfg, decode_image=decode_image, latent_shape=latent_shape, device=device,
-        z_train=z_train, pipeline=load_pipeline, train_prompts=train_prompts,
-        codec=_memo(lambda fc: injected_codecs.get(fc)
-                    or _default_codec(cfg, fc, latent_shape, device)),
+        z_train=z_train, pipeline=pipe, train_prompts=train_prompts,
+        codec=_memo(lambda learned, fc: injected.get((learned, fc))
+                    or load_learned_codec(cfg, learned, fc, latent_shape, device)),
         linear_code=_memo(lambda fc: injected_linear.get(fc)
-                          or _default_linear(fc, z_train(), device)),
-        adaptive_codec=_memo(lambda fc: _default_adaptive_codec(cfg, fc, latent_shape, device)))
+                          or _default_linear(fc, z_train(), device)))
     schemes = _build_schemes(todo, ctx) if todo else {}
 
-    def compute_parts() -> ComputeParts:
-        """Per-image GFLOPs of every component the cells use (evaluation.compute)."""
+    def compute_parts():
+        """Per-image GFLOPs of the generator's components (evaluation.compute)."""
         if "parts" not in cache:
-            cache["parts"] = sweep_compute_parts(cfg, cells, todo, ctx)
+            cache["parts"] = sweep_compute_parts(cfg, todo, ctx)
         return cache["parts"]
 
     if todo:
         extractor = (feature_extractor if feature_extractor is not None
                      else make_feature_extractor(cfg.eval.fid_features, cfg.model)).to(device).eval()
-        z, index = _test_latents(dm, cfg.eval.num_images)
-        _check_num_images(cfg, len(z))
+        n = check_num_images(cfg, len(dm.dataset("test")))
+        z, index = test_latents(dm, n)
 
     # Write: the resolved config, the rows set aside, then every cell as it finishes
     out.mkdir(parents=True, exist_ok=True)
@@ -276,20 +256,18 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
         if judge is not None:
             sem_0.append(judge_batch(judge, ib, index[s:s + bs], extractor, feats_0[-1]))
     feats_0 = torch.cat(feats_0)
-    _save_png(out / "examples" / "reference.png", i_0[:EXAMPLES])
+    save_png(out / "examples" / "reference.png", i_0[:EXAMPLES])
     sem_ref = float(torch.cat(sem_0).float().mean()) if sem_0 else float("nan")
     atomic_write_json(out / "examples" / "index.json", {"example_index": int(index[0]),
                                                         "test_indices": index.tolist()})
-    channel_factory = channel_factory or (lambda kind, snr: _default_channel(cfg, kind, snr))
+    channel_factory = channel_factory or (lambda kind, snr: default_channel(cfg, kind, snr))
     test_prompts = ([all_prompts()[int(i)] for i in index]
-                    if any(registry.runs_generator(c.scheme) for c in todo) else None)
+                    if any(runs_generator(c.scheme) for c in todo) else None)
 
     def opta(symbols: int, snr_db: float) -> float:
         """Gaussian OPTA latent MSE for this symbol budget on AWGN (codec.opta_mse), or nan when
         there are fewer training latents than |z|: the sample covariance then has |z| - N + 1 zero
         eigenvalues and the "bound" would be far below what any scheme reaches on new latents."""
-        from meg_lightning.codec import opta_mse
-
         numel = math.prod(latent_shape)
         if len(z_train()) <= numel:
             return float("nan")
@@ -304,21 +282,22 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
             bar.set_postfix_str(cell.key)
             t0 = time.perf_counter()
             seed = cell_seed(cfg.seed, cell.key)
-            metrics, first = run_cell(cell, schemes[(cell.scheme, cell.fc, cell.channel)],
-                                      channel_factory(cell.channel, cell.snr_db), z, i_0, feats_0,
+            scheme = schemes[(cell.scheme, cell.fc, cell.channel)]
+            metrics, first = run_cell(cell, scheme, channel_factory(cell.channel, cell.snr_db),
+                                      z, i_0, feats_0,
                                       extractor=extractor, batch_size=bs, seed=seed,
                                       bootstrap=cfg.eval.bootstrap, device=device, index=index,
                                       judge=judge, prompts=test_prompts)
             metrics["semantic_accuracy_ref"] = sem_ref
-            metrics.update(cell_compute_columns(cell, metrics, compute_parts()))
-            if cell.channel == "awgn" and registry.base_name(cell.scheme) in LATENT_CODES:
+            metrics.update(cell_compute_columns(cell, metrics, scheme, compute_parts()))
+            if opta_applies(cell):
                 metrics["opta_latent_mse"] = opta(metrics["symbols"], cell.snr_db)
             row = {"cell": cell.key, "scheme": cell.scheme, "channel": cell.channel,
                    "snr_db": cell.snr_db, "fc": cell.fc, "num_blocks": cfg.channel.num_blocks,
                    "equalizer": cfg.channel.equalizer, "seed": seed, "config_hash": h,
                    "codec_id": row_codec_id(ids, cell.scheme, cell.fc), **metrics,
                    "time_s": round(time.perf_counter() - t0, 3)}
-            _save_png(out / "examples" / f"{cell.key}.png", first)
+            save_png(out / "examples" / f"{cell.key}.png", first)
             rows.append(row)
             result.computed.append(cell.key)
             _write(cfg, out, csv_path, rows, h)
@@ -343,7 +322,5 @@ def main(cfg: MegConfig) -> SweepResult:
     print(f"meg eval: {len(res.computed)} cells computed, {len(res.skipped)} resumed -> "
           f"{res.csv_path}")
     if cfg.logger == "wandb":
-        from meg_lightning.evaluation.report import log_to_wandb
-
         log_to_wandb(cfg, res.rows, eval_dir(cfg))
     return res

@@ -11,7 +11,7 @@ Symbols (real values per generated image, the paper's "transmitted data"):
 
 Complex channel uses are half the real symbols (rounded up). Model sizes count parameters of the
 generator (U-Net + VAE + CLIP text encoder) and, for MEG, the compression encoder and decoder
-built from :func:`meg_lightning.codec.components.build_codec` on the meta device (no memory is
+built from :func:`meg_lightning.codecs.base.build_codec` on the meta device (no memory is
 allocated), at 4 bytes per parameter (float32). The paper's sizes (7.17 GB for SD-v1.5 alone)
 match neither float32 (4.26 GB) nor float16 weights, presumably a checkpoint file with extra
 state; we print them beside ours rather than reproduce them.
@@ -19,14 +19,18 @@ state; we print them beside ours rather than reproduce them.
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
-from meg_lightning.config import CodecConfig
+from meg_lightning.codecs.base import build_codec, code_length
+from meg_lightning.generation.sd15 import build_components
 from meg_lightning.io import atomic_write_text
+from meg_lightning.schemes import with_role
 
 PAPER_FCS = (0.1, 0.3, 0.5, 0.7, 0.9)
 #: Table II of the paper: transmitted data (real values) and total model size (GB) per mode.
@@ -42,7 +46,7 @@ NOTES = [
     "centralized: 3 x H x W RGB reals (786,432 for 512x512). The paper prints 1,048,576 = 512 x "
     "512 x 4 (four values per pixel, e.g. an RGBA buffer); SD-v1.5 images have 3 channels, so we "
     "count and send 786,432.",
-    "feature: |z| = C x H/f_d x W/f_d; meg: k = round(fc |z|) (codec.components.code_length).",
+    "feature: |z| = C x H/f_d x W/f_d; meg: k = round(fc |z|) (codecs.base.code_length).",
     "sizes: parameters x 4 bytes (float32), GB = 1e9 bytes; codec built on the meta device. The "
     "paper's sizes (7.17 GB for SD-v1.5) exceed float32 weights (4.26 GB) and are shown for "
     "reference only.",
@@ -52,8 +56,6 @@ NOTES = [
 def sd15_generator_params() -> dict[str, int]:
     """Parameter counts of SD-v1.5's U-Net, VAE and CLIP ViT-L/14 text encoder, built from their
     architecture configs (:mod:`meg_lightning.generation.sd15`) on the meta device (no weights)."""
-    from meg_lightning.generation.sd15 import build_components
-
     parts = build_components(device="meta")
     return {"unet": count_params(parts["unet"]), "vae": count_params(parts["vae"]),
             "text": count_params(parts["text_encoder"])}
@@ -70,35 +72,35 @@ def count_params(module: torch.nn.Module) -> int:
 
 
 def codec_params(latent_shape: Sequence[int], fc: float, arch: str = "paper",
-                 hidden: Optional[int] = None) -> tuple[int, int]:
-    """(encoder, decoder) parameter counts of the codec for ``latent_shape`` at rate ``fc``."""
-    from meg_lightning.codec.components import build_codec
-
+                 settings: Any = None) -> tuple[int, int]:
+    """(encoder, decoder) parameter counts of the codec of architecture ``arch`` (its settings:
+    None for the defaults) for ``latent_shape`` at rate ``fc``."""
     with torch.device("meta"):
-        enc, dec = build_codec(tuple(latent_shape), CodecConfig(fc=fc, arch=arch, hidden=hidden))
+        enc, dec = build_codec(tuple(latent_shape), fc, arch, settings)
     return count_params(enc), count_params(dec)
 
 
 def table2(image_shape: Sequence[int] = (3, 512, 512), latent_shape: Sequence[int] = (4, 64, 64),
-           fcs: Sequence[float] = PAPER_FCS, *, arch: str = "paper", hidden: Optional[int] = None,
+           fcs: Sequence[float] = PAPER_FCS, *, arch: str = "paper", settings: Any = None,
            generator_params: Optional[dict[str, int]] = None) -> list[dict]:
     """Rows of Table II for these shapes: mode, symbols, channel_uses, parameter counts, sizes.
 
+    The modes are the paper's three: the schemes of its pixel and latent benchmarks and the
+    proposed scheme at every rate, with the codec of architecture ``arch`` (``settings``).
     ``generator_params`` (unet / vae / text counts) defaults to SD-v1.5's; the paper's numbers are
     attached in ``paper_symbols`` / ``paper_size_gb`` where the mode is one of the paper's.
     """
-    from meg_lightning.codec.components import code_length
-
     gen = generator_params if generator_params is not None else sd15_generator_params()
     g = sum(gen.values())
     numel = math.prod(latent_shape)
+    (pixels,), (latent,), (proposed,) = (with_role(r) for r in ("pixels", "latent", "proposed"))
     modes: list[tuple[str, int, int, int]] = [
-        ("centralized", math.prod(image_shape), 0, 0),
-        ("feature", numel, 0, 0),
+        (pixels, math.prod(image_shape), 0, 0),
+        (latent, numel, 0, 0),
     ]
     for fc in fcs:
-        enc, dec = codec_params(latent_shape, fc, arch, hidden)
-        modes.append((f"meg fc={fc:g}", code_length(fc, numel), enc, dec))
+        enc, dec = codec_params(latent_shape, fc, arch, settings)
+        modes.append((f"{proposed} fc={fc:g}", code_length(fc, numel), enc, dec))
     rows = []
     for mode, symbols, enc, dec in modes:
         total = g + enc + dec
@@ -127,9 +129,6 @@ def to_markdown(rows: list[dict], title: str = "Table II") -> str:
 
 def write_table2(rows: list[dict], folder: str | Path, name: str = "table2") -> list[Path]:
     """``{name}.csv`` and ``{name}.md`` in ``folder`` (atomically)."""
-    import csv
-    import io
-
     folder = Path(folder)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")

@@ -9,8 +9,13 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from meg_lightning.evaluation.figure_compute import _num
-from meg_lightning.evaluation.registry import DM_SUFFIX
+from meg_lightning.evaluation.figure_compute import _num, compute_snrs, format_budget_winners
+from meg_lightning.schemes import DM_SUFFIX, SCHEMES, having, with_role
+from meg_lightning.schemes.ldpc import MCS_TABLE
+
+
+def _rows_of(rows: list[dict], names: list[str]) -> list[dict]:
+    return [r for r in rows if r["scheme"] in names]
 
 
 def _fc(r: dict) -> str:
@@ -67,7 +72,7 @@ def dm_lines(rows: list[dict], channel: str = "awgn") -> list[str]:
 
 def prompt_lines(rows: list[dict]) -> list[str]:
     """Where sending the prompt and the seed works: payload, threshold SNR, delivered share."""
-    pr = [r for r in rows if r["scheme"] == "prompt"]
+    pr = _rows_of(rows, having(regenerates=True))
     if not pr:
         return []
     out = ["## Prompt transmission (prompt + seed, UE runs the whole generation)", ""]
@@ -75,19 +80,19 @@ def prompt_lines(rows: list[dict]) -> list[str]:
     fails: dict[tuple, list[float]] = defaultdict(list)
     for r in sorted(pr, key=lambda r: (r["channel"], _num(r.get("fc")), _num(r["snr_db"]))):
         ok = _num(r.get("success"))
-        body.append([r["channel"], f"prompt{_fc(r)}", f"{_num(r['snr_db']):g} dB",
+        body.append([r["channel"], f"{r['scheme']}{_fc(r)}", f"{_num(r['snr_db']):g} dB",
                      f"{_num(r.get('payload_bits')):.0f}", f"{_num(r.get('threshold_snr_db')):.2f}",
                      f"{ok:.2f}", f"{_num(r['psnr_db']):.2f}", f"{int(_num(r['psnr_capped']))}"
                      f"/{int(_num(r['n_images']))}", f"{_num(r.get('ue_unet_evals')):.0f}"])
         if ok < 1:
-            fails[(r["channel"], _fc(r))].append(_num(r["snr_db"]))
+            fails[(r["channel"], f"{r['scheme']}{_fc(r)}")].append(_num(r["snr_db"]))
     out += _table(["channel", "scheme", "SNR", "payload bits", "threshold SNR (AWGN)",
                    "delivered", "PSNR", "= I_0", "U-Net evals at the UE"], body)
     out.append("")
     text = ["Where the bits arrive the UE regenerates I_0 exactly (PSNR at the cap). On an "
             "outage it has nothing to generate from and shows mid-grey."]
-    for (channel, fc), snrs in sorted(fails.items()):
-        text.append(f"prompt{fc} on {channel} loses images (delivered < 1) at "
+    for (channel, label), snrs in sorted(fails.items()):
+        text.append(f"{label} on {channel} loses images (delivered < 1) at "
                     + ", ".join(f"{s:g}" for s in sorted(snrs)) + " dB.")
     return out + [" ".join(text), ""]
 
@@ -96,9 +101,6 @@ def compute_lines(rows: list[dict], channel: str = "awgn") -> list[str]:
     """Which scheme wins at which UE compute budget, per SNR, from the rows' compute columns:
     the best scheme (PSNR; also semantic accuracy when measured) whose UE GFLOPs per image fit
     the budget, listed where the winner changes."""
-    from meg_lightning.evaluation.figure_compute import format_budget_winners
-    from meg_lightning.evaluation.figures_tradeoff import compute_snrs
-
     if not any(math.isfinite(_num(r.get("ue_gflops"))) for r in rows):
         return []
     out = [f"## Quality against UE compute ({channel})", "",
@@ -128,9 +130,7 @@ def compute_lines(rows: list[dict], channel: str = "awgn") -> list[str]:
 
 def digital_lines(rows: list[dict]) -> list[str]:
     """The digital scheme's cliff: per cell its MCS, block error rate, delivered share, PSNR."""
-    from meg_lightning.channel.ldpc import MCS_TABLE
-
-    dg = sorted((r for r in rows if r["scheme"] in ("digital", "capacity")),
+    dg = sorted(_rows_of(rows, having(digital=True, yields_latent=True)),
                 key=lambda r: (r["scheme"], r["channel"], _num(r.get("fc")), _num(r["snr_db"])))
     if not dg:
         return []
@@ -150,8 +150,9 @@ def digital_lines(rows: list[dict]) -> list[str]:
                       "PSNR", "latent MSE"], body) + [""])
 
 
-#: the analog latent codes the codec section compares, in column order
-CODEC_SCHEMES = ("meg", "meg-adaptive", "linear")
+def codec_schemes() -> list[str]:
+    """The analog latent codes with a rate that the codec section compares, in column order."""
+    return having(analog=True, uses_fc=True)
 
 
 def _cell(v: float, spec: str) -> str:
@@ -160,46 +161,46 @@ def _cell(v: float, spec: str) -> str:
 
 
 def codec_lines(rows: list[dict]) -> list[str]:
-    """The learned codecs (`meg`: the paper's recipe, one model trained at one SNR;
-    `meg-adaptive`: one model for every SNR) against the optimal linear code and, on AWGN, the
-    Gaussian OPTA bound, per channel, rate and SNR: test latent MSE and semantic accuracy, with
-    `centralized`'s accuracy beside them; and where the adaptive codec is not below `linear`."""
+    """The learned codecs against the optimal linear code and, on AWGN, the Gaussian OPTA bound,
+    per channel, rate and SNR, led by the SNR-adaptive codec: test latent MSE and semantic
+    accuracy, with the pixel benchmark's accuracy beside them; and where the adaptive codec is
+    not below the linear code."""
     by = {(r["scheme"], r["channel"], _num(r.get("fc")), _num(r["snr_db"])): r for r in rows}
-    have = [s for s in CODEC_SCHEMES if any(k[0] == s for k in by)]
-    if "meg-adaptive" not in have or len(have) < 2:
+    have = [s for s in codec_schemes() if any(k[0] == s for k in by)]
+    lead = next((s for s in have if SCHEMES[s].snr_adaptive), None)
+    if lead is None or len(have) < 2:
         return []
-    keys = sorted({(c, fc, snr) for s, c, fc, snr in by if s == "meg-adaptive"})
-    centralized = {(r["channel"], _num(r["snr_db"])): r for r in rows
-                   if r["scheme"] == "centralized"}
+    ref = next((s for s in have if SCHEMES[s].reference_code), None)
+    pixels = with_role("pixels")
+    keys = sorted({(c, fc, snr) for s, c, fc, snr in by if s == lead})
+    centralized = {(r["channel"], _num(r["snr_db"])): r for r in rows if r["scheme"] in pixels}
     sem = any(math.isfinite(_num(r.get("semantic_accuracy"))) for r in rows)
     head = ["channel", "fc", "SNR"] + [f"{s} MSE" for s in have] + ["OPTA (AWGN)"]
-    head += [f"{s} acc." for s in have] + ["centralized acc."] if sem else []
+    head += [f"{s} acc." for s in have] + [f"{pixels[0] if pixels else 'pixels'} acc."] if sem else []
     body, worse = [], []
     for channel, fc, snr in keys:
         cells = [by.get((s, channel, fc, snr)) for s in have]
         mse = [_num(r.get("latent_mse")) if r else math.nan for r in cells]
-        opta = _num((by.get(("meg-adaptive", channel, fc, snr)) or {}).get("opta_latent_mse"))
+        opta = _num((by.get((lead, channel, fc, snr)) or {}).get("opta_latent_mse"))
         row = [channel, f"{fc:g}", f"{snr:g} dB"] + [_cell(m, ".4f") for m in mse + [opta]]
         if sem:
             acc = [_num(r.get("semantic_accuracy")) if r else math.nan for r in cells]
             central = _num(centralized.get((channel, snr), {}).get("semantic_accuracy"))
             row += [_cell(a, ".2f") for a in acc + [central]]
         body.append(row)
-        if "linear" in have:
-            a, lin = mse[have.index("meg-adaptive")], mse[have.index("linear")]
+        if ref is not None:
+            a, lin = mse[have.index(lead)], mse[have.index(ref)]
             if math.isfinite(a) and math.isfinite(lin) and a > lin:
                 worse.append(f"{channel} fc={fc:g} {snr:g} dB ({a:.4f} > {lin:.4f})")
     if worse:
-        verdict = "`meg-adaptive` is above `linear` in: " + "; ".join(worse) + "."
-    elif "linear" in have:
-        verdict = "`meg-adaptive` has a latent MSE at most `linear`'s in every cell above."
+        verdict = f"`{lead}` is above `{ref}` in: " + "; ".join(worse) + "."
+    elif ref is not None:
+        verdict = f"`{lead}` has a latent MSE at most `{ref}`'s in every cell above."
     else:
         verdict = ""
+    what = "; ".join(f"`{s}` is {SCHEMES[s].summary}" for s in have if SCHEMES[s].summary)
     return (["## Learned codecs against the optimal linear code and the OPTA bound", "",
-             "`meg` is the paper's recipe (one model per rate, trained at one SNR); `meg-adaptive` "
-             "is one SNR-adaptive, CSI-aware model per rate for every SNR (docs/CODECS.md); "
-             "`linear` is the optimal linear analog code (KLT, MMSE power loading, LMMSE) fitted "
-             "on this run's training latents; OPTA is the Gaussian bound for the training "
-             "latents' spectrum (latents are not Gaussian: a code can go below it). Latent MSE "
-             "per entry on the test images.", ""]
+             f"{what}; OPTA is the Gaussian bound for the training latents' spectrum (latents are "
+             "not Gaussian: a code can go below it). Latent MSE per entry on the test images.",
+             ""]
             + _table(head, body) + ["", verdict, ""])

@@ -1,6 +1,6 @@
 """Train the ``mini`` text-to-image model and its attribute classifier, with Lightning, on a CPU.
 
-    python -m meg_lightning.mini.train [key=value ...]      (make train-mini ARGS="key=value")
+    meg train-mini [mini.key=value ...]      (make train-mini ARGS="mini.key=value")
 
 Stages (each resumable: rerunning the same command skips finished stages and continues an
 interrupted one from its ``last.ckpt``):
@@ -24,18 +24,18 @@ from __future__ import annotations
 import copy
 import json
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from meg_lightning.errors import ConfigError, UserError
+from meg_lightning.errors import ConfigError
+from meg_lightning.io import atomic_write_json
 from meg_lightning.mini.classifier import WEIGHTS_DIR, AttributeClassifier
 from meg_lightning.mini.dataset import ATTRIBUTES, ShapesDataset, heldout_prompts, make_images
 from meg_lightning.mini.model import (MiniModelConfig, build_text_encoder, build_unet, build_vae,
@@ -78,24 +78,25 @@ class MiniTrainConfig:
     eval_samples_per_prompt: int = 4  # seeds per held-out prompt (90 prompts)
     eval_batch_size: int = 90  # prompts per pipeline call
 
-    def validate(self) -> "MiniTrainConfig":
+    def validate(self, p: str = "mini") -> "MiniTrainConfig":
         for s in self.stages:
             if s not in STAGES:
-                raise ConfigError("stages", list(self.stages), f"a list from {', '.join(STAGES)}")
+                raise ConfigError(f"{p}.stages", list(self.stages),
+                                  f"a list from {', '.join(STAGES)}")
         for k in ("num_threads", "checkpoint_every", "vae_steps", "vae_batch_size", "num_latents",
                   "unet_steps", "unet_batch_size", "classifier_steps", "classifier_batch_size",
                   "eval_inference_steps", "eval_samples_per_prompt", "eval_batch_size"):
             if getattr(self, k) <= 0:
-                raise ConfigError(k, getattr(self, k), "a positive integer")
+                raise ConfigError(f"{p}.{k}", getattr(self, k), "a positive integer")
         for k in ("vae_lr", "unet_lr", "classifier_lr"):
             if not getattr(self, k) > 0:
-                raise ConfigError(k, getattr(self, k), "a number > 0")
+                raise ConfigError(f"{p}.{k}", getattr(self, k), "a number > 0")
         if not 0 <= self.caption_dropout < 1:
-            raise ConfigError("caption_dropout", self.caption_dropout, "a number in [0, 1)")
+            raise ConfigError(f"{p}.caption_dropout", self.caption_dropout, "a number in [0, 1)")
         if not 0 <= self.ema_decay < 1:
-            raise ConfigError("ema_decay", self.ema_decay, "a number in [0, 1)")
+            raise ConfigError(f"{p}.ema_decay", self.ema_decay, "a number in [0, 1)")
         if self.vae_kl_weight < 0:
-            raise ConfigError("vae_kl_weight", self.vae_kl_weight, "a number >= 0")
+            raise ConfigError(f"{p}.vae_kl_weight", self.vae_kl_weight, "a number >= 0")
         return self
 
     @property
@@ -485,11 +486,12 @@ def evaluate(cfg: MiniTrainConfig) -> dict:
     return out
 
 
-def main(cfg: MiniTrainConfig | None = None) -> dict:
-    """Run the configured stages; writes ``<weights>/metrics.json`` with times and numbers."""
-    from meg_lightning.io import atomic_write_json
-
-    cfg = (cfg or MiniTrainConfig()).validate()
+def main(cfg: Any = None) -> dict:
+    """Run the configured stages (``cfg``: a MegConfig with the ``mini`` section, as ``meg
+    train-mini`` composes it, or a :class:`MiniTrainConfig`); writes ``<weights>/metrics.json``
+    with times and numbers."""
+    cfg = getattr(cfg, "mini", cfg) or MiniTrainConfig()
+    cfg.validate()
     torch.set_num_threads(cfg.num_threads)
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     steps = {"vae": train_vae, "unet": train_unet, "classifier": train_classifier,
@@ -504,40 +506,3 @@ def main(cfg: MiniTrainConfig | None = None) -> dict:
         report["config"].pop("out_dir")
         atomic_write_json(cfg.weights / "metrics.json", report)
     return report
-
-
-def parse_args(argv: list[str]) -> MiniTrainConfig:
-    """``key=value`` overrides (dotted for ``model.*``) on MiniTrainConfig's defaults."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    for a in argv:
-        if "=" not in a:
-            raise ConfigError("override", a, "key=value (e.g. unet_steps=3000)")
-    try:
-        overrides = OmegaConf.from_dotlist(argv)
-        merged = OmegaConf.merge(OmegaConf.structured(MiniTrainConfig), overrides)
-        return OmegaConf.to_object(merged)  # type: ignore[return-value]
-    except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", None) or "override"
-        value = next((a.split("=", 1)[1] for a in argv if a.split("=", 1)[0] == key), None)
-        raise ConfigError(key, value, str(e).splitlines()[0]) from None
-
-
-def cli(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return 0
-    try:
-        main(parse_args(argv))
-    except UserError as e:
-        print(f"train-mini: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("train-mini: interrupted (rerun the same command to resume)", file=sys.stderr)
-        return 130
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli(sys.argv[1:]))

@@ -8,7 +8,7 @@ equal-length blocks,
 
     D(p, g) = (1/B) sum_b sigma2 / (p_b g_b + sigma2),      sigma2 = 10^(-snr_db/10)
 
-(:func:`meg_lightning.channel.theory.mse_mmse`).
+(:func:`meg_lightning.channels.theory.mse_mmse`).
 
 - :func:`equal_power`: ``p_b = 1`` (the paper's "tie" allocation of Fig. 10).
 - :func:`oracle_power`: all ``g_b`` known in advance (non-causal); the convex problem
@@ -28,7 +28,7 @@ import math
 
 import torch
 
-from meg_lightning.channel import theory
+from meg_lightning.channels import theory
 
 __all__ = ["equal_power", "oracle_power", "CausalDP", "proxy_mse", "EqualPolicy", "OraclePolicy",
            "DPPolicy"]

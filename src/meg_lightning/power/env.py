@@ -45,7 +45,8 @@ from torch import nn
 from torchrl.data import Bounded, Composite, Unbounded
 from torchrl.envs import EnvBase
 
-from meg_lightning.channel import Channel, theory
+from meg_lightning.channels import CHANNELS, Channel, theory
+from meg_lightning.channels import build as build_channel
 from meg_lightning.errors import ConfigError, UserError
 
 REWARDS = ("latent_mse", "psnr", "fid")
@@ -174,7 +175,8 @@ class MEGPowerEnv(EnvBase):
                  p_max_mw: float = 8.0, snr_db: float = 20.0, equalizer: str = "mmse",
                  reward: str = "latent_mse", seed_features: int = 4,
                  fid_extractor: Optional[nn.Module] = None, image_metrics: Optional[bool] = None,
-                 seed: Optional[int] = None, device: Any = "cpu"):
+                 seed: Optional[int] = None, device: Any = "cpu",
+                 channel: Optional[Channel] = None):
         if reward not in REWARDS:
             raise ConfigError("ppo.reward", reward, "one of latent_mse, psnr, fid")
         if not (isinstance(p_max_mw, (int, float)) and math.isfinite(p_max_mw) and p_max_mw > 0):
@@ -203,9 +205,18 @@ class MEGPowerEnv(EnvBase):
         self.seed_features = seed_features
         self.block_len = 2 * n_c // num_blocks  # real symbols per block (incl. padding)
         # Gaussian seeds are unit-power by construction; real seeds are normalised per sample.
-        # the project's channel layer, given the fading the agent observed (eq. 28-29)
-        self.link = Channel(kind="rayleigh", snr_db=snr_db, num_blocks=num_blocks,
-                            equalizer=equalizer, normalize=not isinstance(source, GaussianSeeds))
+        # the project's channel layer, given the fading the agent observed (eq. 28-29): Rayleigh
+        # block fading unless another fading model is given (its settings are kept)
+        link_args = dict(snr_db=snr_db, num_blocks=num_blocks, equalizer=equalizer,
+                         normalize=not isinstance(source, GaussianSeeds))
+        self.link = (channel.replace(**link_args) if channel is not None
+                     else CHANNELS["rayleigh"](**link_args))
+        self.n_c = n_c
+        self.groups = self.link.groups(n_c)  # independent gains per seed
+        if self.groups % num_blocks:
+            raise ConfigError("ppo.num_blocks", num_blocks,
+                              f"a divisor of the {self.groups} gain groups of the "
+                              f"{self.link.kind} channel")
         self._fid_extractor = fid_extractor
         self._x: Optional[torch.Tensor] = None  # (N, k) seeds of the running episodes
         self._z: Optional[torch.Tensor] = None  # (N, ...) their latents
@@ -223,7 +234,8 @@ class MEGPowerEnv(EnvBase):
         self.observation_spec = Composite(
             g=free(1), h=free(2), budget=unit(1), t=unit(1), seed=free(S), share=free(1),
             log_g=free(1),
-            history=free(B), gains=free(B), fading=free(B, 2), power=unit(B), seed_blocks=free(B, S),
+            history=free(B), gains=free(B), fading=free(self.groups, 2), power=unit(B),
+            seed_blocks=free(B, S),
             step=Bounded(low=0, high=B, shape=(N, 1), dtype=torch.int64, device=self.device),
             latent_mse=free(1), expected_mse=free(1), psnr=free(1), fid=free(1),
             shape=(N,), device=self.device)
@@ -247,24 +259,31 @@ class MEGPowerEnv(EnvBase):
         return torch.nn.functional.adaptive_avg_pool1d(e, self.seed_features).reshape(
             N, self.num_blocks, self.seed_features)
 
+    def block_gains(self, fading: torch.Tensor) -> torch.Tensor:
+        """(N, groups, 2) gains -> (N, B) the mean power gain |h|^2 of each power block."""
+        N, B = fading.shape[0], self.num_blocks
+        return fading.square().sum(-1).reshape(N, B, self.groups // B).mean(-1)
+
     def _observe(self, fading: torch.Tensor, seed_blocks: torch.Tensor, step: torch.Tensor,
                  power: torch.Tensor, budget: torch.Tensor) -> dict[str, torch.Tensor]:
         """The per-block part of the observation at block ``step`` (clamped at the last block)."""
         B = self.num_blocks
         t = step.clamp(max=B - 1)  # (N, 1)
-        h = fading.gather(1, t[:, :, None].expand(-1, 1, 2)).squeeze(1)  # (N, 2)
+        first = t * (self.groups // B)  # the first gain group of block t
+        h = fading.gather(1, first[:, :, None].expand(-1, 1, 2)).squeeze(1)  # (N, 2)
+        g_all = self.block_gains(fading)  # (N, B)
         seed = seed_blocks.gather(1, t[:, :, None].expand(-1, 1, self.seed_features)).squeeze(1)
         past = torch.arange(B, device=step.device)[None, :] < step  # (N, B) blocks already sent
         # received SNR of each block sent, p_b g_b / sigma2, as log(1 + SNR) (0 for the future):
         # smooth in the powers, and exp(-x) is the MMSE distortion of a unit-power Gaussian symbol
-        snr_b = power * B * fading.square().sum(-1) / theory.noise_var_from_snr_db(self.snr_db)
+        snr_b = power * B * g_all / theory.noise_var_from_snr_db(self.snr_db)
         history = torch.log1p(snr_b) * past
         # remaining power relative to an equal split over the blocks left (1 = on the tie path):
         # a function of (budget, t) that the optimal causal policy scales with
         share = budget * B / (B - step).clamp_min(1).float()
-        g = h.square().sum(-1, keepdim=True)
+        g = g_all.gather(1, t)  # (N, 1)
         # log10 g as well: the optimal allocation changes fastest for weak channels (g << 1)
-        gains = fading.square().sum(-1).clamp_min(1e-6).log10()  # (N, B) all blocks, privileged
+        gains = g_all.clamp_min(1e-6).log10()  # (N, B) all blocks, privileged
         return {"h": h, "g": g, "log_g": g.clamp_min(1e-6).log10(), "seed": seed,
                 "t": step.float() / B, "share": share, "history": history, "gains": gains}
 
@@ -272,8 +291,8 @@ class MEGPowerEnv(EnvBase):
         N, B = self.batch_size[0], self.num_blocks
         x, z = self.source.sample(N, self.rng)
         self._x, self._z = x.to(self.device), z.to(self.device)
-        # h_b ~ CN(0, 1): real and imaginary parts N(0, 1/2)
-        fading = torch.randn(N, B, 2, generator=self.rng, device=self.device) * math.sqrt(0.5)
+        like = torch.empty(0, device=self.device)
+        fading = torch.view_as_real(self.link.draw_gains(N, self.n_c, self.rng, like))  # (N, G, 2)
         seed_blocks = self._summaries(self._x).float()
         step = torch.zeros(N, 1, dtype=torch.int64, device=self.device)
         zeros = torch.zeros(N, 1, device=self.device)
@@ -311,15 +330,16 @@ class MEGPowerEnv(EnvBase):
         """Transmit the seeds with the chosen powers; the terminal reward of finished episodes."""
         if self._x is None:
             raise RuntimeError("MEGPowerEnv.step before reset")
-        h = torch.complex(fading[..., 0], fading[..., 1])  # (N, B)
+        h = torch.complex(fading[..., 0], fading[..., 1])  # (N, groups)
         p_rel = power * self.num_blocks  # relative to the equal share P_max / B
         x_hat = self.link(self._x, mode="eval", power=p_rel, h=h,
                           generator=self.rng)["x_hat"]  # (N, k)
         z_hat = self.source.decode(x_hat)
         latent_mse = (z_hat - self._z).flatten(1).square().mean(1, keepdim=True)  # (N, 1)
         mse_fn = theory.mse_mmse if self.equalizer == "mmse" else theory.mse_zf
-        g = fading.square().sum(-1)
-        expected = mse_fn(theory.noise_var_from_snr_db(self.snr_db), p_rel, g).mean(-1, keepdim=True)
+        g = fading.square().sum(-1)  # (N, groups)
+        p_g = p_rel.repeat_interleave(self.groups // self.num_blocks, dim=1)
+        expected = mse_fn(theory.noise_var_from_snr_db(self.snr_db), p_g, g).mean(-1, keepdim=True)
         res = {"latent_mse": latent_mse, "expected_mse": expected}
         psnr = fid = torch.zeros_like(latent_mse)
         if self.image_metrics:
@@ -378,7 +398,7 @@ def make_source(cfg: Any, split: str = "train", images: Optional[bool] = None) -
     z = z.float()
     codec = None
     if scheme == "meg":
-        from meg_lightning.codec.train import load_trained_codec
+        from meg_lightning.codecs.train import load_trained_codec
 
         codec = load_trained_codec(cfg, latent_shape=tuple(z.shape[1:]))
     vae = None
@@ -416,4 +436,5 @@ def make_env(cfg: Any, *, num_envs: Optional[int] = None, seed: Optional[int] = 
     return MEGPowerEnv(source, num_envs=num_envs or p.num_envs, num_blocks=p.num_blocks,
                        p_max_mw=p_max, snr_db=snr_db, equalizer=p.equalizer, reward=p.reward,
                        seed_features=p.seed_features, fid_extractor=fid_extractor,
-                       image_metrics=image_metrics, seed=cfg.seed if seed is None else seed)
+                       image_metrics=image_metrics, seed=cfg.seed if seed is None else seed,
+                       channel=build_channel(cfg, kind=p.channel))

@@ -39,6 +39,7 @@ from meg_lightning.runtime import torch_threads
 from meg_lightning.io import atomic_path, atomic_write_json, clean_tmp
 from meg_lightning.power.baselines import EqualPolicy
 from meg_lightning.power.env import MEGPowerEnv, make_env, make_source
+from meg_lightning.power.evaluate import evaluate_policies, standard_policies
 
 OBS_KEYS = ("g", "log_g", "budget", "share", "t", "seed")  # the policy's view of s_t (eq. 31)
 # The critic also reads (1) the received SNR of the blocks already sent and (2) the gains of ALL
@@ -278,8 +279,6 @@ def _main(cfg: MegConfig) -> dict[str, Any]:
     train_seconds = time.perf_counter() - t0
 
     # Evaluate on held-out channel draws shared by every policy
-    from meg_lightning.power.evaluate import evaluate_policies, standard_policies
-
     eval_env = make_env(cfg, source=source.with_split("test"), num_envs=p.eval_episodes,
                         seed=cfg.seed + 1_000_003)
     policies = {"ppo": actor, **standard_policies(eval_env)}
@@ -298,10 +297,6 @@ def _main(cfg: MegConfig) -> dict[str, Any]:
           + ", ".join(f"{k} {v['expected_mse']:.5f}" for k, v in results["policies"].items())
           + (f"; gap closed {results['gap_closed']:.1%}" if results.get("gap_closed") is not None
              else ""))
-    if p.fig10_powers:
-        from meg_lightning.power.evaluate import fig10_sweep
-
-        results["fig10_csv"] = str(fig10_sweep(cfg, p.fig10_powers))
     return results
 
 

@@ -1,0 +1,383 @@
+"""A real channel code for the digital baseline: Sionna's 5G NR LDPC + QAM over the project's
+channel conventions, with a table of modulation-and-coding schemes (MCS) and their measured
+AWGN thresholds.
+
+::
+
+    bits (B, K) --[CRC]--> LDPC5GEncoder (one or more codewords) --channel interleaver--> QAM
+    Mapper --> symbols // 2 complex symbols --> y = h_b x + n --> equalise (perfect CSI) -->
+    Demapper (app LLRs) --deinterleave--> LDPC5GDecoder (BP) --> bits_hat
+
+Conventions (DESIGN.md, :mod:`meg_lightning.channels`): a complex QAM symbol is one channel use,
+two real symbols; the noise variance per real symbol is 10^(-SNR/10) at unit power per real
+symbol (Sionna's ``no = 2 sigma^2`` at Es = 2), i.e. Es/N0 = SNR per QAM symbol. Fading: the
+cell's channel draws the gains (:meth:`~meg_lightning.channels.Channel.draw_gains`), each gain
+group a run of consecutive QAM symbols (:func:`block_sizes`); perfect CSI at the receiver, zero
+forcing (the demapper sees ``y / h`` with noise ``sigma^2 / |h|^2``); no CSI at the transmitter.
+Every random draw comes from the ``generator`` passed in.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from meg_lightning.channels import CHANNELS
+from meg_lightning.schemes.base import link_snr
+
+log = logging.getLogger(__name__)
+
+
+def block_sizes(n: int, num_blocks: int) -> list[int]:
+    """Symbols per fading block when n symbols are cut into num_blocks nearly equal blocks."""
+    if num_blocks <= 0:
+        raise ValueError(f"num_blocks must be a positive integer, got {num_blocks!r}")
+    return [n // num_blocks + (1 if b < n % num_blocks else 0) for b in range(num_blocks)]
+
+
+# ============================================================================ MCS table
+
+
+@dataclass(frozen=True)
+class MCS:
+    """One modulation and coding scheme: QAM with ``bits_per_symbol`` bits, LDPC code rate."""
+
+    index: int
+    name: str
+    bits_per_symbol: int
+    rate: float
+
+    @property
+    def spectral_efficiency(self) -> float:
+        """Information bits per complex channel use (per QAM symbol)."""
+        return self.bits_per_symbol * self.rate
+
+
+#: The MCSs, by increasing spectral efficiency (0.4 .. 5 bits per complex channel use). The code
+#: rates are within Sionna's 5G LDPC range [1/5, 0.95].
+MCS_TABLE: tuple[MCS, ...] = (
+    MCS(0, "QPSK 1/5", 2, 1 / 5),
+    MCS(1, "QPSK 1/3", 2, 1 / 3),
+    MCS(2, "QPSK 1/2", 2, 1 / 2),
+    MCS(3, "QPSK 2/3", 2, 2 / 3),
+    MCS(4, "16QAM 1/2", 4, 1 / 2),
+    MCS(5, "16QAM 2/3", 4, 2 / 3),
+    MCS(6, "16QAM 3/4", 4, 3 / 4),
+    MCS(7, "64QAM 2/3", 6, 2 / 3),
+    MCS(8, "64QAM 3/4", 6, 3 / 4),
+    MCS(9, "64QAM 5/6", 6, 5 / 6),
+)
+
+#: Required AWGN SNR (dB, per real symbol = Es/N0 per QAM symbol) for a codeword error rate
+#: <= 10%, per number of QAM symbols per image (key) and MCS index (columns: :data:`MCS_TABLE`
+#: order), for ``num_iter = 20`` and this module's code layout (:class:`LdpcLink`). None: the MCS
+#: does not fit that budget. Measured with :func:`measure_threshold_db` (bisection on a 0.1 dB grid,
+#: 400 codewords per point (347 for n = 576), the same bits and noise at every point, seed 0;
+#: ``python benchmarks/bench_digital.py --thresholds 64 32 96``, ~8 min on one shared core,
+#: 2026-11-29). The budgets are the mini model's fc 0.25 / 0.5 / 0.75 (|z| = 256 -> 64 / 128 / 192
+#: real symbols -> 32 / 64 / 96 QAM symbols). Their Shannon limits (log2(1 + SNR) = bits per QAM
+#: symbol) are -5.0, -2.3, 0.0, 1.8, 4.8, 7.3, 8.5, 11.8, 13.4, 14.9 dB: these short codes
+#: (n = 64..576 bits) sit 2-4 dB above them. 4096 QAM symbols is the paper's |z| = 16384 at
+#: fc 0.5 (1-3 codewords of n = 8190..16384 bits, 48 codewords per point; ``--thresholds 4096``,
+#: 46 min on one shared core): 1.2-2.3 dB above Shannon (BICM, 20 flooding iterations). Other
+#: budgets are simulated on first use and cached in memory (:func:`required_snr_db`): seconds
+#: for mini budgets, tens of minutes per budget at paper scale on a CPU.
+MEASURED_THRESHOLDS_DB: dict[int, tuple[Optional[float], ...]] = {
+    #     QPSK 1/5  1/3   1/2  2/3  16QAM 1/2  2/3   3/4  64QAM 2/3  3/4   5/6
+    32: (-1.0, 0.7, 2.7, 4.3, 7.9, 10.0, 11.4, 14.9, 16.8, 18.5),
+    64: (-1.7, 0.3, 2.2, 4.0, 7.3, 9.9, 11.2, 14.8, 16.1, 17.8),
+    96: (-2.2, -0.2, 2.1, 4.0, 7.2, 9.6, 10.8, 14.6, 16.1, 17.6),
+    4096: (-3.7, -1.0, 1.2, 3.3, 6.4, 9.1, 10.3, 14.1, 15.6, 17.1),
+}
+
+#: LDPC limits of Sionna's 5G encoder (38.212): information bits per codeword, code rate.
+K_MIN, K_MAX = 12, 8448
+RATE_MIN, RATE_MAX = 1 / 5, 0.95
+
+
+def _round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def _info_bits(rate: float, n: int) -> int:
+    """k = round(rate * n), kept inside Sionna's rate range [1/5, 0.95] (QPSK 1/5 rounds down
+    to a rate just below 1/5 for some n)."""
+    return min(max(_round_half_up(rate * n), -(-n // 5)), (95 * n) // 100)  # exact integer bounds
+
+
+def code_layout(n_complex: int, mcs: MCS, crc_length: int = 0) -> Optional[list[tuple[int, int, int]]]:
+    """The codewords of one image: a list of ``(qam_symbols, n, k)`` per codeword, or None when
+    the MCS does not fit the budget.
+
+    The ``n_complex`` QAM symbols carry ``n_complex * bits_per_symbol`` coded bits; they are split
+    into the fewest codewords whose k (CRC included) is <= 8448, each codeword a whole number of QAM
+    symbols (:func:`block_sizes`), with ``n_c = symbols_c * bits_per_symbol`` and
+    ``k_c = round(rate * n_c)`` (kept in [n_c / 5, 0.95 n_c]). None if a codeword would have ``k_c - crc_length < 1`` or
+    ``k_c < 12`` or a rate outside [1/5, 0.95] (too short a budget for this MCS).
+    """
+    if n_complex < 1:
+        return None
+    total_k = mcs.rate * n_complex * mcs.bits_per_symbol
+    num_cw = max(1, math.ceil(total_k / K_MAX))
+    while True:
+        sizes = block_sizes(n_complex, num_cw)
+        layout = [(s, s * mcs.bits_per_symbol, _info_bits(mcs.rate, s * mcs.bits_per_symbol))
+                  for s in sizes]
+        if max(k for _, _, k in layout) <= K_MAX:
+            break
+        num_cw += 1
+    for s, n, k in layout:
+        if s < 1 or k < K_MIN or k - crc_length < 1 or not RATE_MIN <= k / n <= RATE_MAX:
+            return None
+    return layout
+
+
+# ============================================================================ the LDPC link
+
+
+def _randn(shape: Sequence[int], generator: Optional[torch.Generator], device: torch.device) -> Tensor:
+    """Standard normals on ``device`` drawn from ``generator`` on its own device."""
+    if generator is None or generator.device == device:
+        return torch.randn(*shape, generator=generator, device=device)
+    return torch.randn(*shape, generator=generator, device=generator.device).to(device)
+
+
+@dataclass
+class LinkOutput:
+    bits_hat: Tensor  # (batch, K) the UE's information bits
+    erased: Tensor  # (batch, K) bool: bits of a codeword the UE detects as failed
+    codeword_error: Tensor  # (batch, num_codewords) bool: decoded bits != sent bits
+    detected_failure: Tensor  # (batch, num_codewords) bool
+
+
+class LdpcLink:
+    """One image's bits over ``n_complex`` QAM symbols with an MCS: 5G LDPC + QAM via Sionna.
+
+    ::
+
+        bits (batch, K) -> split into codewords -> [CRCEncoder] -> LDPC5GEncoder(k_c, n_c)
+          -> concatenate -> fixed pseudo-random channel interleaver over all coded bits
+          -> Mapper(qam) -> channel -> equalise -> Demapper(app, no per symbol)
+          -> deinterleave -> LDPC5GDecoder(num_iter) -> [CRCDecoder] -> bits_hat
+
+    The interleaver (a fixed permutation, seed 0) spreads every codeword over all fading blocks
+    and bit levels; on AWGN it changes nothing. Failure detection: with ``crc`` (a Sionna CRC
+    name: CRC6, CRC11, CRC16, CRC24A, ...) each codeword carries that CRC inside its k bits and a
+    CRC mismatch marks the codeword failed; with ``crc=None`` the simulation compares with the
+    sent bits (ideal error detection, the usual link-level assumption, at no rate cost). The bits
+    of a detected failure are marked erased (the quantiser then uses the mean for the affected
+    components); an undetected error (CRC passes on wrong bits) goes to the quantiser as is.
+    """
+
+    def __init__(self, n_complex: int, mcs: MCS, *, num_iter: int = 20, crc: Optional[str] = None,
+                 device: torch.device | str = "cpu"):
+        from sionna.phy.fec.ldpc import LDPC5GDecoder, LDPC5GEncoder
+        from sionna.phy.mapping import Demapper, Mapper
+
+        self.n_complex, self.mcs, self.num_iter, self.crc = int(n_complex), mcs, int(num_iter), crc
+        self.device = torch.device(device)
+        dev = str(self.device)
+        self.crc_length = 0
+        if crc is not None:
+            from sionna.phy.fec.crc import CRCEncoder
+
+            self.crc_length = CRCEncoder(crc, device=dev).crc_length
+        layout = code_layout(self.n_complex, mcs, self.crc_length)
+        if layout is None:
+            raise ValueError(f"MCS {mcs.name} does not fit {self.n_complex} QAM symbols "
+                             f"(needs k >= {K_MIN} info bits per codeword)")
+        self.layout = layout
+        self.k_cw = [k - self.crc_length for _, _, k in layout]  # quantiser bits per codeword
+        self.info_bits = sum(self.k_cw)
+        self.coded_bits = sum(n for _, n, _ in layout)
+        self.codes: dict[tuple[int, int], tuple] = {}
+        for _, n, k in layout:
+            if (k, n) not in self.codes:
+                enc = LDPC5GEncoder(k, n, device=dev)
+                dec = LDPC5GDecoder(enc, num_iter=self.num_iter, hard_out=True,
+                                    return_infobits=True, device=dev)
+                crc_pair = None
+                if crc is not None:
+                    from sionna.phy.fec.crc import CRCDecoder, CRCEncoder
+
+                    crc_enc = CRCEncoder(crc, k=k - self.crc_length, device=dev)
+                    crc_pair = (crc_enc, CRCDecoder(crc_enc, device=dev))
+                self.codes[(k, n)] = (enc, dec, crc_pair)
+        self.mapper = Mapper("qam", mcs.bits_per_symbol, device=dev)
+        self.demapper = Demapper("app", "qam", mcs.bits_per_symbol, device=dev)
+        perm_gen = torch.Generator().manual_seed(0)
+        self.perm = torch.randperm(self.coded_bits, generator=perm_gen).to(self.device)
+        self.perm_inv = torch.argsort(self.perm)
+
+    @property
+    def num_codewords(self) -> int:
+        return len(self.layout)
+
+    @property
+    def real_symbols(self) -> int:
+        """Real channel symbols used per image (two per QAM symbol)."""
+        return 2 * self.n_complex
+
+    def _groups(self):
+        """Codeword indices grouped by their (k, n): each group is one batched encoder call."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for c, (_, n, k) in enumerate(self.layout):
+            groups.setdefault((k, n), []).append(c)
+        return groups
+
+    @torch.no_grad()
+    def encode(self, bits: Tensor) -> Tensor:
+        """bits (batch, K) -> complex QAM symbols (batch, n_complex), Es = 1."""
+        batch = bits.shape[0]
+        info = torch.split(bits.to(self.device, torch.float32), self.k_cw, dim=1)
+        coded: list[Optional[Tensor]] = [None] * self.num_codewords
+        for (k, n), idx in self._groups().items():
+            enc, _, crc_pair = self.codes[(k, n)]
+            u = torch.stack([info[c] for c in idx], 1).reshape(batch * len(idx), -1)
+            if crc_pair is not None:
+                u = crc_pair[0](u)
+            cw = enc(u).reshape(batch, len(idx), n)
+            for j, c in enumerate(idx):
+                coded[c] = cw[:, j]
+        c_all = torch.cat(coded, dim=1)[:, self.perm]  # (batch, coded_bits) interleaved
+        return self.mapper(c_all)  # (batch, n_complex)
+
+    @torch.no_grad()
+    def decode(self, llr: Tensor) -> tuple[Tensor, Optional[Tensor]]:
+        """LLRs (batch, coded_bits) -> (info bits (batch, K), crc_ok (batch, C) or None)."""
+        batch = llr.shape[0]
+        llr = llr[:, self.perm_inv]
+        pieces = torch.split(llr, [n for _, n, _ in self.layout], dim=1)
+        out: list[Optional[Tensor]] = [None] * self.num_codewords
+        ok = torch.ones(batch, self.num_codewords, dtype=torch.bool, device=llr.device)
+        for (k, n), idx in self._groups().items():
+            _, dec, crc_pair = self.codes[(k, n)]
+            u_hat = dec(torch.stack([pieces[c] for c in idx], 1).reshape(batch * len(idx), n))
+            if crc_pair is not None:
+                u_hat, valid = crc_pair[1](u_hat)
+                ok[:, idx] = valid.reshape(batch, len(idx))
+            u_hat = u_hat.reshape(batch, len(idx), -1)
+            for j, c in enumerate(idx):
+                out[c] = u_hat[:, j]
+        return torch.cat(out, dim=1), (ok if self.crc is not None else None)
+
+    @torch.no_grad()
+    def channel(self, x: Tensor, *, channel, generator: Optional[torch.Generator] = None
+                ) -> tuple[Tensor, Tensor]:
+        """QAM symbols x (batch, n_complex), Es = 1 -> (equalised y, noise variance per symbol
+        (batch, n_complex)), what the demapper sees, over ``channel`` (a
+        :class:`~meg_lightning.channels.Channel`: its SNR and gains). Draws the gains (fading
+        channels), then the noise."""
+        batch = x.shape[0]
+        snr_db = link_snr(channel)
+        if snr_db is None:
+            # no noise: the LLRs only need the right signs (the demapper floors `no` anyway)
+            return x, torch.full((batch, self.n_complex), 1e-6, device=self.device)
+        sigma2 = 10.0 ** (-float(snr_db) / 10.0)  # noise per real symbol at unit real power
+        if channel.fading:
+            hb = channel.draw_gains(batch, self.n_complex, generator,
+                                    torch.empty(0, device=self.device))  # (batch, groups)
+            sizes = torch.tensor(block_sizes(self.n_complex, hb.shape[1]), device=self.device)
+            h = torch.repeat_interleave(hb, sizes, dim=1)  # (batch, n_complex)
+        w = _randn((batch, self.n_complex, 2), generator, self.device) * math.sqrt(sigma2 / 2)
+        n = torch.complex(w[..., 0], w[..., 1])  # CN(0, sigma^2): Es/N0 = 1 / sigma^2 = SNR
+        if channel.fading:
+            y = (h * x + n) / h  # zero forcing with perfect CSI at the UE
+            return y, sigma2 / h.abs().pow(2).clamp_min(1e-30)  # noise variance after equalising
+        return x + n, torch.full((batch, self.n_complex), sigma2, device=self.device)
+
+    @torch.no_grad()
+    def transmit(self, bits: Tensor, *, channel, generator: Optional[torch.Generator] = None
+                 ) -> LinkOutput:
+        """Send bits (batch, K) over ``channel`` (the noiseless channel: no noise); see the module
+        docstring for the conventions."""
+        if bits.dim() != 2 or bits.shape[1] != self.info_bits:
+            raise ValueError(f"bits must have shape (batch, {self.info_bits}), got {tuple(bits.shape)}")
+        x = self.encode(bits)  # (batch, n_complex) complex, Es = 1
+        y, no = self.channel(x, channel=channel, generator=generator)
+        llr = self.demapper(y, no)  # (batch, coded_bits)
+        bits_hat, crc_ok = self.decode(llr)
+        sent = bits.to(bits_hat.device)
+        wrong = torch.stack([(b1 != b0).any(1) for b1, b0 in
+                             zip(torch.split(bits_hat, self.k_cw, 1), torch.split(sent, self.k_cw, 1))], 1)
+        failed = wrong if crc_ok is None else ~crc_ok  # (batch, C)
+        erased = torch.repeat_interleave(failed, torch.tensor(self.k_cw, device=failed.device), dim=1)
+        return LinkOutput(bits_hat=bits_hat, erased=erased, codeword_error=wrong,
+                          detected_failure=failed)
+
+
+# ============================================================================ MCS thresholds
+
+_THRESHOLD_CACHE: dict[tuple[int, int, int], Optional[float]] = {}
+
+
+def shannon_snr_db(spectral_efficiency: float) -> float:
+    """AWGN SNR (dB) at which log2(1 + SNR) equals ``spectral_efficiency`` bits per complex use."""
+    return 10 * math.log10(2 ** spectral_efficiency - 1)
+
+
+def codeword_error_rate(link: LdpcLink, snr_db: float, num_codewords: int, seed: int = 0) -> float:
+    """Fraction of codewords in error on AWGN at ``snr_db`` (random bits, fixed seed: the same
+    bits and noise realisations at every SNR, so that the curve is monotone in practice)."""
+    batch = max(1, math.ceil(num_codewords / link.num_codewords))
+    gen = torch.Generator(device=link.device).manual_seed(seed)
+    bits = torch.randint(0, 2, (batch, link.info_bits), generator=gen, device=link.device).float()
+    out = link.transmit(bits, channel=CHANNELS["awgn"](snr_db=snr_db), generator=gen)
+    return float(out.codeword_error.float().mean())
+
+
+def measure_threshold_db(n_complex: int, mcs: MCS | int, *, num_iter: int = 20,
+                         target: float = 0.1, num_codewords: Optional[int] = None,
+                         resolution_db: float = 0.1, seed: int = 0) -> Optional[float]:
+    """The smallest AWGN SNR (dB, on a ``resolution_db`` grid) with codeword error rate <=
+    ``target`` for ``mcs`` on ``n_complex`` QAM symbols, or None if the MCS does not fit.
+
+    Bisection between the Shannon limit of the MCS's spectral efficiency (where a finite-length
+    code always fails) and 12 dB above it, each point simulated with the same bits and noise
+    (:func:`codeword_error_rate`). ``num_codewords`` defaults to 400 for short codes, fewer
+    for long ones (whose waterfall is steeper): ``clip(200000 // n, 48, 400)``.
+    """
+    mcs = MCS_TABLE[mcs] if isinstance(mcs, int) else mcs
+    if code_layout(n_complex, mcs) is None:
+        return None
+    link = LdpcLink(n_complex, mcs, num_iter=num_iter)
+    if num_codewords is None:
+        n_max = max(n for _, n, _ in link.layout)
+        num_codewords = int(np.clip(200000 // n_max, 48, 400))
+    q = lambda s: round(s / resolution_db) * resolution_db
+    lo = q(shannon_snr_db(mcs.spectral_efficiency)) - resolution_db
+    hi = lo + 12.0
+    while codeword_error_rate(link, hi, num_codewords, seed) > target:
+        lo, hi = hi, hi + 6.0
+        if hi > 60:
+            raise RuntimeError(f"{mcs.name} on {n_complex} QAM symbols: no SNR up to 60 dB "
+                               f"reaches codeword error rate {target}")
+    while hi - lo > resolution_db * 1.5:
+        mid = q((lo + hi) / 2)
+        if codeword_error_rate(link, mid, num_codewords, seed) <= target:
+            hi = mid
+        else:
+            lo = mid
+    return round(hi, 6)
+
+
+def required_snr_db(n_complex: int, mcs: MCS | int, num_iter: int = 20) -> Optional[float]:
+    """Required AWGN SNR (dB) for codeword error rate <= 10%: :data:`MEASURED_THRESHOLDS_DB` when
+    it has the budget (for ``num_iter = 20``), else simulated once (:func:`measure_threshold_db`)
+    and cached in memory per (n_complex, MCS, num_iter). None: the MCS does not fit."""
+    idx = mcs if isinstance(mcs, int) else mcs.index
+    if num_iter == 20 and n_complex in MEASURED_THRESHOLDS_DB:
+        return MEASURED_THRESHOLDS_DB[n_complex][idx]
+    key = (int(n_complex), idx, int(num_iter))
+    if key not in _THRESHOLD_CACHE:
+        log.warning("simulating the AWGN threshold of %s on %d QAM symbols (not in "
+                    "MEASURED_THRESHOLDS_DB; cached for this process)", MCS_TABLE[idx].name,
+                    n_complex)
+        _THRESHOLD_CACHE[key] = measure_threshold_db(n_complex, idx, num_iter=num_iter)
+    return _THRESHOLD_CACHE[key]
