@@ -235,13 +235,16 @@ def test_mini_fid_is_the_default_for_mini_and_named_so():
     from meg_lightning.compose import load_config
     from meg_lightning.errors import ConfigError
     from meg_lightning.metrics import feature_name, make_feature_extractor
-    from meg_lightning.mini.classifier import AttributeClassifier
+    from meg_lightning.mini.classifier import AttributeClassifier, domain_features
 
     for kind, model in (("auto", "mini"), ("mini", "tiny"), ("mini", None)):
-        ext = make_feature_extractor(kind, model)
+        ext = make_feature_extractor(kind, domain_features(model, kind))
         assert isinstance(ext, AttributeClassifier), (kind, model)
         assert feature_name(ext) == "mini-FID" and "ncept" not in feature_name(ext)
     assert load_config(["eval.fid_features=mini"]).eval.fid_features == "mini"
+    assert domain_features("tiny") is None  # auto on another model: Inception or pixels
+    with pytest.raises(ConfigError, match="eval.fid_features='mini'"):
+        make_feature_extractor("mini")  # the metrics layer cannot make mini's own features
     with pytest.raises(ConfigError, match="one of auto, inception, pixels, mini"):
         load_config(["eval.fid_features=clip"])
 

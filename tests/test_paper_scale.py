@@ -81,7 +81,7 @@ def test_random_inception_runs_the_real_inception_fid_path(tmp_path, monkeypatch
     mtime = path.stat().st_mtime_ns
     assert ensure_random_inception(path).stat().st_mtime_ns == mtime  # built once
     monkeypatch.setenv(WEIGHTS_ENV, str(path))
-    ext = make_feature_extractor("auto", "sd15-random")
+    ext = make_feature_extractor("auto")  # sd15-random has no domain extractor
     assert isinstance(ext, InceptionFeatures)  # "weights present": not the pixel-FID fallback
     g = torch.Generator().manual_seed(0)
     images = torch.rand(2, 3, 512, 512, generator=g)

@@ -93,7 +93,7 @@ def test_random_actions_respect_budget():
 
 def test_equal_power_matches_ergodic_closed_form():
     env = MEGPowerEnv(GaussianSeeds(256), num_envs=4000, num_blocks=B, snr_db=20.0, seed=1)
-    end = env.rollout(B, EqualPolicy(B))[:, -1]["next"]
+    end = env.rollout(B, EqualPolicy(env))[:, -1]["next"]
     closed = theory.ergodic_mse_mmse(theory.noise_var_from_snr_db(20.0))
     assert float(end["latent_mse"].mean()) == pytest.approx(closed, rel=0.05)
     assert float(end["expected_mse"].mean()) == pytest.approx(closed, rel=0.05)
@@ -102,7 +102,7 @@ def test_equal_power_matches_ergodic_closed_form():
 
 def test_observation_is_the_state_of_eq31():
     env = gaussian_env(4)
-    td = env.rollout(B, EqualPolicy(B))
+    td = env.rollout(B, EqualPolicy(env))
     g = td["fading"].square().sum(-1)  # (N, T, B)
     for t in range(B):
         assert torch.allclose(td[:, t]["g"].squeeze(-1), g[:, t, t])
@@ -112,8 +112,8 @@ def test_observation_is_the_state_of_eq31():
 
 
 def test_same_seed_same_draws():
-    a = gaussian_env(3, seed=5).rollout(B, EqualPolicy(B))
-    b = gaussian_env(3, seed=5).rollout(B, EqualPolicy(B))
+    ea, eb = gaussian_env(3, seed=5), gaussian_env(3, seed=5)
+    a, b = ea.rollout(B, EqualPolicy(ea)), eb.rollout(B, EqualPolicy(eb))
     assert torch.equal(a["fading"], b["fading"]) and torch.equal(a["next", "reward"], b["next", "reward"])
 
 
@@ -131,7 +131,7 @@ def test_latent_seeds_with_codec_and_images():
     env = MEGPowerEnv(src, num_envs=6, num_blocks=4, reward="fid", fid_extractor=PixelFeatures(4),
                       seed=0)
     check_env_specs(env)
-    end = env.rollout(4, EqualPolicy(4))[:, -1]["next"]
+    end = env.rollout(4, EqualPolicy(env))[:, -1]["next"]
     assert src.seed_dim == 32
     assert torch.all(end["fid"] >= 0) and torch.all(end["fid"] == end["fid"][0])
     assert torch.allclose(end["reward"], -end["fid"])
@@ -183,8 +183,8 @@ def test_dp_table_equals_the_direct_bellman_minimum(blocks, snr_db):
 def test_env_policies_follow_the_baselines():
     env = gaussian_env(300, seed=2)
     res = {}
-    for name, pol in {"equal": EqualPolicy(B), "dp": DPPolicy(CausalDP(B, 20.0, grid=200, quantiles=64)),
-                      "oracle": OraclePolicy(B, 20.0)}.items():
+    for name, pol in {"equal": EqualPolicy(env), "dp": DPPolicy(env),
+                      "oracle": OraclePolicy(env)}.items():
         env.set_seed(2)
         end = env.rollout(B, pol)[:, -1]["next"]
         g = end["fading"].square().sum(-1)
@@ -228,7 +228,7 @@ def test_codec_checkpoint_for_another_latent_shape(tmp_path, monkeypatch):
     torch.save({"hyper_parameters": dict(codec.hparams), "state_dict": codec.state_dict()}, ckpt)
     dm = TensorLatentDataModule(torch.randn(10, 4, 4, 4))
     dm.prepare_data = lambda: None
-    monkeypatch.setattr("meg_lightning.data.build_datamodule", lambda cfg: dm)
+    monkeypatch.setattr("meg_lightning.power.env.build_datamodule", lambda cfg: dm)
     cfg = small_cfg(tmp_path, "ppo.scheme=meg", f"codec.checkpoint={ckpt}")
     with pytest.raises(ConfigError) as e:
         make_env(cfg)
@@ -313,3 +313,16 @@ def test_ppo_closes_80_percent_of_the_gap_to_causal_dp(tmp_path):
     assert pol["equal"] > pol["causal_dp"] > pol["oracle"]
     assert res["gap_closed"] >= 0.8
     assert took < 600
+
+
+def test_power_policies_are_registered_and_offered_by_their_model():
+    from meg_lightning.power import POLICIES, baseline_policies
+
+    assert {"equal", "causal_dp", "oracle", "ppo"} <= set(POLICIES.names())
+    assert POLICIES["ppo"].learned and not POLICIES["oracle"].causal
+    mmse, zf = gaussian_env(4), MEGPowerEnv(GaussianSeeds(256), num_envs=4, num_blocks=B,
+                                           equalizer="zf", seed=0)
+    assert set(baseline_policies(mmse)) == {"equal", "causal_dp", "oracle"}
+    assert set(baseline_policies(zf)) == {"equal"}  # the DP and the oracle model MMSE
+    with pytest.raises(ConfigError, match="ppo.policies='greedy'"):
+        POLICIES["greedy"]

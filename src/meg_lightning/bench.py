@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 from meg_lightning.config import MegConfig
 from meg_lightning.errors import UserError
 
@@ -30,8 +32,6 @@ def cpu_model() -> str:
 
 def machine() -> str:
     """One line naming the machine a benchmark ran on."""
-    import torch
-
     return (f"{os.cpu_count()} CPU cores, {cpu_model()}, torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads")
 

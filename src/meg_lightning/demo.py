@@ -33,12 +33,21 @@ from meg_lightning.errors import UserError
 from meg_lightning.evaluation import figures, sweep, tradeoff
 from meg_lightning.evaluation.cells import codec_fcs, scheme_fcs
 from meg_lightning.evaluation.figures_common import label
-from meg_lightning.evaluation.inputs import (_default_datamodule, _default_judge, codec_source,
-                                             test_latents)
+from meg_lightning.evaluation.inputs import (
+    _default_datamodule,
+    _default_judge,
+    codec_source,
+    test_latents,
+)
 from meg_lightning.evaluation.results import read_results
 from meg_lightning.evaluation.sweep import eval_dir
-from meg_lightning.generation import (decode_latents, generate_latents, load_pipeline,
-                                      resolve_device, seed_for)
+from meg_lightning.generation import (
+    decode_latents,
+    generate_latents,
+    load_pipeline,
+    resolve_device,
+    seed_for,
+)
 from meg_lightning.io import atomic_write_json, atomic_write_text
 from meg_lightning.metrics.image import psnr_per_image
 from meg_lightning.power import sweep as ppo_command

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+
 from meg_lightning.config import MegConfig, to_dict
 
 
@@ -16,19 +18,15 @@ def wandb_mode(cfg: MegConfig) -> str:
 
 def make_lightning_logger(cfg: MegConfig, name: str, save_dir: str | Path) -> Any:
     """A Lightning logger for a run called ``name`` writing under ``save_dir`` (False for none)."""
+
     save_dir = Path(save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
     if cfg.logger == "none":
         return False
     if cfg.logger == "csv":
-        from lightning.pytorch.loggers import CSVLogger
-
         return CSVLogger(save_dir, name=name)
     if cfg.logger == "tensorboard":
-        from lightning.pytorch.loggers import TensorBoardLogger
-
         return TensorBoardLogger(save_dir, name=name)
-    from lightning.pytorch.loggers import WandbLogger
 
     os.environ.setdefault("WANDB_SILENT", "true")
     return WandbLogger(name=name, project=cfg.wandb.project, entity=cfg.wandb.entity,

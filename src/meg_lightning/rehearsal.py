@@ -37,6 +37,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
 from meg_lightning.errors import ConfigError
 from meg_lightning.io import atomic_path, atomic_write_json, atomic_write_text
 
@@ -94,6 +97,7 @@ class Stage:
 
 def plan(opts: RehearsalConfig) -> list[Stage]:
     """The stages, in order, as ``meg`` command lines."""
+
     out = Path(opts.out).resolve()
     n, steps, k = opts.prompts, opts.steps, opts.images
     meg = [sys.executable, "-m", "meg_lightning.cli"]
@@ -154,8 +158,6 @@ def ensure_random_inception(path: str | Path, seed: int = 0) -> Path:
     """torch-fidelity's Inception-v3 FID network with seeded random weights, saved (atomically)
     as the state dict its loader reads (``feature_extractor_weights_path``): the real
     Inception-FID code path runs offline, on features that mean nothing."""
-    import torch
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
 
     path = Path(path)
@@ -185,6 +187,7 @@ def ensure_random_inception(path: str | Path, seed: int = 0) -> Path:
 
 def run_stage(stage: Stage, log: Path, threads: int) -> None:
     """Run one stage as a child process; record its wall time, peak RSS and exit code."""
+
     env = dict(os.environ, **stage.env, WANDB_MODE="offline", PYTHONUNBUFFERED="1")
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
@@ -215,6 +218,7 @@ def table(stages: list[Stage]) -> str:
 
 def eval_growth(stages: list[Stage]) -> float:
     """Relative growth of ``meg eval``'s peak RSS from ``images`` to 4 x ``images``."""
+
     ev = [s for s in stages if s.name.startswith("eval ") and s.returncode == 0]
     return ev[1].peak_rss_gib / ev[0].peak_rss_gib - 1 if len(ev) == 2 else None
 
@@ -223,6 +227,7 @@ def main(cfg: Any) -> dict:
     """``meg rehearsal``: run the stages of ``cfg.rehearsal`` (a :class:`RehearsalConfig`);
     returns the report. A failed stage ends the rehearsal with a one-line UserError (exit 1)
     naming its log."""
+
     opts: RehearsalConfig = getattr(cfg, "rehearsal", cfg)
     out = Path(opts.out)
     stages = plan(opts)

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import logging
+import shutil
+import signal
+import sys
+import threading
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -17,6 +23,7 @@ def torch_threads(n: int = 1) -> Iterator[None]:
     machine with another process busy, a 100-resample FID bootstrap took 0.15 s on 1 thread and
     17.9 s on 2 (each parallel region waits for a descheduled thread).
     """
+
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -31,9 +38,6 @@ def interruptible() -> Iterator[None]:
     command stops the same way (files are written atomically; the CLI exits 130 and a rerun
     resumes). Restores the previous handlers afterwards (Lightning ignores SIGINT after an
     interrupt: the default comes back here)."""
-    import signal
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -90,8 +94,6 @@ class _TruncationFilter:
 def quiet_noise() -> Iterator[None]:
     """What a command should not print: tokenizer truncation warnings beyond the first, and
     colour codes from TorchRL's log handler when stdout is not a terminal."""
-    import logging
-    import sys
 
     filt = _TruncationFilter()
     loggers = [logging.getLogger(n) for n in (
@@ -113,11 +115,8 @@ def quiet_noise() -> Iterator[None]:
 
 def _plain_torchrl_handlers() -> list:
     """Swap TorchRL's coloured log formatter for a plain one; returns (handler, old formatter)."""
-    import logging
-    import sys
-
     if "torchrl" not in sys.modules:
-        import torchrl  # noqa: F401 - its logger and handler are created on import
+        import torchrl  # noqa: F401, PLC0415 - heavy; imported here for its log handler only
     swapped = []
     probe = logging.LogRecord("torchrl", logging.INFO, __file__, 0, "probe", (), None)
     for handler in logging.getLogger("torchrl").handlers:
@@ -141,8 +140,6 @@ def _torch_write_failed(text: str) -> bool:
 
 
 def _free_gib(path: str = ".") -> float:
-    import shutil
-
     try:
         return shutil.disk_usage(path).free / 1024 ** 3
     except OSError:
@@ -152,8 +149,6 @@ def _free_gib(path: str = ".") -> float:
 def one_line_error(e: BaseException, command: str) -> tuple[int, str]:
     """(exit code, one line) for an unexpected exception: 2 with what to change when it is the
     user's to fix (disk full, permission denied, out of memory), else 1 with the exception."""
-    import errno
-
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
         where = f" writing {str(e.filename)!r}" if e.filename else ""
         return 2, (f"no space left on the device{where}: free some space or choose another "

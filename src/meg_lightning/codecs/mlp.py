@@ -8,8 +8,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from meg_lightning.codecs.base import (ARCHS, CodecArch, CompressionEncoder, HiddenSettings,
-                                       check_code, check_code_input)
+from meg_lightning.codecs.base import (
+    ARCHS,
+    CodecArch,
+    CompressionEncoder,
+    HiddenSettings,
+    check_code,
+    check_code_input,
+)
 
 
 class MLPDecoder(nn.Module):

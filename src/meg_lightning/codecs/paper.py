@@ -9,8 +9,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from meg_lightning.codecs.base import (ARCHS, CodecArch, CompressionEncoder, HiddenSettings,
-                                       check_code, check_code_input)
+from meg_lightning.codecs.base import (
+    ARCHS,
+    CodecArch,
+    CompressionEncoder,
+    HiddenSettings,
+    check_code,
+    check_code_input,
+)
 
 
 class ParameterFreeNorm(nn.Module):

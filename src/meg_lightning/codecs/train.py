@@ -29,7 +29,6 @@ from meg_lightning.loggers import make_lightning_logger
 from meg_lightning.trainer import check_trainer, quiet_lightning
 
 
-
 def run_dir(cfg: MegConfig) -> Path:
     """``{out_dir}/codec/fc{fc}`` (e.g. ``data/runs/codec/fc0.5``: the paper's recipe), or
     ``{out_dir}/codec-adaptive/fc{fc}`` for an SNR-adaptive architecture, so the two recipes can

@@ -1,7 +1,6 @@
 """The on-disk latent cache (paper Algorithm 2, step 1: "generate the latent feature data set").
 
 Layout of ``data.cache_dir``::
-
     settings.json        everything that changes a latent (model, generation settings, base seed,
                          shard size); a cache made with other settings is refused, never mixed
     shard-00000.npy      latents z of samples [0, S), float32 (S, C, h, w), memory-mapped on read
@@ -30,10 +29,19 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from lightning.fabric import Fabric
+from tqdm.auto import tqdm
 
 from meg_lightning.config import MegConfig, save_resolved
 from meg_lightning.data.prompts import get_prompts
 from meg_lightning.errors import UserError
+from meg_lightning.generation import (
+    generate_latents,
+    latent_shape,
+    load_pipeline,
+    model_id,
+    seed_for,
+)
 from meg_lightning.io import atomic_path, atomic_write_json, clean_tmp
 
 CACHE_VERSION = 1
@@ -41,7 +49,6 @@ CACHE_VERSION = 1
 
 def cache_settings(cfg: MegConfig) -> dict:
     """The settings that determine every latent in the cache."""
-    from meg_lightning.generation import model_id
 
     gen = asdict(cfg.generation)
     gen.pop("device")  # where it ran does not define the latent (up to float tolerance)
@@ -104,6 +111,7 @@ class LatentCache:
     # -- settings -----------------------------------------------------------------------------
     def check_settings(self, create: bool) -> None:
         """Refuse a cache made with other settings; write settings.json for a new cache."""
+
         path = self.root / "settings.json"
         if path.exists():
             old = _read_json(path, "settings file")
@@ -130,6 +138,7 @@ class LatentCache:
 
     def shard_complete(self, j: int, prompts: Sequence[str]) -> bool:
         """True when shard j holds every sample it should for this N (checksum checked)."""
+
         meta = self.read_sidecar(j)
         rng = self.shard_range(j)
         if meta is None or not self.shard_path(j).exists() or meta["count"] < len(rng):
@@ -184,9 +193,6 @@ class LatentCache:
     def build(self, rank: int = 0, world_size: int = 1,
               barrier: Callable[[], None] = lambda: None, progress: bool = True) -> list[int]:
         """Generate every missing shard (this process's share of them); returns shards written."""
-        from meg_lightning.generation import (generate_latents, latent_shape, load_pipeline,
-                                              seed_for)
-
         # validate everything (prompts, settings, model, image size) before writing anything
         prompts = get_prompts(self.cfg.data.prompts, self.n, self.cfg.data.prompt_column)
         if (self.root / "settings.json").exists():
@@ -205,7 +211,6 @@ class LatentCache:
         barrier()
         if mine:
             total = sum(len(self.shard_range(j)) for j in mine)
-            from tqdm.auto import tqdm
 
             bar = tqdm(total=total, desc=f"latents[{rank}]" if world_size > 1 else "latents",
                        unit="latent", disable=not progress or rank != 0)
@@ -277,6 +282,7 @@ class CachedLatents:
 
 def main(cfg: MegConfig) -> Path:
     """`meg latents`: generate (or resume) the cache; ``trainer.devices=N`` splits the work."""
+
     devices = cfg.trainer.get("devices", 1)
     t0 = time.perf_counter()
     cache = LatentCache(cfg)
@@ -284,8 +290,6 @@ def main(cfg: MegConfig) -> Path:
         written = cache.build()
         rank = 0
     else:
-        from lightning.fabric import Fabric
-
         fabric = Fabric(accelerator=cfg.trainer.get("accelerator", "cpu"), devices=devices,
                         strategy="ddp", num_nodes=cfg.trainer.get("num_nodes", 1))
         fabric.launch()

@@ -14,6 +14,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from meg_lightning.data.cache import LatentCache
 from meg_lightning.errors import ConfigError
 
 
@@ -90,7 +91,6 @@ class LatentDataModule(TensorLatentDataModule):
 
     def __init__(self, cfg, generate: bool = False):
         L.LightningDataModule.__init__(self)
-        from meg_lightning.data.cache import LatentCache
 
         self.cfg, self.generate = cfg, generate
         self.cache = LatentCache(cfg)

@@ -11,9 +11,8 @@ from typing import Optional
 
 import numpy as np
 import torch
-from torch import Tensor
-
 from PIL import Image
+from torch import Tensor
 
 from meg_lightning.evaluation.cells import Cell
 from meg_lightning.evaluation.inputs import judge_batch

@@ -35,9 +35,9 @@ matplotlib.use("Agg")  # headless: figures are files
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image
 
 from meg_lightning.config import MegConfig  # noqa: E402
-from meg_lightning.schemes import names, scheme_class, with_role  # noqa: E402
 from meg_lightning.evaluation.figures_common import (  # noqa: E402
     _channels,
     _finite,
@@ -51,6 +51,12 @@ from meg_lightning.evaluation.figures_tradeoff import (  # noqa: E402
     fig_power,
     read_fig10,
 )
+from meg_lightning.evaluation.results import read_results
+from meg_lightning.evaluation.table2 import pipeline_params, table2, write_table2
+from meg_lightning.evaluation.table2 import table2 as make_table2
+from meg_lightning.generation import latent_shape
+from meg_lightning.generation.tiny import build_tiny_pipeline
+from meg_lightning.schemes import names, scheme_class, with_role  # noqa: E402
 
 
 def fid_label(rows: list[dict]) -> str:
@@ -74,6 +80,7 @@ METRIC_NAMES = {"psnr_db": "PSNR", "fid": "FID", "semantic_accuracy": "Semantic 
 def fig_vs_snr(rows: list[dict], metric: str, path_stem: Path) -> list[Path]:
     """Figs. 6-7: ``metric`` (psnr_db | fid | semantic_accuracy) against SNR, one line per scheme
     (and fc). Nothing when no row has a finite value of ``metric``."""
+
     kinds = _channels(rows)
     if not kinds or not any(_finite(r.get(metric)) for r in rows if r["channel"] in kinds):
         return []
@@ -124,6 +131,7 @@ def fig_heatmap(rows: list[dict], metric: str, path_stem: Path,
                 scheme: Optional[str] = None) -> list[Path]:
     """Figs. 8-9: ``metric`` of ``scheme`` (default: the paper's proposed scheme) over
     compression rate fc (x) and SNR (y)."""
+
     scheme = scheme or with_role("proposed")[0]
     rows = [r for r in rows if r["scheme"] == scheme and r.get("fc") is not None
             and r.get(metric) is not None and math.isfinite(float(r["snr_db"]))]
@@ -152,7 +160,6 @@ def fig_heatmap(rows: list[dict], metric: str, path_stem: Path,
 
 def _tiles(path: Path, n: Optional[int] = None) -> np.ndarray:
     """The first ``n`` square tiles (all when None) of an example strip, side by side (H, n H, 3)."""
-    from PIL import Image
 
     strip = np.asarray(Image.open(path).convert("RGB"))
     h = strip.shape[0]
@@ -162,6 +169,7 @@ def _tiles(path: Path, n: Optional[int] = None) -> np.ndarray:
 def fig_examples(rows: list[dict], examples: Path, path_stem: Path,
                  channel: str = "awgn") -> list[Path]:
     """Fig. 5: the first test image per scheme (rows) and SNR (columns), beside I_0."""
+
     sub = [r for r in rows if r["channel"] == channel and (examples / f"{r['cell']}.png").is_file()]
     ref = examples / "reference.png"
     if not sub or not ref.is_file():
@@ -196,6 +204,7 @@ def fig_grid(rows: list[dict], examples: Path, path_stem: Path, channel: str,
              snr_db: float) -> list[Path]:
     """An image grid: the saved test images (columns) of I_0 and of every scheme (rows) at one
     channel kind and SNR, each row labelled with its PSNR and, when measured, semantic accuracy."""
+
     sub = [r for r in rows if r["channel"] == channel and _finite(r.get("snr_db"))
            and math.isclose(float(r["snr_db"]), snr_db)
            and (examples / f"{r['cell']}.png").is_file()]
@@ -226,6 +235,7 @@ def fig_grid(rows: list[dict], examples: Path, path_stem: Path, channel: str,
 
 def grid_snrs(rows: list[dict]) -> list[float]:
     """The grid SNRs (``GRID_SNRS``) present in the sweep, else its median SNR."""
+
     swept = sorted({float(r["snr_db"]) for r in rows if _finite(r.get("snr_db"))})
     got = [s for s in GRID_SNRS if any(math.isclose(s, x) for x in swept)]
     return got or swept[len(swept) // 2:len(swept) // 2 + 1]
@@ -234,8 +244,6 @@ def grid_snrs(rows: list[dict]) -> list[float]:
 def make_figures(results_csv: Optional[Path], examples: Optional[Path], ppo_csv: Optional[Path],
                  out: Path, *, table2: bool = True) -> tuple[list[Path], list[str]]:
     """Every figure whose inputs exist; returns (written paths, notes on what was skipped)."""
-    from meg_lightning.evaluation.results import read_results
-
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     notes: list[str] = []
@@ -268,9 +276,6 @@ def make_figures(results_csv: Optional[Path], examples: Optional[Path], ppo_csv:
     else:
         notes.append(f"fig10_fid_power: skipped, no {ppo_csv} (written by `meg train-ppo`)")
     if table2:
-        from meg_lightning.evaluation.table2 import table2 as make_table2
-        from meg_lightning.evaluation.table2 import write_table2
-
         paths += write_table2(make_table2(), out)
     return paths, notes
 
@@ -280,9 +285,6 @@ def preset_table2(cfg: MegConfig, out: Path) -> list[Path]:
     its image and latent shapes (f_d from the VAE config), its generator and ``codec.arch``."""
     if cfg.model != "tiny":
         return []
-    from meg_lightning.evaluation.table2 import pipeline_params, table2, write_table2
-    from meg_lightning.generation import latent_shape
-    from meg_lightning.generation.tiny import build_tiny_pipeline
 
     pipe = build_tiny_pipeline()
     g = cfg.generation
@@ -294,6 +296,7 @@ def preset_table2(cfg: MegConfig, out: Path) -> list[Path]:
 
 def main(cfg: MegConfig) -> list[Path]:
     """`meg figures`: regenerate every figure under ``{out_dir}/figures`` from saved results."""
+
     root = Path(cfg.out_dir)
     paths, notes = make_figures(root / "eval" / cfg.eval.results, root / "eval" / "examples",
                                 root / "ppo" / "fig10.csv", root / "figures")

@@ -26,6 +26,7 @@ from meg_lightning.errors import ConfigError, UserError
 from meg_lightning.generation import load_vae, resolve_device
 from meg_lightning.mini.classifier import AttributeClassifier, all_match, load_classifier
 
+
 def _device(cfg: MegConfig) -> torch.device:
     return resolve_device(cfg.generation.device)
 

@@ -12,6 +12,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from meg_lightning.config import MegConfig, to_dict
+from meg_lightning.evaluation.figures_common import _sort_key, label
+from meg_lightning.evaluation.results import COLUMNS
 from meg_lightning.loggers import wandb_mode
 
 LINE_METRICS = {"psnr_db": "PSNR (dB)", "fid": "FID", "latent_nmse": "latent NMSE",
@@ -20,7 +22,6 @@ LINE_METRICS = {"psnr_db": "PSNR (dB)", "fid": "FID", "latent_nmse": "latent NMS
 
 def line_series(rows: list[dict], kind: str, metric: str) -> tuple[list, list, list]:
     """(xs, ys, keys) per scheme label for ``wandb.plot.line_series`` on channel ``kind``."""
-    from meg_lightning.evaluation.figures_common import _sort_key, label
 
     by: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for r in rows:
@@ -36,9 +37,8 @@ def line_series(rows: list[dict], kind: str, metric: str) -> tuple[list, list, l
 def log_to_wandb(cfg: MegConfig, rows: list[dict], eval_dir: Path) -> None:
     """One W&B run ``eval``: table ``eval/results``, line plots ``eval/<metric>_<channel>`` and
     images ``eval/examples_<channel>`` (the first test images of every cell, side by side)."""
-    import wandb
+    import wandb  # noqa: PLC0415 - heavy (~2 s): imported only when a W&B run is written
 
-    from meg_lightning.evaluation.results import COLUMNS
 
     os.environ.setdefault("WANDB_SILENT", "true")
     run = wandb.init(project=cfg.wandb.project, entity=cfg.wandb.entity, mode=wandb_mode(cfg),

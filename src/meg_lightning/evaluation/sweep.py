@@ -54,24 +54,39 @@ from tqdm.auto import tqdm
 
 from meg_lightning.channels import CHANNELS
 from meg_lightning.codecs import opta_mse
-from meg_lightning.data.prompts import get_prompts
 from meg_lightning.config import MegConfig, save_resolved, to_dict
+from meg_lightning.data.prompts import get_prompts
 from meg_lightning.errors import ConfigError
 from meg_lightning.evaluation.cell_metrics import EXAMPLES, run_cell, save_png
-from meg_lightning.evaluation.cells import (cell_seed, codec_ids, enumerate_cells, row_codec_id,
-                                            sweep_hash)
+from meg_lightning.evaluation.cells import (
+    cell_seed,
+    codec_ids,
+    enumerate_cells,
+    row_codec_id,
+    sweep_hash,
+)
 from meg_lightning.evaluation.compute import cell_compute_columns, sweep_compute_parts
-from meg_lightning.evaluation.inputs import (ImageStore, _default_datamodule, _default_judge,
-                                             _default_linear, _default_vae, _device,
-                                             check_num_images, default_channel, judge_batch,
-                                             latent_spectrum, load_learned_codec, test_latents,
-                                             train_latents)
+from meg_lightning.evaluation.inputs import (
+    ImageStore,
+    _default_datamodule,
+    _default_judge,
+    _default_linear,
+    _default_vae,
+    _device,
+    check_num_images,
+    default_channel,
+    judge_batch,
+    latent_spectrum,
+    load_learned_codec,
+    test_latents,
+    train_latents,
+)
+from meg_lightning.evaluation.report import log_to_wandb
 from meg_lightning.evaluation.results import COLUMNS, read_results, rows_to_csv
-from meg_lightning.generation import decode_latents
+from meg_lightning.generation import decode_latents, load_pipeline
 from meg_lightning.io import atomic_write_json, atomic_write_text, clean_tmp
 from meg_lightning.metrics import extract_features, make_feature_extractor
-from meg_lightning.evaluation.report import log_to_wandb
-from meg_lightning.generation import load_pipeline
+from meg_lightning.mini.classifier import domain_features
 from meg_lightning.schemes import BuildContext, Scheme, build, runs_generator, scheme_class
 
 
@@ -224,7 +239,8 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
 
     if todo:
         extractor = (feature_extractor if feature_extractor is not None
-                     else make_feature_extractor(cfg.eval.fid_features, cfg.model)).to(device).eval()
+                     else make_feature_extractor(cfg.eval.fid_features,
+                                       domain_features(cfg.model, cfg.eval.fid_features))).to(device).eval()
         n = check_num_images(cfg, len(dm.dataset("test")))
         z, index = test_latents(dm, n)
 

@@ -13,13 +13,21 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
 import torch
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
+from diffusers.utils import logging as dlog
 
 from meg_lightning.config import GenerationConfig, MegConfig
 from meg_lightning.errors import ConfigError, MissingWeightsError
+from meg_lightning.generation.sd15 import ensure_sd15_random
+from meg_lightning.generation.tiny import build_tiny_pipeline
+
+#: the folder of the shipped ``mini`` pipeline (trained by ``meg train-mini``: meg_lightning.mini)
+MINI_PIPELINE_DIR = Path(__file__).resolve().parents[1] / "mini" / "weights" / "pipeline"
 
 DEFAULT_HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -60,38 +68,24 @@ def _missing_weights(model: str, why: str) -> MissingWeightsError:
 
 def load_pipeline(cfg: MegConfig, device: torch.device | None = None):
     """A ``StableDiffusionPipeline`` (DDIM scheduler, no safety checker) for ``cfg.model``."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
-
     device = device or resolve_device(cfg.generation.device)
     if cfg.model == "tiny":
-        from meg_lightning.generation.tiny import build_tiny_pipeline
-
         pipe = build_tiny_pipeline()
     elif cfg.model == "mini":
         # the shipped diffusers folder, loaded exactly like any local SD-v1.5 folder
-        from dataclasses import replace
-
-        from meg_lightning.mini import PIPELINE_DIR
-
-        if not (PIPELINE_DIR / "model_index.json").exists():
+        if not (MINI_PIPELINE_DIR / "model_index.json").exists():
             raise MissingWeightsError(f"model='mini': its weights are missing from "
-                                      f"{str(PIPELINE_DIR)!r} (a broken install?): reinstall "
+                                      f"{str(MINI_PIPELINE_DIR)!r} (a broken install?): reinstall "
                                       "meg_lightning or run `make train-mini` to train them")
-        return load_pipeline(replace(cfg, model=str(PIPELINE_DIR)), device)
+        return load_pipeline(replace(cfg, model=str(MINI_PIPELINE_DIR)), device)
     elif cfg.model == "sd15-random":
         # SD-v1.5's exact configs with random weights, built once, then loaded like a local folder
-        from dataclasses import replace
-
-        from meg_lightning.generation.sd15 import ensure_sd15_random
-
         return load_pipeline(replace(cfg, model=str(ensure_sd15_random())), device)
     else:
         name = model_id(cfg.model)
         looks_local = name.startswith((".", "/", "~")) or os.path.isdir(os.path.expanduser(name))
         if looks_local and not (Path(name).expanduser() / "model_index.json").exists():
             raise _missing_weights(name, "no model_index.json in that folder")
-        from diffusers.utils import logging as dlog
-
         verbosity = dlog.get_verbosity()
         dlog.set_verbosity_error()  # our own one-line error replaces diffusers' multi-line log
         try:
@@ -116,20 +110,12 @@ def load_vae(cfg: MegConfig, device: torch.device | None = None):
     """Only the VAE (the UE's decoder D) of ``cfg.model``: what decoding needs. For a diffusers
     folder or hub id it is read alone (``subfolder="vae"``), so the U-Net and text encoder
     (3.9 GB of SD-v1.5's 4.3 GB in float32) are never loaded; ``tiny`` is built whole (small)."""
-    from dataclasses import replace
-
-    from diffusers import AutoencoderKL
-
     device = device or resolve_device(cfg.generation.device)
     if cfg.model == "tiny":
         return load_pipeline(cfg, device).vae
     if cfg.model == "mini":
-        from meg_lightning.mini import PIPELINE_DIR
-
-        return load_vae(replace(cfg, model=str(PIPELINE_DIR)), device)
+        return load_vae(replace(cfg, model=str(MINI_PIPELINE_DIR)), device)
     if cfg.model == "sd15-random":
-        from meg_lightning.generation.sd15 import ensure_sd15_random
-
         return load_vae(replace(cfg, model=str(ensure_sd15_random())), device)
     name = os.path.expanduser(model_id(cfg.model))
     try:

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 import torch
+from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from meg_lightning.generation.tiny import BOS, EOS, sd_ddim_scheduler
 
@@ -70,6 +72,7 @@ def sd15_random_dir() -> Path:
 
 def _byte_alphabet() -> list[str]:
     """GPT-2 / CLIP's 256 printable stand-ins for the bytes 0..255 (bytes_to_unicode)."""
+
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
         + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
@@ -89,7 +92,6 @@ def sd15_tokenizer():
     then triples, in a fixed order), so ordinary prompts tokenise into word pieces of realistic
     count. Token ids carry no meaning (the text encoder is random anyway).
     """
-    from transformers import CLIPTokenizer
 
     base = _byte_alphabet()
     tokens = base + [c + "</w>" for c in base]
@@ -126,8 +128,6 @@ def build_components(seed: int = 0, device: str | torch.device = "cpu") -> dict:
 
     ``device="meta"`` builds them without allocating (parameter counts in milliseconds).
     """
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     out = {}
     with torch.device(device):
@@ -143,7 +143,6 @@ def build_components(seed: int = 0, device: str | torch.device = "cpu") -> dict:
 def build_sd15_random(folder: Path | None = None, seed: int = 0, progress: bool = True) -> Path:
     """Build the pipeline and save it as a diffusers folder (fp16 safetensors), atomically: it is
     written to ``<folder>.tmp-<pid>`` and renamed, so an interrupted build leaves no half folder."""
-    from diffusers import StableDiffusionPipeline
 
     folder = Path(folder) if folder else sd15_random_dir()
     t0 = time.perf_counter()
@@ -171,6 +170,7 @@ def build_sd15_random(folder: Path | None = None, seed: int = 0, progress: bool 
 
 def ensure_sd15_random(progress: bool = True) -> Path:
     """The cached folder, built first if it is missing."""
+
     folder = sd15_random_dir()
     if not (folder / "model_index.json").exists():
         build_sd15_random(folder, progress=progress)

@@ -30,11 +30,12 @@ import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchmetrics.image.fid import FrechetInceptionDistance, NoTrainInceptionV3
 
 from meg_lightning.errors import ConfigError, MissingWeightsError
 from meg_lightning.runtime import torch_threads
@@ -71,8 +72,6 @@ class InceptionFeatures(nn.Module):
 
     def __init__(self, weights_path: Optional[str | Path] = None):
         super().__init__()
-        from torchmetrics.image.fid import NoTrainInceptionV3
-
         path = Path(weights_path) if weights_path else inception_weights_path()
         if path is None or not path.is_file():
             raise MissingWeightsError(_missing_inception_message())
@@ -104,17 +103,23 @@ class PixelFeatures(nn.Module):
         return F.adaptive_avg_pool2d(images.float(), self.size).flatten(1)
 
 
-def make_feature_extractor(kind: str = "auto", model: Optional[str] = None) -> nn.Module:
-    """The FID feature extractor for ``eval.fid_features`` (auto | inception | pixels | mini);
-    ``model`` is the configured generator (``auto`` picks ``mini`` for the mini model)."""
+def make_feature_extractor(kind: str = "auto",
+                           domain: Optional[Callable[[], nn.Module]] = None) -> nn.Module:
+    """The FID feature extractor for ``eval.fid_features`` (auto | inception | pixels | mini).
+
+    ``domain`` builds the model's own feature extractor when it has one (injected by the caller:
+    the ``mini`` model's classifier, :func:`meg_lightning.mini.classifier.domain_features`);
+    ``mini`` asks for it and ``auto`` prefers it, then Inception when its weights are present,
+    then pixel features (with a warning)."""
     if kind == "pixels":
         return PixelFeatures()
     if kind == "inception":
         return InceptionFeatures()
-    if kind == "mini" or (kind == "auto" and model == "mini"):
-        from meg_lightning.mini.classifier import load_classifier
-
-        return load_classifier()
+    if kind == "mini" or (kind == "auto" and domain is not None):
+        if domain is None:
+            raise ConfigError("eval.fid_features", kind, "auto, inception or pixels for a model "
+                              "without its own feature extractor (mini has one)")
+        return domain()
     if kind == "auto":
         if inception_weights_path() is not None:
             return InceptionFeatures()
@@ -172,8 +177,6 @@ def fid_torchmetrics(real_images: Tensor, fake_images: Tensor, extractor: nn.Mod
     ``extractor`` maps [0, 1] images to (B, d) and has a ``num_features`` attribute (which keeps
     torchmetrics from probing it with a dummy image).
     """
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
     metric = FrechetInceptionDistance(feature=extractor, normalize=True)
     for i in range(0, len(real_images), batch_size):
         metric.update(real_images[i:i + batch_size], real=True)

@@ -21,7 +21,6 @@ Counting conventions:
 - A linear code of k symbols on a latent of |z| entries costs one (k x |z|) or (|z| x k)
   matrix-vector product: ``2 k |z|`` FLOPs (:func:`linear_code_gflops`).
 - The LDPC decoder (``digital``) is counted approximately (:func:`ldpc_decode_gflops`)::
-
       GFLOPs = num_iter * edges * ops_per_edge / 1e9,   edges = edges_per_bit * coded_bits,
       coded_bits = symbols * bits_per_symbol
 
@@ -45,6 +44,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 GIGA = 1e9
 
@@ -54,6 +54,7 @@ GIGA = 1e9
 def _custom_flop_mapping() -> dict:
     """Formulas FlopCounterMode lacks: the CPU flash-attention kernel of SDPA (see the module
     docstring); the GPU kernels already have this formula."""
+
     op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
     return {op: _sdpa_cpu_flop} if op is not None else {}
 
@@ -61,8 +62,6 @@ def _custom_flop_mapping() -> dict:
 def _sdpa_cpu_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
     """FLOPs of one attention call from the shapes (B, heads, L, d) of q, k, v: torch's formula
     for the GPU kernels (the two batched matrix products)."""
-    from torch.utils.flop_counter import sdpa_flop_count
-
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
@@ -73,7 +72,6 @@ def gflops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
     Works on the ``meta`` device too (only shapes matter), so a model can be costed without
     allocating its weights.
     """
-    from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False, custom_mapping=_custom_flop_mapping())
     with torch.no_grad(), counter:
@@ -93,6 +91,7 @@ def clear_cache() -> None:
 def _cached(kind: str, module: Any, shapes: tuple, measure: Callable[[], float]) -> float:
     """``measure()`` once per (kind, module, shapes). The key holds ``id(module)``; a weak
     reference guards against a new module that reuses the id of a collected one."""
+
     key = (kind, id(module), shapes)
     hit = _CACHE.get(key)
     if hit is not None and hit[0]() is module:
@@ -128,6 +127,7 @@ def _shape3(latent_shape: Sequence[int]) -> tuple[int, int, int]:
 
 def vae_decode_gflops(vae: nn.Module, latent_shape: Sequence[int]) -> float:
     """The VAE decoder D (``vae.decode``) on one latent (1, C, h, w)."""
+
     shape = _shape3(latent_shape)
 
     def measure() -> float:
@@ -147,6 +147,7 @@ def unet_eval_gflops(unet: nn.Module, latent_shape: Sequence[int],
                      text_shape: Sequence[int]) -> float:
     """One U-Net evaluation at batch 1: latent (1, C, h, w), one timestep, text embedding
     (1, tokens, width). A guided DDIM step is two of these."""
+
     shape = _shape3(latent_shape)
     tshape = tuple(int(s) for s in text_shape)
     if len(tshape) != 2:
@@ -164,6 +165,7 @@ def unet_eval_gflops(unet: nn.Module, latent_shape: Sequence[int],
 
 def text_encoder_gflops(text_encoder: nn.Module, tokens: int) -> float:
     """The text encoder on one prompt padded to ``tokens`` tokens (what the pipeline runs)."""
+
     tokens = int(tokens)
 
     def measure() -> float:
@@ -176,6 +178,7 @@ def text_encoder_gflops(text_encoder: nn.Module, tokens: int) -> float:
 def codec_encode_gflops(codec: Any, latent_shape: Sequence[int]) -> float:
     """A codec's ``encode`` (or its forward when it has none) on one latent (1, C, h, w): any
     nn.Module, e.g. :class:`~meg_lightning.codecs.CodecModule` or a ``CompressionEncoder``."""
+
     shape = _shape3(latent_shape)
 
     def measure() -> float:
@@ -187,6 +190,7 @@ def codec_encode_gflops(codec: Any, latent_shape: Sequence[int]) -> float:
 
 def codec_decode_gflops(codec: Any, k: int) -> float:
     """A codec's ``decode`` (or its forward when it has none) on one received seed (1, k)."""
+
     k = int(k)
 
     def measure() -> float:
@@ -222,6 +226,7 @@ def linear_encode_gflops(code: Any, latent_shape: Sequence[int], snr_db: float =
     """A :class:`~meg_lightning.codecs.LinearCode`'s ``encode(z, snr_db)`` on one latent, counted:
     2 r |z| with r <= k the principal components it keeps (= :func:`linear_code_gflops` when
     r = k)."""
+
     shape = _shape3(latent_shape)
 
     def measure() -> float:
@@ -233,6 +238,7 @@ def linear_encode_gflops(code: Any, latent_shape: Sequence[int], snr_db: float =
 
 def linear_decode_gflops(code: Any, k: int, snr_db: float = 20.0) -> float:
     """A LinearCode's LMMSE ``decode(x_hat, snr_db)`` on one received vector (1, k), counted."""
+
     k = int(k)
 
     def measure() -> float:
@@ -293,6 +299,7 @@ class ComputeParts:
         """Measure the VAE decoder, one U-Net evaluation and the text encoder of ``pipe`` (a
         StableDiffusionPipeline: ``unet``, ``vae``, ``text_encoder``, ``tokenizer``) with
         :func:`gflops` (cached per module and shape)."""
+
         shape = _shape3(latent_shape)
         text_shape = text_embedding_shape(pipe)
         return cls(vae_decode=vae_decode_gflops(pipe.vae, shape),

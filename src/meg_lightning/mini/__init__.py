@@ -11,5 +11,7 @@ The trained pipeline ships in ``weights/pipeline`` (a diffusers folder) and load
 
 from pathlib import Path
 
+from meg_lightning.generation import MINI_PIPELINE_DIR
+
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-PIPELINE_DIR = WEIGHTS_DIR / "pipeline"  # StableDiffusionPipeline.save_pretrained output
+PIPELINE_DIR = MINI_PIPELINE_DIR  # StableDiffusionPipeline.save_pretrained output

@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from meg_lightning.errors import MissingWeightsError
+from meg_lightning.io import atomic_path, atomic_write_json
 from meg_lightning.mini import WEIGHTS_DIR
 from meg_lightning.mini.dataset import ATTRIBUTES, IMAGE_SIZE, VOCABULARY, parse_caption
 
@@ -70,24 +73,23 @@ class AttributeClassifier(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         """Penultimate features (B, num_features): the mini-FID embedding."""
+
         p = next(self.parameters())
         return self.body(self.preprocess(images).to(p.device, p.dtype))
 
     def classify(self, images: Tensor) -> dict[str, Tensor]:
         """Logits per attribute: {name: (B, number of values)}."""
+
         h = self(images)
         return {a: head(h) for a, head in self.heads.items()}
 
 
 def load_classifier(path: str | Path = CLASSIFIER_WEIGHTS) -> AttributeClassifier:
     """The shipped classifier (eval mode, CPU); ``path`` may point at another trained one."""
-    from safetensors.torch import load_file
 
     path = Path(path)
     cfg_path = path.with_suffix(".json")
     if not path.is_file() or not cfg_path.is_file():
-        from meg_lightning.errors import MissingWeightsError
-
         raise MissingWeightsError(f"mini classifier weights not found at {str(path)!r} (and "
                                   f"{cfg_path.name} beside it): run `make train-mini` to train "
                                   "them")
@@ -100,9 +102,7 @@ def load_classifier(path: str | Path = CLASSIFIER_WEIGHTS) -> AttributeClassifie
 def save_classifier(model: AttributeClassifier, path: str | Path = CLASSIFIER_WEIGHTS,
                     metrics: dict | None = None) -> Path:
     """Weights as safetensors plus a json with the architecture (and optional metrics) beside it."""
-    from safetensors.torch import save_file
 
-    from meg_lightning.io import atomic_path, atomic_write_json
 
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -127,6 +127,7 @@ def _default() -> AttributeClassifier:
 def predict_attributes(images: Tensor, classifier: AttributeClassifier | None = None,
                        batch_size: int = 256) -> dict[str, Tensor]:
     """Predicted value index per attribute: {name: (B,) long}, in VOCABULARY order."""
+
     model = classifier or _default()
     out: dict[str, list[Tensor]] = {a: [] for a in ATTRIBUTES}
     for i in range(0, len(images), batch_size):
@@ -140,6 +141,7 @@ def predict_from_features(features: Tensor, classifier: AttributeClassifier | No
                           ) -> dict[str, Tensor]:
     """:func:`predict_attributes` from the classifier's own features (B, num_features) (its
     ``forward``, the mini-FID embedding), without running its body again."""
+
     model = classifier or _default()
     p = next(model.heads.parameters())
     h = features.to(p.device, p.dtype)
@@ -151,6 +153,7 @@ def attribute_matches(images: Tensor | None, prompts: Sequence[str],
                       features: Tensor | None = None) -> dict[str, Tensor]:
     """Per attribute, whether image i shows what prompt i names: {name: (B,) bool}. With
     ``features`` (the classifier's forward of the images) the body is not run again."""
+
     n = len(features) if features is not None else len(images)
     if n != len(prompts):
         raise ValueError(f"got {n} images for {len(prompts)} prompts: expected one each")
@@ -164,6 +167,7 @@ def all_match(images: Tensor | None, prompts: Sequence[str],
               classifier: AttributeClassifier | None = None, *,
               features: Tensor | None = None) -> Tensor:
     """Per image, whether all five of its attributes match its prompt's: (B,) bool."""
+
     matches = attribute_matches(images, prompts, classifier, features=features)
     return torch.stack(list(matches.values())).all(0)
 
@@ -172,3 +176,12 @@ def semantic_accuracy(images: Tensor, prompts: Sequence[str],
                       classifier: AttributeClassifier | None = None) -> float:
     """Share of images whose five attributes all match their prompt's (parsed from the caption)."""
     return float(all_match(images, prompts, classifier).float().mean())
+
+
+def domain_features(model: Optional[str], kind: str = "auto"
+                    ) -> Optional[Callable[[], AttributeClassifier]]:
+    """The domain feature extractor to inject into
+    :func:`meg_lightning.metrics.make_feature_extractor`: the shipped classifier (mini-FID) for
+    the ``mini`` model, or for any model when ``eval.fid_features`` (``kind``) asks for ``mini``;
+    None otherwise."""
+    return load_classifier if model == "mini" or kind == "mini" else None

@@ -32,14 +32,41 @@ from typing import Any, Optional
 import lightning as L
 import torch
 import torch.nn.functional as F
+from diffusers import AutoencoderKL, StableDiffusionPipeline
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms.v2.functional import gaussian_blur
 
+from meg_lightning.config import GenerationConfig, MegConfig
 from meg_lightning.errors import ConfigError
+from meg_lightning.generation import decode_latents, generate_latents, load_pipeline, seed_for
+from meg_lightning.generation.tiny import sd_ddim_scheduler
 from meg_lightning.io import atomic_write_json
-from meg_lightning.mini.classifier import WEIGHTS_DIR, AttributeClassifier
-from meg_lightning.mini.dataset import ATTRIBUTES, ShapesDataset, heldout_prompts, make_images
-from meg_lightning.mini.model import (MiniModelConfig, build_text_encoder, build_unet, build_vae,
-                                      encode_text, mini_tokenizer)
+from meg_lightning.metrics.image import psnr_per_image
+from meg_lightning.mini.classifier import (
+    WEIGHTS_DIR,
+    AttributeClassifier,
+    attribute_matches,
+    load_classifier,
+    predict_attributes,
+    save_classifier,
+)
+from meg_lightning.mini.dataset import (
+    ATTRIBUTES,
+    ShapesDataset,
+    combinations,
+    heldout_prompts,
+    make_images,
+)
+from meg_lightning.mini.model import (
+    MiniModelConfig,
+    build_text_encoder,
+    build_unet,
+    build_vae,
+    encode_text,
+    mini_tokenizer,
+)
 
 STAGES = ("vae", "classifier", "unet", "eval")
 
@@ -106,6 +133,7 @@ class MiniTrainConfig:
 
 def _warmup_cosine(optimizer, total_steps: int, warmup: int = 100, floor: float = 0.1):
     """LR multiplier: linear warm-up, then cosine from 1 to ``floor`` at ``total_steps``."""
+
     warmup = min(warmup, max(1, total_steps // 10))
 
     def factor(step: int) -> float:
@@ -209,7 +237,6 @@ def augment(images: torch.Tensor, generator: torch.Generator | None = None) -> t
 
     Decoded images are softer than rendered ones; the judge must not depend on sharpness.
     """
-    from torchvision.transforms.v2.functional import gaussian_blur
 
     out = images.clone()
     sigma = torch.rand(len(images), generator=generator) * 1.2
@@ -246,8 +273,6 @@ class ClassifierModule(L.LightningModule):
 def _fit(module: L.LightningModule, loader: DataLoader, cfg: MiniTrainConfig, stage: str,
          max_steps: int) -> float:
     """Fit ``module`` for ``max_steps`` (resuming from ``<out_dir>/<stage>/last.ckpt``); seconds."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
 
     folder = Path(cfg.out_dir) / stage
     ckpt = ModelCheckpoint(dirpath=folder, filename="{step}", save_last=True, save_top_k=1,
@@ -269,8 +294,6 @@ def _done(cfg: MiniTrainConfig, stage: str) -> dict | None:
 
 
 def _mark_done(cfg: MiniTrainConfig, stage: str, info: dict) -> None:
-    from meg_lightning.io import atomic_write_json
-
     atomic_write_json(Path(cfg.out_dir) / stage / "done.json", info)
 
 
@@ -290,6 +313,7 @@ def encode_dataset(vae, cfg: MiniTrainConfig, batch_size: int = 256):
 
 def train_vae(cfg: MiniTrainConfig) -> dict:
     """Stage 1: the VAE, the latent cache and the scaling factor; returns timing and statistics."""
+
     folder = Path(cfg.out_dir) / "vae"
     if (info := _done(cfg, "vae")) is not None:
         return info
@@ -317,9 +341,7 @@ def train_vae(cfg: MiniTrainConfig) -> dict:
 
 def train_unet(cfg: MiniTrainConfig) -> dict:
     """Stage 3: U-Net + text encoder on the cached latents; saves the pipeline (EMA weights)."""
-    from diffusers import AutoencoderKL, StableDiffusionPipeline
 
-    from meg_lightning.generation.tiny import sd_ddim_scheduler
 
     if (info := _done(cfg, "unet")) is not None:
         return info
@@ -354,8 +376,6 @@ def train_unet(cfg: MiniTrainConfig) -> dict:
 @torch.no_grad()
 def classifier_accuracy(model: AttributeClassifier, split: str, num: int, seed: int) -> dict:
     """All-attribute and per-attribute accuracy on ``num`` fresh images of ``split``."""
-    from meg_lightning.mini.classifier import predict_attributes
-
     images, _, labels = make_images(split, num, seed=seed)
     pred = predict_attributes(images, model.eval())
     hits = torch.stack([pred[a] == labels[:, j] for j, a in enumerate(ATTRIBUTES)])  # (5, N)
@@ -365,8 +385,6 @@ def classifier_accuracy(model: AttributeClassifier, split: str, num: int, seed: 
 
 def train_classifier(cfg: MiniTrainConfig) -> dict:
     """Stage 2: the attribute classifier, trained on all combinations; saves safetensors + json."""
-    from meg_lightning.mini.classifier import save_classifier
-
     if (info := _done(cfg, "classifier")) is not None:
         return info
     L.seed_everything(cfg.seed + 3, verbose=False)
@@ -386,9 +404,6 @@ def train_classifier(cfg: MiniTrainConfig) -> dict:
 
 def load_folder(folder: str | Path):
     """A saved pipeline through the project's loader (the path ``model=<folder>`` takes)."""
-    from meg_lightning.config import MegConfig
-    from meg_lightning.generation import load_pipeline
-
     return load_pipeline(replace(MegConfig(), model=str(folder)), device=torch.device("cpu"))
 
 
@@ -399,9 +414,6 @@ def generate_reference_images(pipe, prompts: list[str], seed: int, steps: int, g
 
     ``pipe`` is a pipeline or a diffusers folder; prompt i is drawn with ``seed_for(seed, i)``.
     """
-    from meg_lightning.config import GenerationConfig
-    from meg_lightning.generation import decode_latents, generate_latents, seed_for
-
     if isinstance(pipe, (str, Path)):
         pipe = load_folder(pipe)
     gen = GenerationConfig(height=64, width=64, num_inference_steps=steps, guidance_scale=guidance)
@@ -421,7 +433,6 @@ def seed_dependence(images: torch.Tensor, prompts: list[str]) -> dict:
     give two different pictures (low PSNR); mini v1 gives 27.8 dB (270 held-out pairs): nearly
     the same picture (docs/MINI.md).
     """
-    from meg_lightning.metrics.image import psnr_per_image
 
     last: dict[str, int] = {}
     pairs: list[tuple[int, int]] = []
@@ -438,8 +449,6 @@ def seed_dependence(images: torch.Tensor, prompts: list[str]) -> dict:
 
 
 def _scores(images: torch.Tensor, prompts: list[str], classifier) -> dict:
-    from meg_lightning.mini.classifier import attribute_matches
-
     hits = attribute_matches(images, prompts, classifier)
     return {"prompts": len(set(prompts)), "images": len(prompts),
             "semantic_accuracy": float(torch.stack(list(hits.values())).all(0).float().mean()),
@@ -456,9 +465,6 @@ def evaluate(cfg: MiniTrainConfig) -> dict:
     PSNR between held-out images of one prompt drawn with different seeds
     (:func:`seed_dependence`).
     """
-    from meg_lightning.io import atomic_write_json
-    from meg_lightning.mini.classifier import load_classifier
-    from meg_lightning.mini.dataset import combinations
 
     classifier = load_classifier(cfg.weights / "classifier.safetensors")
     pipe = load_folder(cfg.weights / "pipeline")
@@ -490,6 +496,7 @@ def main(cfg: Any = None) -> dict:
     """Run the configured stages (``cfg``: a MegConfig with the ``mini`` section, as ``meg
     train-mini`` composes it, or a :class:`MiniTrainConfig`); writes ``<weights>/metrics.json``
     with times and numbers."""
+
     cfg = getattr(cfg, "mini", cfg) or MiniTrainConfig()
     cfg.validate()
     torch.set_num_threads(cfg.num_threads)

@@ -19,7 +19,8 @@ equal-length blocks,
   Rayleigh fading, by dynamic programming over (block, remaining power) with the expectation over
   ``g ~ Exp(1)`` taken on equal-probability quantiles. This is the optimum PPO should approach.
 
-Expected order of the mean distortion: equal >= causal DP >= oracle.
+Expected order of the mean distortion: equal >= causal DP >= oracle. The same allocations act
+in the env as registered power policies (:mod:`.policies`).
 """
 
 from __future__ import annotations
@@ -30,8 +31,7 @@ import torch
 
 from meg_lightning.channels import theory
 
-__all__ = ["equal_power", "oracle_power", "CausalDP", "proxy_mse", "EqualPolicy", "OraclePolicy",
-           "DPPolicy"]
+__all__ = ["equal_power", "oracle_power", "CausalDP", "proxy_mse"]
 
 
 def proxy_mse(power: torch.Tensor, g: torch.Tensor, snr_db: float) -> torch.Tensor:
@@ -147,40 +147,3 @@ class CausalDP:
             out.append(p)
             remaining = (remaining - p).clamp_min(0.0)
         return torch.stack(out, -1).to(g.dtype)
-
-
-# -- the same allocations as env policies (TensorDict in -> TensorDict with "action" out) ---------
-class EqualPolicy:
-    """Equal power for :class:`~meg_lightning.power.env.MEGPowerEnv`: ``a_t = 1/B`` every block."""
-
-    def __init__(self, num_blocks: int):
-        self.num_blocks = num_blocks
-
-    def __call__(self, td):
-        return td.set("action", torch.full_like(td["budget"], 1.0 / self.num_blocks))
-
-
-class OraclePolicy:
-    """Non-causal oracle for the env: it peeks at the hidden ``fading`` of all B blocks."""
-
-    def __init__(self, num_blocks: int, snr_db: float):
-        self.num_blocks, self.snr_db = num_blocks, snr_db
-
-    def __call__(self, td):
-        g = td["fading"].square().sum(-1)  # (N, B)
-        p = oracle_power(g, self.snr_db) / self.num_blocks  # fractions of P_max
-        t = td["step"].clamp(max=self.num_blocks - 1)  # (N, 1)
-        return td.set("action", p.gather(1, t).to(td["budget"].dtype))
-
-
-class DPPolicy:
-    """The causal DP optimum for the env: reads only ``g`` (g_t), ``budget`` and ``step``."""
-
-    def __init__(self, dp: CausalDP):
-        self.dp = dp
-
-    def __call__(self, td):
-        B = self.dp.num_blocks
-        t = int(td["step"].flatten()[0])  # episodes are synchronous: one block index per batch
-        p = self.dp.act(t, td["budget"].squeeze(-1) * B, td["g"].squeeze(-1))
-        return td.set("action", (p / B).unsqueeze(-1).to(td["budget"].dtype))

@@ -5,7 +5,6 @@ one block (Algorithm 3). N episodes run in parallel and end together (so a set-l
 as FID is computed over the N images of a batch).
 
 ::
-
     reset:  seeds x (N, k) from the source, gains h (N, B) ~ CN(0, 1), budget 1 (units of P_max)
     step t: observe s_t = {seed summary of block t, h_t, remaining budget, t/B}      (eq. 31)
             a_t in [0, 1] -> p_t = min(a_t, remaining) * P_max                       (eqs. 32-33)
@@ -47,7 +46,13 @@ from torchrl.envs import EnvBase
 
 from meg_lightning.channels import CHANNELS, Channel, theory
 from meg_lightning.channels import build as build_channel
+from meg_lightning.codecs.train import load_trained_codec
+from meg_lightning.data import build_datamodule
 from meg_lightning.errors import ConfigError, UserError
+from meg_lightning.generation import decode_latents, load_pipeline
+from meg_lightning.metrics.fid import extract_features, frechet_distance, make_feature_extractor
+from meg_lightning.metrics.image import psnr_per_image
+from meg_lightning.mini.classifier import domain_features
 
 REWARDS = ("latent_mse", "psnr", "fid")
 SCHEMES = ("meg", "feature", "gaussian")
@@ -133,8 +138,6 @@ class LatentSeeds:
         return LatentSeeds(self.z_all, self.codec, self.vae, self.splits, split)
 
     def _images(self, z: torch.Tensor) -> torch.Tensor:
-        from meg_lightning.generation import decode_latents
-
         return decode_latents(self.vae, z)
 
 
@@ -267,6 +270,7 @@ class MEGPowerEnv(EnvBase):
     def _observe(self, fading: torch.Tensor, seed_blocks: torch.Tensor, step: torch.Tensor,
                  power: torch.Tensor, budget: torch.Tensor) -> dict[str, torch.Tensor]:
         """The per-block part of the observation at block ``step`` (clamped at the last block)."""
+
         B = self.num_blocks
         t = step.clamp(max=B - 1)  # (N, 1)
         first = t * (self.groups // B)  # the first gain group of block t
@@ -353,9 +357,6 @@ class MEGPowerEnv(EnvBase):
 
     def _image_metrics(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 1) PSNR per UE image and (N, 1) FID of the N UE images against the perfect ones."""
-        from meg_lightning.metrics.fid import extract_features, frechet_distance, make_feature_extractor
-        from meg_lightning.metrics.image import psnr_per_image
-
         i_0 = self.source.images(self._z)  # perfect images (no channel), [0, 1]
         i_g = self.source.images(z_hat)
         psnr = psnr_per_image(i_g, i_0)[0].float()[:, None]
@@ -382,12 +383,12 @@ def make_source(cfg: Any, split: str = "train", images: Optional[bool] = None) -
     latents. ``images`` loads the VAE so that episodes end in UE images (default: only when the
     reward needs them; the Fig. 10 evaluation asks for them to report FID and PSNR).
     """
+
     scheme = cfg.ppo.scheme
     if scheme == "gaussian":
         return GaussianSeeds(cfg.ppo.seed_dim)
     if scheme not in SCHEMES:
         raise ConfigError("ppo.scheme", scheme, "one of meg, feature, gaussian")
-    from meg_lightning.data import build_datamodule
 
     dm = build_datamodule(cfg)
     dm.prepare_data()
@@ -398,13 +399,9 @@ def make_source(cfg: Any, split: str = "train", images: Optional[bool] = None) -
     z = z.float()
     codec = None
     if scheme == "meg":
-        from meg_lightning.codecs.train import load_trained_codec
-
         codec = load_trained_codec(cfg, latent_shape=tuple(z.shape[1:]))
     vae = None
     if images if images is not None else cfg.ppo.reward != "latent_mse":
-        from meg_lightning.generation import load_pipeline
-
         vae = load_pipeline(cfg, device=torch.device("cpu")).vae
     return LatentSeeds(z, codec=codec, vae=vae, splits=dm.splits, split=split)
 
@@ -417,6 +414,7 @@ def make_env(cfg: Any, *, num_envs: Optional[int] = None, seed: Optional[int] = 
 
     ``source`` lets several envs (training, evaluation, a power sweep) share one seed source.
     """
+
     p = cfg.ppo
     p_max = p.p_max_mw if p_max_mw is None else p_max_mw
     if not (isinstance(p_max, (int, float)) and math.isfinite(p_max) and p_max > 0):
@@ -429,9 +427,8 @@ def make_env(cfg: Any, *, num_envs: Optional[int] = None, seed: Optional[int] = 
         raise UserError(f"ppo.scheme={p.scheme!r} needs the latent cache and codec modules "
                         f"({type(e).__name__}: {e}); use ppo.scheme=gaussian") from None
     if fid_extractor is None and (p.reward == "fid" or image_metrics):
-        from meg_lightning.metrics.fid import make_feature_extractor
-
-        fid_extractor = make_feature_extractor(cfg.eval.fid_features, cfg.model)
+        fid_extractor = make_feature_extractor(cfg.eval.fid_features,
+                                       domain_features(cfg.model, cfg.eval.fid_features))
     snr_db = snr_from_budget(p_max, p.num_blocks, cfg.channel.noise_power_mw, p.avg_snr_db)
     return MEGPowerEnv(source, num_envs=num_envs or p.num_envs, num_blocks=p.num_blocks,
                        p_max_mw=p_max, snr_db=snr_db, equalizer=p.equalizer, reward=p.reward,

@@ -7,15 +7,15 @@ generator is re-seeded before each rollout), so differences are due to the polic
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
+from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from meg_lightning.power.baselines import CausalDP, DPPolicy, EqualPolicy, OraclePolicy
 from meg_lightning.power.env import MEGPowerEnv
+from meg_lightning.power.policies import baseline_policies
 
 METRICS = ("latent_mse", "expected_mse", "psnr", "fid")
 FIG10_COLUMNS = ("p_max_mw", "snr_db", "policy", "fid", "psnr", "latent_mse", "expected_mse",
@@ -23,19 +23,9 @@ FIG10_COLUMNS = ("p_max_mw", "snr_db", "policy", "fid", "psnr", "latent_mse", "e
 FIG10_POWERS = (0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0)
 
 
-@functools.lru_cache(maxsize=16)
-def causal_dp(num_blocks: int, snr_db: float) -> CausalDP:
-    """The DP tables depend only on (B, SNR): build each once per process (~2 s)."""
-    return CausalDP(num_blocks, snr_db)
-
-
 def standard_policies(env: MEGPowerEnv) -> dict[str, Callable]:
-    """Equal power, plus the causal DP and the oracle when the receiver is MMSE (their model)."""
-    out: dict[str, Callable] = {"equal": EqualPolicy(env.num_blocks)}
-    if env.equalizer == "mmse":
-        out["causal_dp"] = DPPolicy(causal_dp(env.num_blocks, env.snr_db))
-        out["oracle"] = OraclePolicy(env.num_blocks, env.snr_db)
-    return out
+    """Every registered baseline policy for ``env`` (:func:`.policies.baseline_policies`)."""
+    return baseline_policies(env)
 
 
 @torch.no_grad()
@@ -48,15 +38,13 @@ def evaluate_policies(env: MEGPowerEnv, policies: dict[str, Callable],
     deterministically (the mode of pi). Returns ``{"policies": {name: {metric: value}},
     "gap_closed": (equal - ppo) / (equal - causal_dp) on expected_mse or None, "n": N, ...}``.
     """
-    from torchrl.envs.utils import ExplorationType, set_exploration_type
 
     seed = env.seed
     run_env = transform(env) if transform else env
     res: dict[str, dict[str, float]] = {}
     for name, policy in policies.items():
         run_env.set_seed(seed)  # the same seeds, fading and noise for every policy
-        if isinstance(policy, nn.Module):
-            policy.eval()
+        policy.eval()
         with set_exploration_type(ExplorationType.DETERMINISTIC):
             td = run_env.rollout(env.num_blocks, policy, break_when_any_done=True)
         end = td[:, -1]["next"]  # (N,) the last block of every episode

@@ -14,12 +14,15 @@ from typing import Any, Callable, Optional, Sequence
 
 from torch import nn
 
+from meg_lightning.codecs.train import trained_checkpoint
 from meg_lightning.config import MegConfig
 from meg_lightning.errors import ConfigError
 from meg_lightning.io import atomic_write_text
 from meg_lightning.power import train as ppo_train
 from meg_lightning.power.env import make_env, make_source
-from meg_lightning.power.evaluate import FIG10_COLUMNS, FIG10_POWERS, evaluate_policies, standard_policies
+from meg_lightning.power.evaluate import FIG10_COLUMNS, FIG10_POWERS, evaluate_policies
+from meg_lightning.power.policies import POLICIES, baseline_policies
+
 
 def fig10_sweep(cfg: Any, powers: Sequence[float] = FIG10_POWERS, *,
                 policies: Sequence[str] = ("ppo", "equal"), train: bool = True,
@@ -42,9 +45,8 @@ def fig10_sweep(cfg: Any, powers: Sequence[float] = FIG10_POWERS, *,
     for p in powers:
         if not (isinstance(p, (int, float)) and math.isfinite(p) and p > 0):
             raise ConfigError("powers", list(powers), "budgets > 0 (mW)")
-    unknown = set(policies) - {"ppo", "equal", "causal_dp", "oracle"}
-    if unknown:
-        raise ConfigError("policies", list(policies), "names from ppo, equal, causal_dp, oracle")
+    for name in policies:
+        POLICIES[name]  # a one-line ConfigError for an unknown name
     source = make_source(cfg, split="test", images=True)  # FID / PSNR when a model exists
     images = source.images is not None
     n = num_images or ((cfg.eval.num_images or len(source.z)) if images
@@ -55,19 +57,15 @@ def fig10_sweep(cfg: Any, powers: Sequence[float] = FIG10_POWERS, *,
         cfg_p.ppo.p_max_mw, cfg_p.ppo.avg_snr_db = float(p_max), None
         cfg_p.ppo.checkpoint, cfg_p.ppo.fig10_powers = None, None
         if cfg.ppo.scheme == "meg":  # the codec stays the one trained under the main out_dir
-            from meg_lightning.codecs.train import trained_checkpoint
 
             cfg_p.codec.checkpoint = str(trained_checkpoint(cfg))
         cfg_p.out_dir = str(Path(cfg.out_dir) / "fig10" / f"p{p_max:g}")
         env = make_env(cfg_p, source=source, num_envs=n, seed=cfg.seed + 1_000_003,
                        fid_extractor=fid_extractor, image_metrics=images)
-        pols: dict[str, Callable] = {}
-        if "ppo" in policies:
-            if train:
-                ppo_train.main(cfg_p)
-            pols["ppo"] = ppo_train.load_policy(cfg_p, env=env)
-        std = standard_policies(env)
-        pols.update({k: std[k] for k in policies if k != "ppo" and k in std})
+        if train and any(POLICIES[k].learned for k in policies):
+            ppo_train.main(cfg_p)
+        pols = {k: POLICIES[k].build(env, cfg_p) for k in policies
+                if POLICIES[k].learned or k in baseline_policies(env)}
         res = evaluate_policies(env, pols, transform=lambda e: ppo_train.wrap_env(e))
         for name, r in res["policies"].items():
             rows.append({"p_max_mw": p_max, "snr_db": env.snr_db, "policy": name,
@@ -87,6 +85,7 @@ def fig10_sweep(cfg: Any, powers: Sequence[float] = FIG10_POWERS, *,
 def main(cfg: MegConfig) -> dict[str, Any]:
     """`meg train-ppo`: train and evaluate (:func:`meg_lightning.power.train.main`), then the
     Fig. 10 sweep when ``ppo.fig10_powers`` is set."""
+
     results = ppo_train.main(cfg)
     if cfg.ppo.fig10_powers:
         results["fig10_csv"] = str(fig10_sweep(cfg, cfg.ppo.fig10_powers))

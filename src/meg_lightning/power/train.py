@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -31,15 +32,17 @@ from torchrl.envs import CatTensors, Compose, EnvBase, RewardScaling, Transforme
 from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
+from torchrl.record.loggers import CSVLogger, TensorboardLogger, WandbLogger
 from tqdm.auto import tqdm
 
 from meg_lightning.config import MegConfig, config_hash, save_resolved, to_dict
 from meg_lightning.errors import ConfigError, UserError
-from meg_lightning.runtime import torch_threads
 from meg_lightning.io import atomic_path, atomic_write_json, clean_tmp
-from meg_lightning.power.baselines import EqualPolicy
+from meg_lightning.loggers import wandb_mode
+from meg_lightning.power.policies import POLICIES, EqualPolicy, PowerPolicy
 from meg_lightning.power.env import MEGPowerEnv, make_env, make_source
 from meg_lightning.power.evaluate import evaluate_policies, standard_policies
+from meg_lightning.runtime import torch_threads
 
 OBS_KEYS = ("g", "log_g", "budget", "share", "t", "seed")  # the policy's view of s_t (eq. 31)
 # The critic also reads (1) the received SNR of the blocks already sent and (2) the gains of ALL
@@ -70,6 +73,7 @@ def wrap_env(env: MEGPowerEnv, reward_scale: float = 1.0) -> TransformedEnv:
 
 def build_models(cfg: MegConfig, env: EnvBase) -> tuple[ProbabilisticActor, ValueOperator]:
     """Actor pi(a | s) (TanhNormal on [0, 1]) and critic V(s), as TorchRL modules."""
+
     obs_dim = env.observation_spec["observation"].shape[-1]
     h, B = cfg.ppo.hidden, cfg.ppo.num_blocks
     mlp = MLP(in_features=obs_dim, out_features=2, num_cells=[h, h], activation_class=nn.Tanh)
@@ -95,7 +99,8 @@ def build_models(cfg: MegConfig, env: EnvBase) -> tuple[ProbabilisticActor, Valu
 
 def equal_power_reward(env: MEGPowerEnv) -> float:
     """Mean terminal reward of equal power on one batch of ``env`` (the reward's natural scale)."""
-    td = env.rollout(env.num_blocks, EqualPolicy(env.num_blocks))
+
+    td = env.rollout(env.num_blocks, EqualPolicy(env))
     return float(td["next", "reward"][:, -1].mean())
 
 
@@ -103,16 +108,13 @@ def make_logger(cfg: MegConfig, folder: Path, name: str) -> Any:
     """A TorchRL logger for ``cfg.logger`` (None for ``none``); W&B honours ``WANDB_MODE``."""
     if cfg.logger == "none":
         return None
-    from torchrl.record.loggers import CSVLogger, TensorboardLogger, WandbLogger
 
     folder.mkdir(parents=True, exist_ok=True)
     if cfg.logger == "csv":
         return CSVLogger(exp_name=name, log_dir=str(folder))
     if cfg.logger == "tensorboard":
         return TensorboardLogger(exp_name=name, log_dir=str(folder))
-    import os
 
-    from meg_lightning.loggers import wandb_mode
 
     os.environ.setdefault("WANDB_SILENT", "true")
     mode = wandb_mode(cfg)
@@ -174,6 +176,7 @@ def _main(cfg: MegConfig) -> dict[str, Any]:
         """Batch k's randomness (channel draws, actions, minibatches) from (seed, k) alone, so a
         run resumed from the checkpoint of batch k - 1 collects and updates exactly as the
         uninterrupted run (the collector resets the envs at every batch)."""
+
         s = int(config_hash({"seed": cfg.seed, "batch": batch_index}), 16) % 2**62
         torch.manual_seed(s)
         base_env.rng.manual_seed(s + 1)
@@ -281,7 +284,7 @@ def _main(cfg: MegConfig) -> dict[str, Any]:
     # Evaluate on held-out channel draws shared by every policy
     eval_env = make_env(cfg, source=source.with_split("test"), num_envs=p.eval_episodes,
                         seed=cfg.seed + 1_000_003)
-    policies = {"ppo": actor, **standard_policies(eval_env)}
+    policies = {"ppo": PPOPolicy(eval_env, actor), **standard_policies(eval_env)}
     results = evaluate_policies(eval_env, policies, transform=lambda e: wrap_env(e))
     results["train_seconds"] = train_seconds
     results["frames"] = frames_done
@@ -303,6 +306,7 @@ def _main(cfg: MegConfig) -> dict[str, Any]:
 def finished_id(cfg: MegConfig) -> str:
     """Fingerprint of what a finished run's ``eval.json`` depends on (all but where it is and
     how it is logged): a rerun with the same one trains and evaluates nothing."""
+
     d = to_dict(cfg)
     return config_hash({k: v for k, v in d.items() if k not in ("out_dir", "logger", "wandb",
                                                                  "trainer", "eval")})
@@ -311,6 +315,7 @@ def finished_id(cfg: MegConfig) -> str:
 def _finished(folder: Path, run_id: str, fig10: bool) -> Optional[dict[str, Any]]:
     """The saved results of a finished run with this ``run_id`` (and its Fig. 10 CSV when asked
     for), else None."""
+
     path = folder / "eval.json"
     try:
         saved = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
@@ -335,6 +340,7 @@ def _json_safe(obj: Any) -> Any:
 def load_policy(cfg: MegConfig, path: Optional[str | Path] = None,
                 env: Optional[MEGPowerEnv] = None) -> ProbabilisticActor:
     """The trained actor from a ``checkpoint.pt`` (default ``{out_dir}/ppo/checkpoint.pt``)."""
+
     path = Path(path) if path else run_dir(cfg) / "checkpoint.pt"
     if not path.is_file():
         raise UserError(f"PPO checkpoint {str(path)!r} not found: train one with `meg train-ppo`")
@@ -343,3 +349,27 @@ def load_policy(cfg: MegConfig, path: Optional[str | Path] = None,
     actor, _ = build_models(cfg, wrap_env(env))
     actor.load_state_dict(ckpt["actor"])
     return actor.eval()
+
+
+@POLICIES.register("ppo")
+class PPOPolicy(PowerPolicy):
+    """The PPO agent of ``meg train-ppo`` (its ``checkpoint.pt``), acting deterministically on
+    the env wrapped as it was trained (:func:`wrap_env`)."""
+
+    order = 3
+    learned = True
+
+    def __init__(self, env: MEGPowerEnv, actor: ProbabilisticActor):
+        super().__init__(env)
+        self.actor = actor
+
+    @classmethod
+    def build(cls, env: MEGPowerEnv, cfg: Any = None) -> "PPOPolicy":
+        return cls(env, load_policy(cfg, env=env))
+
+    def __call__(self, td):
+        return self.actor(td)
+
+    def eval(self) -> "PPOPolicy":
+        self.actor.eval()
+        return self

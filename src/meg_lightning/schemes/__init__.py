@@ -7,11 +7,24 @@ the codes it uses beside it (the LDPC link, the quantiser, the ideal code)."""
 from typing import Optional
 
 from meg_lightning.registry import import_members
-from meg_lightning.schemes.base import (DM_SUFFIX, SCHEMES, BaseScheme, BuildContext,
-                                        LatentTransmission, Scheme, SchemeOutput, base_name, having,
-                                        is_dm,
-                                        link_snr, names, order, runs_generator, scheme_class,
-                                        with_role)
+from meg_lightning.schemes.base import (
+    DM_SUFFIX,
+    SCHEMES,
+    BaseScheme,
+    BuildContext,
+    LatentTransmission,
+    Scheme,
+    SchemeOutput,
+    base_name,
+    having,
+    is_dm,
+    link_snr,
+    names,
+    order,
+    runs_generator,
+    scheme_class,
+    with_role,
+)
 from meg_lightning.schemes.generative import DiffusionReceiver
 
 import_members(__name__, __path__, skip=("base", "generative"))

@@ -177,15 +177,16 @@ class LdpcLink:
 
     def __init__(self, n_complex: int, mcs: MCS, *, num_iter: int = 20, crc: Optional[str] = None,
                  device: torch.device | str = "cpu"):
-        from sionna.phy.fec.ldpc import LDPC5GDecoder, LDPC5GEncoder
-        from sionna.phy.mapping import Demapper, Mapper
+        # Sionna is heavy (seconds to import): imported when a digital link is first built
+        from sionna.phy.fec.ldpc import LDPC5GDecoder, LDPC5GEncoder  # noqa: PLC0415
+        from sionna.phy.mapping import Demapper, Mapper  # noqa: PLC0415
 
         self.n_complex, self.mcs, self.num_iter, self.crc = int(n_complex), mcs, int(num_iter), crc
         self.device = torch.device(device)
         dev = str(self.device)
         self.crc_length = 0
         if crc is not None:
-            from sionna.phy.fec.crc import CRCEncoder
+            from sionna.phy.fec.crc import CRCEncoder  # noqa: PLC0415
 
             self.crc_length = CRCEncoder(crc, device=dev).crc_length
         layout = code_layout(self.n_complex, mcs, self.crc_length)
@@ -204,7 +205,7 @@ class LdpcLink:
                                     return_infobits=True, device=dev)
                 crc_pair = None
                 if crc is not None:
-                    from sionna.phy.fec.crc import CRCDecoder, CRCEncoder
+                    from sionna.phy.fec.crc import CRCDecoder, CRCEncoder  # noqa: PLC0415
 
                     crc_enc = CRCEncoder(crc, k=k - self.crc_length, device=dev)
                     crc_pair = (crc_enc, CRCDecoder(crc_enc, device=dev))

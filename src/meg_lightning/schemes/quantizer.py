@@ -16,6 +16,8 @@ from typing import Optional
 
 import numpy as np
 import torch
+from scipy.optimize import minimize_scalar
+from scipy.special import ndtr
 from torch import Tensor
 
 #: Most bits one KLT component can get (a 65536-level quantiser; ~1e-9 of the variance left).
@@ -30,7 +32,6 @@ def _gaussian_cell_mse(step: float, levels: int) -> float:
     the Gaussian partial moments: int_a^b (x - c)^2 phi = (1 + c^2) dPhi - [x phi]_a^b
     - 2 c (phi(a) - phi(b)).
     """
-    from scipy.special import ndtr
 
     j = np.arange(levels // 2, dtype=np.float64)  # the upper half; the MSE is symmetric
     last = j == levels // 2 - 1  # the overload cell [a, inf)
@@ -52,8 +53,6 @@ def gaussian_uniform_quantizer_table(max_bits: int = MAX_BITS_PER_COMPONENT
     Found by a bounded scalar search on the exact MSE (:func:`_gaussian_cell_mse`). Checks: b = 1
     gives step 1.596 and MSE 1 - 2/pi = 0.3634, b = 2 step 0.996 and MSE 0.1188 (Max 1960).
     """
-    from scipy.optimize import minimize_scalar
-
     steps, mse = [0.0], [1.0]
     for b in range(1, max_bits + 1):
         levels = 2 ** b
@@ -69,7 +68,6 @@ class LatentQuantizer:
     """Fixed-rate transform coder of latents: KLT, greedy bit allocation, uniform scalar quantisers.
 
     Fitted on training latents ``z_train`` (N, C, h, w):
-
     - **KLT.** Mean ``mu`` and the principal directions of the centred data (thin SVD, so
       |z| = 16384 with a few hundred latents is cheap); ``r = min(N, |z|)`` components with sample
       variances ``lambda_1 >= ... >= lambda_r``; eigenvector signs fixed (largest entry positive)
@@ -134,6 +132,7 @@ class LatentQuantizer:
 
     def allocation(self, total_bits: int) -> Tensor:
         """Bits per KLT component (r,) int64 for a budget of ``total_bits`` (sum = min(B, max))."""
+
         B = self._check_bits(total_bits)
         used = min(B, self.capacity_bits)
         return torch.bincount(self._order_comp[:used], minlength=self.r)
@@ -141,6 +140,7 @@ class LatentQuantizer:
     def expected_mse(self, total_bits) -> np.ndarray | float:
         """Modelled MSE per latent entry at B bits (scalar or array of B), for Gaussian components:
         (sum_i lambda_i d(b_i) + variance outside the r components) / |z|."""
+
         b = np.minimum(np.asarray(total_bits, dtype=np.int64), self.capacity_bits)
         if np.any(b < 0):
             raise ValueError(f"total_bits must be >= 0, got {total_bits!r}")
@@ -175,6 +175,7 @@ class LatentQuantizer:
 
     def quantise(self, z: Tensor, total_bits: int) -> Tensor:
         """z (batch, C, h, w) -> bits (batch, B) float32 in {0, 1} on z's device."""
+
         B = self._check_bits(total_bits)
         alloc, comp, shift = self._layout(B)
         y = self._coefficients(z)  # (batch, r)
@@ -190,6 +191,7 @@ class LatentQuantizer:
                    dtype: torch.dtype = torch.float32) -> Tensor:
         """bits (batch, B) -> z_hat (batch, C, h, w); ``erased`` (batch, B) bool marks bits from a
         failed codeword: every component with an erased bit is reconstructed as the mean."""
+
         B = self._check_bits(total_bits)
         if bits.dim() != 2 or bits.shape[1] != B:
             raise ValueError(f"bits must have shape (batch, {B}), got {tuple(bits.shape)}")
