@@ -61,6 +61,10 @@ class Registry(Generic[T]):
 
         return add
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (a member registered for a notebook or a test)."""
+        self._members.pop(name, None)
+
     def items(self) -> list[tuple[str, T]]:
         ranked = enumerate(self._members.items())
         return [kv for _, kv in sorted(ranked, key=lambda ikv: (getattr(ikv[1][1], "order", 0),
