@@ -22,23 +22,22 @@ import statistics
 import time
 import warnings
 
+import lightning as L
 import torch
 from torch.nn import functional as F
 
 from meg_lightning.bench import cpu_model
+from meg_lightning.codecs import CodecModule
+from meg_lightning.data.datamodule import TensorLatentDataModule
 
 
 def make_loader(z: torch.Tensor, batch_size: int):
-    from meg_lightning.data.datamodule import TensorLatentDataModule
-
     dm = TensorLatentDataModule(z, batch_size=batch_size, val_fraction=0.0, test_fraction=0.0)
     return dm, dm.train_dataloader()
 
 
 def time_lightning(model, z: torch.Tensor, batch_size: int, warmup: int, steps: int) -> float:
     """Seconds per step over the timed steps of one Trainer.fit (fetch + step + hooks + logging)."""
-    import lightning as L
-
     marks: list[float] = []
 
     class Clock(L.Callback):
@@ -97,14 +96,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds per batch size")
     args = ap.parse_args()
 
-    import lightning as L
-
-    from meg_lightning.codecs import CodecModule
-
     L.seed_everything(0, verbose=False)
     shape = tuple(args.latent)
     t = time.perf_counter()
-    model = CodecModule(shape, fc=args.fc, arch="paper")
+    model = CodecModule(shape, codec={"fc": args.fc, "arch": "paper"})
     n_params = sum(p.numel() for p in model.parameters())
     print(f"codec {shape} fc={args.fc}: {n_params:,} parameters, built in "
           f"{time.perf_counter() - t:.1f} s")

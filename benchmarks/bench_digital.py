@@ -22,6 +22,14 @@ import time
 import torch
 
 from meg_lightning.bench import cpu_model
+from meg_lightning.channels import make as make_channel
+from meg_lightning.codecs import code_length
+from meg_lightning.schemes.digital import CapacityDigitalScheme, LatentDigitalScheme
+from meg_lightning.schemes.ldpc import MCS_TABLE, measure_threshold_db
+from meg_lightning.schemes.quantizer import LatentQuantizer
+
+#: fading blocks of the Rayleigh channel (AWGN has one)
+BLOCKS = 4
 
 
 def synthetic_latents(n: int, seed: int = 0) -> torch.Tensor:
@@ -35,9 +43,12 @@ def synthetic_latents(n: int, seed: int = 0) -> torch.Tensor:
     return (x @ q.T).float().reshape(n, 4, 8, 8)
 
 
-def thresholds(budgets: list[int], num_iter: int) -> None:
-    from meg_lightning.schemes.ldpc import MCS_TABLE, measure_threshold_db
+def link(kind: str, snr_db: float):
+    """The cell's channel: AWGN, or Rayleigh block fading with :data:`BLOCKS` blocks."""
+    return make_channel(kind, snr_db=snr_db, num_blocks=BLOCKS if kind == "rayleigh" else 1)
 
+
+def thresholds(budgets: list[int], num_iter: int) -> None:
     for n in budgets:
         row = []
         for m in MCS_TABLE:
@@ -62,11 +73,6 @@ def main() -> None:
         thresholds(args.thresholds, args.num_iter)
         return
 
-    from meg_lightning.codecs.base import code_length
-    from meg_lightning.schemes.ldpc import MCS_TABLE
-    from meg_lightning.schemes.digital import (CapacityDigitalScheme,
-                                                  LatentDigitalScheme, LatentQuantizer)
-
     print(f"CPU: {cpu_model()}, torch threads {torch.get_num_threads()}")
     z_train, z = synthetic_latents(2000, seed=0), synthetic_latents(args.batch, seed=1)
     symbols = code_length(0.5, 256)
@@ -77,14 +83,15 @@ def main() -> None:
     print("|---|---|---|---|")
     for m in (0, 4, 9, None):
         for kind in ("awgn", "rayleigh"):
-            s = LatentDigitalScheme(z_train, ident, symbols, kind=kind, num_blocks=4, mcs=m,
-                                    quantizer=q, num_iter=args.num_iter)
+            s = LatentDigitalScheme(z_train, ident, symbols, fc=0.5, mcs=m, quantizer=q,
+                                    num_iter=args.num_iter)
+            channel = link(kind, 10.0)
             gen = torch.Generator().manual_seed(0)
-            s(z, None, snr_db=10.0, generator=gen)  # warm-up (builds the codes)
+            s(z, None, channel=channel, generator=gen)  # warm-up (builds the codes)
             times = []
             for _ in range(args.rounds):
                 t0 = time.perf_counter()
-                out = s(z, None, snr_db=10.0, generator=gen)
+                out = s(z, None, channel=channel, generator=gen)
                 times.append(time.perf_counter() - t0)
             name = "auto (10 dB)" if m is None else MCS_TABLE[m].name
             print(f"| {name} | {kind} | {int(out.info['payload_bits'][0])} | "
@@ -96,12 +103,13 @@ def main() -> None:
           "| capacity MSE |")
     print("|---|---|---|---|---|---|---|---|---|")
     for kind in ("awgn", "rayleigh"):
-        dig = LatentDigitalScheme(z_train, ident, symbols, kind=kind, num_blocks=4, quantizer=q,
+        dig = LatentDigitalScheme(z_train, ident, symbols, fc=0.5, quantizer=q,
                                   num_iter=args.num_iter)
-        cap = CapacityDigitalScheme(z_train, ident, symbols, kind=kind, num_blocks=4, quantizer=q)
+        cap = CapacityDigitalScheme(z_train, ident, symbols, fc=0.5, quantizer=q)
         for snr in (-5.0, 0.0, 5.0, 10.0, 15.0, 20.0):
-            o = dig(z, None, snr_db=snr, generator=torch.Generator().manual_seed(1))
-            c = cap(z, None, snr_db=snr, generator=torch.Generator().manual_seed(1))
+            channel = link(kind, snr)
+            o = dig(z, None, channel=channel, generator=torch.Generator().manual_seed(1))
+            c = cap(z, None, channel=channel, generator=torch.Generator().manual_seed(1))
             mse = (o.z_hat - z).pow(2).mean().item()
             cmse = (c.z_hat - z).pow(2).mean().item()
             print(f"| {kind} | {snr:g} | {MCS_TABLE[int(o.info['mcs'][0])].name} | "

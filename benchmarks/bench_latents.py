@@ -19,6 +19,10 @@ import time
 import torch
 
 from meg_lightning.bench import machine
+from meg_lightning.compose import load_config
+from meg_lightning.data.cache import LatentCache
+from meg_lightning.data.prompts import get_prompts
+from meg_lightning.generation import load_pipeline, seed_for
 
 
 def main() -> None:
@@ -32,11 +36,6 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-
-    from meg_lightning.compose import load_config
-    from meg_lightning.data.cache import LatentCache
-    from meg_lightning.data.prompts import get_prompts
-    from meg_lightning.generation import load_pipeline, seed_for
 
     tmp = tempfile.mkdtemp(prefix="bench-latents-")
     base = [f"model={args.model}", f"data.num_prompts={args.n}", f"generation.num_inference_steps={args.steps}",

@@ -17,6 +17,7 @@ from dataclasses import replace
 import torch
 
 from meg_lightning.bench import machine
+from meg_lightning.mini.train import MiniTrainConfig, train_classifier, train_unet, train_vae
 
 
 def main() -> None:
@@ -25,8 +26,6 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds (best is kept)")
     args = ap.parse_args()
-
-    from meg_lightning.mini.train import MiniTrainConfig, train_classifier, train_unet, train_vae
 
     full = MiniTrainConfig()
     stages = {"vae": (train_vae, full.vae_steps), "classifier": (train_classifier,

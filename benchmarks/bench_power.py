@@ -24,14 +24,16 @@ import time
 import torch
 
 from meg_lightning.bench import cpu_model
+from meg_lightning.channels import make as make_channel
+from meg_lightning.compose import load_config
+from meg_lightning.power import EqualPolicy, GaussianSeeds, MEGPowerEnv
+from meg_lightning.power.train import main as train_ppo
 
 
 def time_batched(n: int, blocks: int, seed_dim: int, episodes_rounds: int) -> float:
     """Steps/s of MEGPowerEnv.rollout with N parallel episodes (env + TensorDict overhead)."""
-    from meg_lightning.power import EqualPolicy, GaussianSeeds, MEGPowerEnv
-
     env = MEGPowerEnv(GaussianSeeds(seed_dim), num_envs=n, num_blocks=blocks, seed=0)
-    policy = EqualPolicy(blocks)
+    policy = EqualPolicy(env)
     env.rollout(blocks, policy)  # warm-up
     t0 = time.perf_counter()
     for _ in range(episodes_rounds):
@@ -41,12 +43,9 @@ def time_batched(n: int, blocks: int, seed_dim: int, episodes_rounds: int) -> fl
 
 def time_loop(n: int, blocks: int, seed_dim: int) -> float:
     """Steps/s of the same episodes run one at a time in plain Python / torch."""
-    from meg_lightning.power import GaussianSeeds
-    from meg_lightning.channels import make as make_channel
-
     source = GaussianSeeds(seed_dim)
     link = make_channel("rayleigh", snr_db=20.0, num_blocks=blocks, equalizer="mmse",
-                   normalize=False)
+                        normalize=False)
     rng = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
     for _ in range(n):
@@ -68,13 +67,10 @@ def time_loop(n: int, blocks: int, seed_dim: int) -> float:
 
 def time_ppo(frames: int) -> tuple[float, float]:
     """(frames/s of training, seconds) for `meg train-ppo` defaults with ``frames`` frames."""
-    from meg_lightning.compose import load_config
-    from meg_lightning.power.train import main
-
     with tempfile.TemporaryDirectory() as d:
         cfg = load_config([f"out_dir={d}", "logger=none", f"ppo.total_frames={frames}",
                            "ppo.eval_episodes=256"])
-        res = main(cfg)
+        res = train_ppo(cfg)
     return res["frames"] / res["train_seconds"], res["train_seconds"]
 
 

@@ -36,9 +36,9 @@ from pathlib import Path
 
 import torch
 
+from meg_lightning import recipe
 from meg_lightning.channels import make as make_channel
-from meg_lightning.codecs import LinearCode, opta_mse, pretrained
-from meg_lightning.codecs.module import load_codec
+from meg_lightning.codecs import LinearCode, load_codec, opta_mse, pretrained
 from meg_lightning.compose import load_config
 from meg_lightning.data import build_datamodule
 from meg_lightning.evaluation.inputs import latent_spectrum
@@ -63,7 +63,7 @@ TESTS = {"heldout": ("heldout", ("train", "val", "test")), "seen": ("train", ("v
 def test_latents(out: Path, name: str) -> torch.Tensor:
     """The latents of test set ``name`` (:data:`TESTS`) of the recipe's caches under ``out``."""
     cache, splits = TESTS[name]
-    return latents(load_config(pretrained.data_overrides(out, cache)), splits)
+    return latents(load_config(recipe.data_overrides(out, cache)), splits)
 
 
 def cell_seed(*parts) -> int:
@@ -100,10 +100,10 @@ def main(argv: list[str]) -> list[dict]:
         print(f"codec_adaptive: bench.test={test!r}: expected one of {', '.join(TESTS)}",
               file=sys.stderr)
         raise SystemExit(2)
-    out = Path(own.get("bench.dir", pretrained.RECIPE_DIR))
+    out = Path(own.get("bench.dir", recipe.RECIPE_DIR))
     fcs = [float(v) for v in own.get("bench.fcs", "0.25,0.5,0.75").split(",")]
     blocks, repeats = int(own.get("bench.blocks", "4")), int(own.get("bench.repeats", "4"))
-    z_train = latents(load_config(pretrained.data_overrides(out, "train")), ("train",))
+    z_train = latents(load_config(recipe.data_overrides(out, "train")), ("train",))
     z_test = test_latents(out, test)
     spectrum = latent_spectrum(z_train)
     rows = []
@@ -123,7 +123,7 @@ def main(argv: list[str]) -> list[dict]:
                 lin = {}
                 for name, normalize in (("linear_mse", False), ("linear_seed_mse", True)):
                     linear.channel = make_channel(kind, snr_db=snr, num_blocks=nb,
-                                             equalizer="zf", normalize=normalize)
+                                                  equalizer="zf", normalize=normalize)
                     lin[name] = float(per_latent_mse(linear, z_test, snr, repeats, seed).mean())
                 rows.append(dict(fc=fc, test=test, channel=kind, blocks=nb, snr_db=snr,
                                  codec_mse=float(per_latent.mean()),

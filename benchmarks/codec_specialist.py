@@ -29,7 +29,12 @@ from typing import Callable, Optional
 
 import torch
 
+from meg_lightning import recipe
 from meg_lightning.channels import make as make_channel
+from meg_lightning.codecs import LinearCode, load_codec, opta_mse, pretrained
+from meg_lightning.compose import load_config
+from meg_lightning.evaluation.inputs import latent_spectrum
+from meg_lightning.io import atomic_write_json
 
 KEYS = {"bench.source": "pretrained", "bench.dir": None, "bench.runs": None, "bench.fc": "0.75",
         "bench.snr_db": "0", "bench.train": "decoder", "bench.steps": "3000",
@@ -113,18 +118,15 @@ def specialise(codec, z_train: torch.Tensor, snr_db: float, train: str = "decode
 def main(argv: list[str]) -> list[dict]:
     own = parse(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from codec_adaptive import gap_db, gap_interval, latents, per_latent_mse, test_latents
-
-    from meg_lightning.codecs import LinearCode, opta_mse, pretrained
-    from meg_lightning.codecs.module import load_codec
-    from meg_lightning.compose import load_config
-    from meg_lightning.evaluation.inputs import latent_spectrum
+    # a sibling script, importable once its folder is on sys.path
+    from codec_adaptive import (gap_db, gap_interval, latents,  # noqa: PLC0415
+                                per_latent_mse, test_latents)
 
     torch.set_num_threads(own["bench.threads"])
-    out = Path(own["bench.dir"] or pretrained.RECIPE_DIR)
+    out = Path(own["bench.dir"] or recipe.RECIPE_DIR)
     fc, snr = own["bench.fc"], own["bench.snr_db"]
     repeats, seed = own["bench.repeats"], own["bench.seed"]
-    z_train = latents(load_config(pretrained.data_overrides(out, "train")), ("train",))
+    z_train = latents(load_config(recipe.data_overrides(out, "train")), ("train",))
     tests = {name: test_latents(out, name) for name in ("heldout", "seen")}
     if own["bench.source"] == "pretrained":
         codec = pretrained.load_pretrained("mini", fc, tuple(z_train.shape[1:]))
@@ -169,8 +171,6 @@ def main(argv: list[str]) -> list[dict]:
                   f"{gap_db(r['codec_mse'], opta):+.2f} | {lo:+.2f} .. {hi:+.2f} | "
                   f"{r['codec_mse'] / r['linear_seed_mse']:.3f} |")
     if own["bench.out"]:
-        from meg_lightning.io import atomic_write_json
-
         atomic_write_json(Path(own["bench.out"]), rows)
     return rows
 

@@ -31,7 +31,20 @@ import time
 import warnings
 from pathlib import Path
 
+import lightning as L
 import torch
+
+from meg_lightning.codecs import CodecModule
+from meg_lightning.compose import load_config
+from meg_lightning.data import build_datamodule
+from meg_lightning.data.cache import LatentCache
+from meg_lightning.data.datamodule import TensorLatentDataModule
+from meg_lightning.data.prompts import get_prompts
+from meg_lightning.evaluation.cells import enumerate_cells
+from meg_lightning.evaluation.sweep import run_sweep
+from meg_lightning.generation import load_pipeline, seed_for
+from meg_lightning.metrics.fid import InceptionFeatures
+from meg_lightning.rehearsal import ensure_random_inception
 
 
 def parse() -> argparse.Namespace:
@@ -77,11 +90,6 @@ def peak_gib(device: torch.device) -> float:
 
 
 def bench_latents(base: list[str], device: torch.device) -> dict:
-    from meg_lightning.compose import load_config
-    from meg_lightning.data.cache import LatentCache
-    from meg_lightning.data.prompts import get_prompts
-    from meg_lightning.generation import load_pipeline, seed_for
-
     cfg = load_config(base)
     t = time.perf_counter()
     pipe = load_pipeline(cfg)
@@ -118,11 +126,6 @@ def bench_latents(base: list[str], device: torch.device) -> dict:
 
 
 def bench_codec(cfg, latent_shape, device: torch.device, steps: int) -> dict:
-    import lightning as L
-
-    from meg_lightning.codecs import CodecModule
-    from meg_lightning.data.datamodule import TensorLatentDataModule
-
     warmup = 2
     res: dict = {}
     model = None
@@ -161,11 +164,6 @@ def bench_codec(cfg, latent_shape, device: torch.device, steps: int) -> dict:
 
 
 def bench_eval(base: list[str], out: Path, pipe, codec, device: torch.device) -> dict:
-    from meg_lightning.compose import load_config
-    from meg_lightning.evaluation.sweep import enumerate_cells, run_sweep
-    from meg_lightning.metrics.fid import InceptionFeatures
-    from meg_lightning.rehearsal import ensure_random_inception
-
     cfg = load_config(base + [f"out_dir={out / 'eval'}", "eval.channels=[awgn]",
                               "eval.schemes=[centralized,feature,meg,linear]", "eval.snrs_db=[10]",
                               "eval.fcs=[0.5]", "eval.bootstrap=0",
@@ -198,9 +196,6 @@ def main() -> int:
     t0 = time.perf_counter()
     print(f"gpu_check: {a.model} on {device} ({dtype}), {a.n} prompts, {a.steps} DDIM steps, "
           f"out={out}", flush=True)
-
-    from meg_lightning.compose import load_config
-    from meg_lightning.data import build_datamodule
 
     res: dict = {"model": a.model, "device": device.type, "dtype": dtype, "prompts": a.n,
                  "steps": a.steps,
