@@ -8,6 +8,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 MODEL ?= tiny
 N ?= 64
+TEST_WORKERS ?= 2
 # FC is also make's built-in Fortran compiler variable: replace that default only
 ifeq ($(origin FC),default)
 FC := 0.5
@@ -41,7 +42,7 @@ latents: setup ## cache SD latents: make latents MODEL=tiny N=64
 train-codec: setup ## train the codec through the channel: make train-codec FC=0.5
 	$(BIN)/meg train-codec codec.fc=$(FC) $(COMMON)
 
-# The adaptive codec recipe (docs/CODECS.md; the same list as codec.pretrained.RECIPE): one model
+# The adaptive codec recipe (docs/CODECS.md; the same list as meg_lightning.recipe.RECIPE): one model
 # per rate for -12..26 dB, AWGN and Rayleigh block fading (4 blocks, CSI at the decoder), each
 # sample's MSE relative to the linear code's at its SNR, cosine LR over 300 epochs,
 # gradient norm clipped at 1, early stopping.
@@ -51,7 +52,7 @@ ADAPTIVE_ARGS = codec.arch=adaptive codec.loss=linear_ratio codec.val_loss=linea
 	channel.train_snr_db=[-12,26] codec.awgn_fraction=0.5 data.batch_size=64 trainer.max_epochs=300 \
 	trainer.gradient_clip_val=1.0
 
-# its conv width per rate (codec.pretrained.recipe_width): 64 up to fc 0.5, 128 above
+# its conv width per rate (meg_lightning.recipe.recipe_width): 64 up to fc 0.5, 128 above
 ADAPTIVE_WIDTH = $(shell awk 'BEGIN { print ($(FC) + 0 <= 0.5 + 1e-9) ? 64 : 128 }')
 
 train-codec-adaptive: setup ## train the SNR-adaptive codec: make train-codec-adaptive MODEL=mini N=900 FC=0.25
@@ -72,8 +73,8 @@ figures: setup ## regenerate every figure from saved results
 demo: setup ## every stage end to end, offline, on the CPU (mini model, ~8 min with the install)
 	$(BIN)/meg demo $(ARGS)
 
-test: setup ## the fast test suite (no network, CPU, < 10 min)
-	$(BIN)/python -m pytest -q
+test: setup ## the fast test suite (no network, CPU, < 10 min; TEST_WORKERS=2 processes)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 test-slow: setup ## the slow tests (real weights when present, long training checks)
 	$(BIN)/python -m pytest -q -m slow

@@ -19,6 +19,9 @@ from conftest import REPO
 
 SRC = REPO / "src" / "meg_lightning"
 
+# one xdist worker runs the whole module, so the documented members are set up once
+pytestmark = pytest.mark.xdist_group("architecture")
+
 
 def test_the_import_contracts_hold():
     """lint-imports: no module imports a higher layer, no circle among sibling modules."""

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 
+from meg_lightning.channels import kinds as channel_kinds
 from meg_lightning.cli import run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -176,7 +177,7 @@ BAD_INPUTS = [
     ("eval", ["eval.scheme_channels={{meg: awgn}}"],
      ["eval.scheme_channels.meg='awgn'", "a list, e.g. [a,b]"]),
     ("eval", ["eval.scheme_channels={{meg+dm: [awgm]}}"],
-     ["eval.scheme_channels.meg+dm=['awgm']", "awgn, rayleigh, none"]),
+     ["eval.scheme_channels.meg+dm=['awgm']", ", ".join(channel_kinds())]),
     ("eval", ["eval.schemes=[centralized+dm]"], ["eval.schemes=", "feature+dm"]),
     ("eval", ["eval.ue_steps=0"], ["eval.ue_steps=0", ">= 1"]),
     ("eval", ["eval.codec_checkpoints=5"], ["eval.codec_checkpoints='5'", "a mapping"]),

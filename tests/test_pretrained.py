@@ -7,17 +7,16 @@ import re
 
 import pytest
 import torch
-
+from conftest import REPO
 from helpers import codec_module
+
 from meg_lightning import recipe
 from meg_lightning.channels import make as make_channel
 from meg_lightning.codecs import LinearCode, pretrained
 from meg_lightning.codecs.base import code_length
+from meg_lightning.codecs.store import codec_source
 from meg_lightning.errors import UserError
-from meg_lightning.evaluation.inputs import codec_source
 from meg_lightning.schemes.meg import AdaptiveLatentScheme
-
-from conftest import REPO
 
 MINI = (4, 8, 8)
 

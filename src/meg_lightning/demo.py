@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from meg_lightning.codecs import train as codec_train
+from meg_lightning.codecs.store import codec_source
 from meg_lightning.config import MegConfig, save_resolved
 from meg_lightning.data import cache
 from meg_lightning.data.prompts import get_prompts
@@ -36,7 +37,6 @@ from meg_lightning.evaluation.figures_common import label
 from meg_lightning.evaluation.inputs import (
     _default_datamodule,
     _default_judge,
-    codec_source,
     test_latents,
 )
 from meg_lightning.evaluation.results import read_results

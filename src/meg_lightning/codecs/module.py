@@ -23,6 +23,7 @@ import lightning as L
 import torch
 from torch.nn import functional as F
 
+from meg_lightning.channels import CHANNELS
 from meg_lightning.channels import build as build_channel
 from meg_lightning.codecs.adaptive import snr_features
 from meg_lightning.codecs.base import ARCHS, build_codec, check_latents, code_length, settings_for
@@ -31,6 +32,7 @@ from meg_lightning.config import ChannelConfig, CodecConfig
 from meg_lightning.config import data_id as config_data_id
 from meg_lightning.errors import ConfigError, UserError
 from meg_lightning.metrics.image import latent_nmse_per_sample
+from meg_lightning.registry import has_settings, settings_of
 
 MODES = ("train", "eval")
 #: SNR grid (dB, 1 dB steps) of the ``linear_ratio`` reference
@@ -80,7 +82,7 @@ class CodecModule(L.LightningModule):
         super().__init__()
         latent_shape = [int(s) for s in latent_shape]
         codec = codec_settings(codec or {})
-        channel = {**asdict(ChannelConfig()), **dict(channel or {})}
+        channel = channel_settings(channel or {})
         self.save_hyperparameters({"latent_shape": latent_shape, "codec": codec,
                                    "channel": channel, "seed": seed, "data_id": data_id})
         self.latent_shape = tuple(latent_shape)
@@ -403,6 +405,20 @@ def codec_settings(codec: dict[str, Any]) -> dict[str, Any]:
         out.pop(key)
     arch = out["arch"]
     out[arch] = asdict(settings_for(arch, codec.get(arch)))
+    return out
+
+
+def channel_settings(channel: dict[str, Any]) -> dict[str, Any]:
+    """The part of a ``channel`` config section (a dict) that makes the training link: the shared
+    settings of :class:`~meg_lightning.config.ChannelConfig` and the selected model's own
+    (``channel.<kind>.*``, complete with defaults) when it has any."""
+    out = asdict(ChannelConfig())
+    out.update({k: v for k, v in channel.items() if k in out})
+    kind = out["kind"]
+    if kind in CHANNELS and has_settings(CHANNELS[kind]):
+        own = channel.get(kind)
+        own = own if isinstance(own, dict) else asdict(own) if own is not None else {}
+        out[kind] = asdict(settings_of(CHANNELS[kind])(**own))
     return out
 
 

@@ -3,7 +3,7 @@ by model and rate, and exporting a trained checkpoint as one.
 
 ::
 
-    src/meg_lightning/codec/weights/<model>/fc<fc>/
+    src/meg_lightning/codecs/weights/<model>/fc<fc>/
         codec.safetensors   the CodecModule's state dict
         codec.json          {"hyper_parameters": CodecModule(**hp), "recipe": the command line,
                              "data": what it was trained on, "train_seconds", "metrics"}

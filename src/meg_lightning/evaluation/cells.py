@@ -8,9 +8,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from meg_lightning.codecs.store import codec_source
 from meg_lightning.config import MegConfig, config_hash, data_id, to_dict
 from meg_lightning.errors import UserError
-from meg_lightning.evaluation.inputs import codec_source
 from meg_lightning.schemes import SCHEMES, base_name, scheme_class
 
 #: bumped when a change to the schemes or metrics makes earlier rows incomparable (part of the hash)

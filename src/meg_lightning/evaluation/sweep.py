@@ -54,6 +54,7 @@ from tqdm.auto import tqdm
 
 from meg_lightning.channels import CHANNELS
 from meg_lightning.codecs import opta_mse
+from meg_lightning.codecs.store import load_learned_codec
 from meg_lightning.config import MegConfig, save_resolved, to_dict
 from meg_lightning.data.prompts import get_prompts
 from meg_lightning.errors import ConfigError
@@ -77,7 +78,6 @@ from meg_lightning.evaluation.inputs import (
     default_channel,
     judge_batch,
     latent_spectrum,
-    load_learned_codec,
     test_latents,
     train_latents,
 )
@@ -145,7 +145,7 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
     ``datamodule`` (:func:`meg_lightning.data.build_datamodule`), ``vae`` (the pipeline's VAE) or
     directly ``decode_image`` (z -> images in [0, 1]), ``codecs`` (fc, or (learned folder, fc),
     -> module with ``encode``/``decode``; a bare fc is the ``codec`` folder of `meg`; default
-    :func:`~.inputs.load_learned_codec`), ``linear_codes`` (fc -> module),
+    :func:`meg_lightning.codecs.store.load_learned_codec`), ``linear_codes`` (fc -> module),
     ``feature_extractor`` (``eval.fid_features``), ``channel_factory(kind, snr_db)``, ``judge``
     ((images, cache indices) -> (b,) bool, for semantic accuracy; by default the mini model's
     classifier when ``model=mini``, else none), ``pipeline`` (the diffusers pipeline that the

@@ -144,7 +144,7 @@ def digital_lines(rows: list[dict]) -> list[str]:
                      f"{_num(r.get('latent_mse')):.4f}"])
     return (["## Digital separation (KLT quantiser + 5G LDPC + QAM, MCS per SNR)", "",
              "The MCS is the highest-rate one whose measured AWGN threshold (codeword error rate "
-             "<= 10%) is at or below the cell's average SNR (channel/ldpc.py); a failed codeword "
+             "<= 10%) is at or below the cell's average SNR (schemes/ldpc.py); a failed codeword "
              "leaves its latent components at the mean.", ""]
             + _table(["scheme", "channel", "SNR", "MCS", "info bits", "BLER", "all decoded",
                       "PSNR", "latent MSE"], body) + [""])

@@ -430,8 +430,8 @@ def seed_dependence(images: torch.Tensor, prompts: list[str]) -> dict:
 
     ``images`` (N, 3, H, W) in [0, 1] hold several seeds per prompt; each image is paired with the
     next image of the same prompt (N - distinct prompts pairs). In SD-v1.5 two seeds of one prompt
-    give two different pictures (low PSNR); mini v1 gives 27.8 dB (270 held-out pairs): nearly
-    the same picture (docs/MINI.md).
+    give two different pictures (low PSNR); a model whose seed only jitters the picture gives a
+    high one (docs/MINI.md).
     """
 
     last: dict[str, int] = {}

@@ -9,10 +9,22 @@ PPO and the Fig. 10 sweep.
 """
 
 from meg_lightning.power.baselines import CausalDP, equal_power, oracle_power, proxy_mse
-from meg_lightning.power.env import (GaussianSeeds, LatentSeeds, MEGPowerEnv, make_env,
-                                     make_source, snr_from_budget)
-from meg_lightning.power.policies import (POLICIES, DPPolicy, EqualPolicy, OraclePolicy,
-                                          PowerPolicy, baseline_policies)
+from meg_lightning.power.env import (
+    GaussianSeeds,
+    LatentSeeds,
+    MEGPowerEnv,
+    make_env,
+    make_source,
+    snr_from_budget,
+)
+from meg_lightning.power.policies import (
+    POLICIES,
+    DPPolicy,
+    EqualPolicy,
+    OraclePolicy,
+    PowerPolicy,
+    baseline_policies,
+)
 from meg_lightning.power.train import PPOPolicy
 
 __all__ = ["MEGPowerEnv", "GaussianSeeds", "LatentSeeds", "make_env", "make_source",

@@ -11,7 +11,6 @@ import math
 from typing import Any, Callable, Optional
 
 import torch
-from torch import nn
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from meg_lightning.power.env import MEGPowerEnv

@@ -10,7 +10,7 @@ import csv
 import io
 import math
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from torch import nn
 

@@ -39,9 +39,9 @@ from meg_lightning.config import MegConfig, config_hash, save_resolved, to_dict
 from meg_lightning.errors import ConfigError, UserError
 from meg_lightning.io import atomic_path, atomic_write_json, clean_tmp
 from meg_lightning.loggers import wandb_mode
-from meg_lightning.power.policies import POLICIES, EqualPolicy, PowerPolicy
 from meg_lightning.power.env import MEGPowerEnv, make_env, make_source
 from meg_lightning.power.evaluate import evaluate_policies, standard_policies
+from meg_lightning.power.policies import POLICIES, EqualPolicy, PowerPolicy
 from meg_lightning.runtime import torch_threads
 
 OBS_KEYS = ("g", "log_g", "budget", "share", "t", "seed")  # the policy's view of s_t (eq. 31)

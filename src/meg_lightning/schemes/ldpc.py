@@ -79,13 +79,12 @@ MCS_TABLE: tuple[MCS, ...] = (
 #: order), for ``num_iter = 20`` and this module's code layout (:class:`LdpcLink`). None: the MCS
 #: does not fit that budget. Measured with :func:`measure_threshold_db` (bisection on a 0.1 dB grid,
 #: 400 codewords per point (347 for n = 576), the same bits and noise at every point, seed 0;
-#: ``python benchmarks/bench_digital.py --thresholds 64 32 96``, ~8 min on one shared core,
-#: 2026-11-29). The budgets are the mini model's fc 0.25 / 0.5 / 0.75 (|z| = 256 -> 64 / 128 / 192
+#: ``python benchmarks/bench_digital.py --thresholds 64 32 96``). The budgets are the mini model's fc 0.25 / 0.5 / 0.75 (|z| = 256 -> 64 / 128 / 192
 #: real symbols -> 32 / 64 / 96 QAM symbols). Their Shannon limits (log2(1 + SNR) = bits per QAM
 #: symbol) are -5.0, -2.3, 0.0, 1.8, 4.8, 7.3, 8.5, 11.8, 13.4, 14.9 dB: these short codes
 #: (n = 64..576 bits) sit 2-4 dB above them. 4096 QAM symbols is the paper's |z| = 16384 at
-#: fc 0.5 (1-3 codewords of n = 8190..16384 bits, 48 codewords per point; ``--thresholds 4096``,
-#: 46 min on one shared core): 1.2-2.3 dB above Shannon (BICM, 20 flooding iterations). Other
+#: fc 0.5 (1-3 codewords of n = 8190..16384 bits, 48 codewords per point; ``--thresholds
+#: 4096``): 1.2-2.3 dB above Shannon (BICM, 20 flooding iterations). Other
 #: budgets are simulated on first use and cached in memory (:func:`required_snr_db`): seconds
 #: for mini budgets, tens of minutes per budget at paper scale on a CPU.
 MEASURED_THRESHOLDS_DB: dict[int, tuple[Optional[float], ...]] = {
