@@ -18,7 +18,7 @@ COMMON = model=$(MODEL) data.num_prompts=$(N) $(ARGS)
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup latents train-codec train-codec-adaptive pretrained-codecs train-ppo eval figures demo test test-slow bench clean train-mini rehearsal
+.PHONY: help setup latents train-codec train-codec-adaptive pretrained-codecs train-ppo eval eval-channels figures demo test test-slow bench clean train-mini rehearsal
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -66,6 +66,24 @@ train-ppo: setup ## train the PPO power-allocation agent
 
 eval: setup ## PSNR/FID sweep over schemes x SNR x channel (resumable)
 	$(BIN)/meg eval $(COMMON)
+
+# The channel comparison (docs/CHANNELS.md): AWGN, Rayleigh block fading (one block per seed) and
+# 3GPP TDL-C over OFDM (300 ns delay spread, 100 Hz Doppler at 3.5 GHz: 8.57 m/s; 64 subcarriers
+# of 30 kHz, one gain per resource element) side by side, on the demo's mini latents (`meg latents`
+# reuses a finished `make demo` cache; else it makes it, ~2 min) with the shipped meg-adaptive codecs.
+CHANNELS_DATA = model=mini data.num_prompts=512 data.test_fraction=0.25 \
+	data.cache_dir=data/demo/latents data.gen_batch_size=64
+CHANNELS_ARGS = out_dir=data/channels logger=csv \
+	eval.schemes=[centralized,feature,meg-adaptive,linear,digital] eval.fcs=[0.5] \
+	eval.snrs_db=[-10,0,10,20] eval.channels=[awgn,rayleigh,tdl] eval.num_images=128 \
+	eval.bootstrap=50 eval.pretrained=true channel.num_blocks=1 channel.equalizer=zf \
+	channel.tdl.model=C channel.tdl.delay_spread_ns=300 channel.tdl.speed_mps=8.57 \
+	channel.tdl.carrier_frequency_hz=3.5e9 channel.tdl.subcarrier_spacing_hz=30e3 \
+	channel.tdl.num_subcarriers=64 channel.tdl.cyclic_prefix=4
+
+eval-channels: setup ## AWGN vs Rayleigh vs 3GPP TDL sweep on the demo's mini latents -> data/channels (docs/CHANNELS.md)
+	$(BIN)/meg latents $(CHANNELS_DATA) $(ARGS)
+	$(BIN)/meg eval $(CHANNELS_DATA) $(CHANNELS_ARGS) $(ARGS)
 
 figures: setup ## regenerate every figure from saved results
 	$(BIN)/meg figures $(COMMON)
