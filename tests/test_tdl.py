@@ -311,3 +311,16 @@ def test_codec_trains_and_evaluates_over_tdl(make_cfg, tiny_pipe):
                for r in rows.values())
     linear = [rows[f"linear_fc0.5_tdl_snr{snr}"]["latent_mse"] for snr in (0, 10)]
     assert linear[1] < linear[0]
+
+
+def test_the_sweep_hash_follows_the_swept_models_own_settings(make_cfg):
+    """A finished sweep is reused only for the same TDL settings; a sweep without tdl ignores them."""
+    from meg_lightning.evaluation.cells import sweep_hash
+
+    tdl = ["eval.channels=[awgn,tdl]"]
+    assert sweep_hash(make_cfg(*tdl)) != sweep_hash(make_cfg(*tdl, "channel.tdl.model=C"))
+    assert sweep_hash(make_cfg(*tdl)) != sweep_hash(make_cfg(*tdl, "channel.tdl.delay_spread_ns=30"))
+    plain = ["eval.channels=[awgn,rayleigh]"]
+    assert sweep_hash(make_cfg(*plain)) == sweep_hash(make_cfg(*plain, "channel.tdl.model=C"))
+    only = ["eval.channels=[awgn]", "eval.scheme_channels={feature: [tdl]}"]
+    assert sweep_hash(make_cfg(*only)) != sweep_hash(make_cfg(*only, "channel.tdl.model=C"))

@@ -8,9 +8,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from meg_lightning.channels import CHANNELS
 from meg_lightning.codecs.store import codec_source
 from meg_lightning.config import MegConfig, config_hash, data_id, to_dict
 from meg_lightning.errors import UserError
+from meg_lightning.registry import has_settings
 from meg_lightning.schemes import SCHEMES, base_name, scheme_class
 
 #: bumped when a change to the schemes or metrics makes earlier rows incomparable (part of the hash)
@@ -90,8 +92,16 @@ def sweep_hash(cfg: MegConfig) -> str:
                        "codec_checkpoints", "adaptive_checkpoints", "pretrained")}
     if ev.get("linear_power") == "average":  # the default, as before the key existed: same hash
         del ev["linear_power"]
+    channel = {k: d["channel"][k] for k in ("num_blocks", "equalizer")}
+    # the own settings of every swept channel model that has some (channel.<kind>.*)
+    swept = set(cfg.eval.channels) | {k for v in cfg.eval.scheme_channels.values()
+                                      for k in (v if isinstance(v, (list, tuple)) else [v])}
+    own = {kind: d["channel"].get(kind) for kind in sorted(swept)
+           if kind in CHANNELS and has_settings(CHANNELS[kind])}
+    if own:
+        channel["models"] = own
     return config_hash({"version": RESULTS_VERSION, "data_id": data_id(cfg), "eval": ev,
-                        "channel": {k: d["channel"][k] for k in ("num_blocks", "equalizer")}})
+                        "channel": channel})
 
 
 def codec_ids(cfg: MegConfig, injected: Optional[dict[tuple[str, float], Any]] = None
