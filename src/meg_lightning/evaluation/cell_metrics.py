@@ -1,7 +1,7 @@
 """One cell of the sweep: its scheme run over the test latents batch by batch, against the
-perfect images I_0, into the cell's metrics (PSNR, FID with its bootstrap interval, latent NMSE and
-MSE, semantic accuracy; defined in :mod:`.sweep`'s docstring), and its first ``EXAMPLES`` images
-saved side by side as one PNG."""
+perfect images I_0, into the cell's metrics (PSNR, FID with its bootstrap interval, LPIPS, CLIP
+score, latent NMSE and MSE, semantic accuracy; defined in :mod:`.sweep`'s docstring), and its
+first ``EXAMPLES`` images saved side by side as one PNG."""
 
 from __future__ import annotations
 
@@ -40,16 +40,30 @@ def save_png(path: Path, images: Tensor) -> None:
         Image.fromarray(strip).save(tmp, format="PNG")
 
 
+def mean_std(name: str, parts: list[Tensor]) -> dict:
+    """``{name: mean, name_std: standard deviation}`` of the per-image values in ``parts``
+    (nan when there are none; std 0 for one image, as ``psnr_std``)."""
+    if not parts:
+        return {name: float("nan"), f"{name}_std": float("nan")}
+    v = torch.cat(parts)
+    return {name: float(v.mean()), f"{name}_std": float(v.std()) if len(v) > 1 else 0.0}
+
+
 @torch.no_grad()
 def run_cell(cell: Cell, scheme: Scheme, channel, z: Tensor, i_0: Tensor, feats_0: Tensor, *,
              extractor, batch_size: int, seed: int, bootstrap: int, device,
              index: Optional[Tensor] = None, judge=None,
-             prompts: Optional[list[str]] = None) -> tuple[dict, Tensor]:
+             prompts: Optional[list[str]] = None, lpips=None, clip=None,
+             text_emb: Optional[Tensor] = None) -> tuple[dict, Tensor]:
     """Metrics of one cell (a results row without the bookkeeping columns) and its first
     ``EXAMPLES`` images; ``judge(images, index[batch])`` -> (b,) bool gives semantic accuracy;
-    ``prompts[i]``: the prompt of test image i (for the schemes that send or use it)."""
+    ``prompts[i]``: the prompt of test image i (for the schemes that send or use it);
+    ``lpips(images, i_0)`` -> (b,) gives LPIPS (:class:`meg_lightning.metrics.LPIPS`), and
+    ``clip`` (:class:`meg_lightning.metrics.ClipScorer`) with ``text_emb[i]``, the embedding of
+    test image i's prompt, the CLIP score; their columns are nan when they are None."""
     gen = torch.Generator(device=device).manual_seed(seed)
     psnr, capped, nmse, lmse, feats, sem, info = [], [], [], [], [], [], {}
+    lp, cs = [], []
     first, symbols = [], 0
     for s in range(0, len(z), batch_size):
         zb = z[s:s + batch_size].to(device)  # (b, C, h, w)
@@ -66,6 +80,11 @@ def run_cell(cell: Cell, scheme: Scheme, channel, z: Tensor, i_0: Tensor, feats_
         feats.append(extract_features(extractor, images))
         if judge is not None:
             sem.append(judge_batch(judge, images, index[s:s + batch_size], extractor, feats[-1]))
+        if lpips is not None:
+            lp.append(lpips(images, ib).double().cpu())
+        if clip is not None:
+            cs.append(clip.score(clip.encode_images(images),
+                                 text_emb[s:s + batch_size]).double().cpu())
         for k, v in out.info.items():
             info.setdefault(k, []).append(v.cpu())
         if sum(len(f) for f in first) < EXAMPLES:
@@ -84,6 +103,8 @@ def run_cell(cell: Cell, scheme: Scheme, channel, z: Tensor, i_0: Tensor, feats_
         "semantic_accuracy": float(torch.cat(sem).float().mean()) if sem else nan,
     }
     row.update(fid.as_dict() if fid else {"fid": nan, "fid_n_images": len(z)})
+    row.update(mean_std("lpips", lp), lpips_net=getattr(lpips, "name", None))
+    row.update(mean_std("clip_score", cs), clip_model=getattr(clip, "name", None))
     for k, v in info.items():
         row[k] = float(torch.cat(v).double().mean())
     return row, torch.cat(first)[:EXAMPLES]

@@ -18,7 +18,13 @@ COLUMNS = [
     "cell", "scheme", "channel", "snr_db", "fc", "symbols", "channel_uses", "n_images",
     "psnr_db", "psnr_std", "psnr_capped", "psnr_cap_db",
     "fid", "fid_se", "fid_ci_low", "fid_ci_high", "fid_ci_level", "fid_bootstrap", "fid_n_images",
-    "fid_features", "semantic_accuracy", "semantic_accuracy_ref",
+    "fid_features",
+    # LPIPS against I_0 (lower is better) and CLIP score against the prompt (higher is better):
+    # means over the images with their standard deviations, the network that scored them, and
+    # the CLIP score of I_0 itself; empty without their weights (metrics.lpips, metrics.clip_score)
+    "lpips", "lpips_std", "lpips_net", "clip_score", "clip_score_std", "clip_score_ref",
+    "clip_model",
+    "semantic_accuracy", "semantic_accuracy_ref",
     "latent_nmse", "latent_mse", "opta_latent_mse",
     # all-or-nothing and coded schemes (digital, digital-image, capacity, prompt): share of images
     # delivered, payload bits per image, SNR at which the payload just fits an ideal code,
@@ -50,7 +56,8 @@ def rows_to_csv(rows: Iterable[dict]) -> str:
 #: column types of the results file; a column not listed is a float. Read back by name, never
 #: guessed from the text: a config hash such as ``6e30271160047847`` is a string, not 6e30271...
 #: (inf), and a 63-bit seed is an int, not a float64 that loses its last digits.
-STR_COLUMNS = ("cell", "scheme", "channel", "fid_features", "equalizer", "codec_id", "config_hash")
+STR_COLUMNS = ("cell", "scheme", "channel", "fid_features", "lpips_net", "clip_model", "equalizer",
+               "codec_id", "config_hash")
 INT_COLUMNS = ("symbols", "channel_uses", "n_images", "psnr_capped", "fid_bootstrap",
                "fid_n_images", "num_blocks", "seed")
 #: columns a results file must have for the sweep to resume it and `meg figures` to plot it

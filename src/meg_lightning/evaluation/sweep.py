@@ -9,6 +9,14 @@ perfect images I_0 = D(z) (paper Sec. II-C):
 - ``fid`` (eq. 8) over the ``fid_n_images`` pairs, with a paired bootstrap interval
   ``[fid_ci_low, fid_ci_high]`` and the extractor in ``fid_features`` (``inception`` is the
   paper's FID; ``pixel-FID`` is an offline stand-in, not comparable);
+- ``lpips`` (lower is better): mean over images of LPIPS(I_g, I_0), with ``lpips_std`` and the
+  backbone in ``lpips_net`` (``alex``: torchvision's ImageNet AlexNet with LPIPS v0.1's layers);
+- ``clip_score`` (higher is better): mean over images of max(100 cos(E_I, E_C), 0) between the UE
+  image and its prompt, with ``clip_score_std``, the same mean for I_0 in ``clip_score_ref`` and
+  the CLIP model in ``clip_model``. LPIPS and CLIP score need their weights locally
+  (:mod:`meg_lightning.metrics.lpips`, :mod:`meg_lightning.metrics.clip_score`:
+  ``MEG_LPIPS_WEIGHTS``, ``MEG_CLIP_MODEL``); without them their columns are nan / empty and the
+  sweep warns once, in one line each, how to provide them (never a stand-in);
 - ``semantic_accuracy`` (model ``mini`` or an injected judge): the share of UE images whose
   attributes *all* still match their prompt, judged by the mini model's shipped classifier
   (:func:`meg_lightning.mini.classifier.all_match`); ``semantic_accuracy_ref`` is the same
@@ -85,7 +93,12 @@ from meg_lightning.evaluation.report import log_to_wandb
 from meg_lightning.evaluation.results import COLUMNS, read_results, rows_to_csv
 from meg_lightning.generation import decode_latents, load_pipeline
 from meg_lightning.io import atomic_write_json, atomic_write_text, clean_tmp
-from meg_lightning.metrics import extract_features, make_feature_extractor
+from meg_lightning.metrics import (
+    extract_features,
+    make_clip_score,
+    make_feature_extractor,
+    make_lpips,
+)
 from meg_lightning.mini.classifier import domain_features
 from meg_lightning.schemes import BuildContext, Scheme, build, runs_generator, scheme_class
 
@@ -138,6 +151,7 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
               channel_factory: Optional[Callable[[str, float], Any]] = None,
               judge: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
               pipeline=None, prompts: Optional[list[str]] = None,
+              lpips=None, clip_score=None,
               progress: bool = True) -> SweepResult:
     """Run (or resume) the sweep of ``cfg.eval``; see the module docstring for the outputs.
 
@@ -150,7 +164,13 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
     ((images, cache indices) -> (b,) bool, for semantic accuracy; by default the mini model's
     classifier when ``model=mini``, else none), ``pipeline`` (the diffusers pipeline that the
     generative receivers ``X+dm`` run at the UE; loaded only for them) and ``prompts`` (the
-    prompt of every cache index, which ``X+dm`` and ``prompt`` send; default ``data.prompts``).
+    prompt of every cache index, which ``X+dm`` and ``prompt`` send, and against which CLIP
+    score is measured; default ``data.prompts``, the prompts the latent cache was built from),
+    ``lpips`` ((images, I_0) -> (b,), :class:`meg_lightning.metrics.LPIPS`; default
+    :func:`meg_lightning.metrics.make_lpips`) and ``clip_score``
+    (:class:`meg_lightning.metrics.ClipScorer`; default
+    :func:`meg_lightning.metrics.make_clip_score`): both None, with a warning, when their
+    weights are not present locally.
     """
     out = eval_dir(cfg)
     csv_path = out / cfg.eval.results
@@ -243,6 +263,11 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
                                        domain_features(cfg.model, cfg.eval.fid_features))).to(device).eval()
         n = check_num_images(cfg, len(dm.dataset("test")))
         z, index = test_latents(dm, n)
+        # LPIPS and CLIP score: real weights or nothing (None after one warning line each)
+        lpips = lpips if lpips is not None else make_lpips()
+        lpips = lpips.to(device).eval() if lpips is not None else None
+        clip = clip_score if clip_score is not None else make_clip_score()
+        clip = clip.to(device).eval() if clip is not None else None
 
     # Write: the resolved config, the rows set aside, then every cell as it finishes
     out.mkdir(parents=True, exist_ok=True)
@@ -264,14 +289,21 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
     # the perfect images I_0 (N, 3, H, W) go to a scratch file batch by batch: at 512x512 they are
     # 3 MB each, and memory must not grow with eval.num_images
     i_0 = ImageStore(out)
-    feats_0, sem_0 = [], []
+    feats_0, sem_0, clip_0 = [], [], []
+    # each test image's prompt, encoded once for CLIP score (the cache's sample i is prompt i)
+    text_emb = (clip.encode_text([all_prompts()[int(i)] for i in index])
+                if clip is not None else None)
     for s in range(0, len(z), bs):
         ib = decode_image(z[s:s + bs].to(device)).float().cpu()  # (b, 3, H, W)
         i_0.append(ib)
         feats_0.append(extract_features(extractor, ib.to(device)))
         if judge is not None:
             sem_0.append(judge_batch(judge, ib, index[s:s + bs], extractor, feats_0[-1]))
+        if clip is not None:
+            clip_0.append(clip.score(clip.encode_images(ib.to(device)),
+                                     text_emb[s:s + bs]).double().cpu())
     feats_0 = torch.cat(feats_0)
+    clip_ref = float(torch.cat(clip_0).mean()) if clip_0 else float("nan")
     save_png(out / "examples" / "reference.png", i_0[:EXAMPLES])
     sem_ref = float(torch.cat(sem_0).float().mean()) if sem_0 else float("nan")
     atomic_write_json(out / "examples" / "index.json", {"example_index": int(index[0]),
@@ -303,8 +335,10 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
                                       z, i_0, feats_0,
                                       extractor=extractor, batch_size=bs, seed=seed,
                                       bootstrap=cfg.eval.bootstrap, device=device, index=index,
-                                      judge=judge, prompts=test_prompts)
+                                      judge=judge, prompts=test_prompts,
+                                      lpips=lpips, clip=clip, text_emb=text_emb)
             metrics["semantic_accuracy_ref"] = sem_ref
+            metrics["clip_score_ref"] = clip_ref
             metrics.update(cell_compute_columns(cell, metrics, scheme, compute_parts()))
             if opta_applies(cell):
                 metrics["opta_latent_mse"] = opta(metrics["symbols"], cell.snr_db)
