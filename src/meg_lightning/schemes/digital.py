@@ -25,7 +25,10 @@ Conventions (DESIGN.md, :mod:`meg_lightning.channels`):
   block fading: ``h_b ~ CN(0, 1)`` per block). The receiver has perfect CSI (the project's
   default) and equalises by zero forcing: the demapper sees ``y / h`` with noise variance
   ``sigma^2 / |h|^2`` per complex symbol, which gives exactly the LLRs of the unequalised symbols
-  with h known. The transmitter has no CSI: the MCS is chosen from the average SNR.
+  with h known. ``digital`` has no CSI at the transmitter: on a fading channel its MCS is the
+  highest-rate one whose codeword error rate, measured on that fading channel at the cell's
+  average SNR, is <= 10% (:meth:`LatentDigitalScheme.choose_mcs_fading`); ``digital-csit``
+  (:mod:`.digital_csit`) has perfect CSI at the transmitter and picks an MCS per image.
 - **Randomness.** Every random draw (fading, noise) comes from the ``generator`` passed in, so
   a cell is reproducible; the quantiser, the codes, the interleaver and the demapper are
   deterministic.
@@ -51,10 +54,24 @@ import torch
 from torch import Tensor
 
 from meg_lightning.codecs.base import code_length
+from meg_lightning.errors import ConfigError
 from meg_lightning.metrics.flops import ldpc_decode_gflops
-from meg_lightning.schemes.base import SCHEMES, LatentTransmission, SchemeOutput, link_snr
+from meg_lightning.schemes.base import (
+    DM_SUFFIX,
+    SCHEMES,
+    LatentTransmission,
+    SchemeOutput,
+    link_snr,
+)
 from meg_lightning.schemes.ideal import awgn_capacity_bits, group_sizes, mutual_information
-from meg_lightning.schemes.ldpc import K_MIN, MCS_TABLE, LdpcLink, code_layout, required_snr_db
+from meg_lightning.schemes.ldpc import (
+    K_MIN,
+    MCS_TABLE,
+    LdpcLink,
+    code_layout,
+    fading_threshold_db,
+    required_snr_db,
+)
 from meg_lightning.schemes.quantizer import LatentQuantizer
 
 # ============================================================================ the schemes
@@ -71,6 +88,16 @@ class _Separation(LatentTransmission):
     def build(cls, ctx, fc):
         return cls(ctx.z_train(), ctx.decode_image, code_length(fc, ctx.numel), fc=fc)
 
+    @classmethod
+    def rate_key(cls, ctx) -> str:
+        """The config key that set this scheme's fc: ``eval.scheme_fcs.<name>`` (or of its
+        ``<name>+dm``) when the config has one, else ``eval.fcs``."""
+        own = getattr(getattr(getattr(ctx, "cfg", None), "eval", None), "scheme_fcs", None) or {}
+        for name in (cls.name, cls.name + DM_SUFFIX):
+            if name in own:
+                return f"eval.scheme_fcs.{name}"
+        return "eval.fcs"
+
     @torch.no_grad()
     def transmit(self, z, *, channel, generator=None):
         out = self(z, None, channel=channel, generator=generator, decode=False)
@@ -84,20 +111,29 @@ class LatentDigitalScheme(_Separation):
     z -> :class:`LatentQuantizer` (K bits) -> :class:`LdpcLink` (``symbols // 2`` QAM symbols)
     -> channel -> bits_hat -> dequantise -> z_hat -> ``decode_image(z_hat)``.
 
-    MCS: with ``mcs=None`` the highest-rate MCS of :data:`MCS_TABLE` whose required AWGN SNR
-    (:func:`required_snr_db`, or ``thresholds_db`` if given: one per MCS, None for an MCS not to
-    use) is <= the cell's (average) SNR; if none qualifies, the lowest-rate MCS that fits (and it
-    fails, mostly). Noiseless channel: the highest-rate MCS. With ``mcs=<index>`` that MCS is
-    always used (sweep all and take the envelope, as JSCC papers report). The quantiser's budget K
-    is the LDPC information bits of the chosen MCS minus the CRC bits if ``crc`` is set (see
-    :class:`LdpcLink` for failure detection).
+    MCS (``mcs=None``): the highest-rate MCS of :data:`MCS_TABLE` whose measured codeword error
+    rate at the cell's (average) SNR is at most :data:`~meg_lightning.schemes.ldpc.TARGET_BLER`
+    (10%), i.e. whose threshold (the SNR where that rate reaches 10%) is <= the cell's SNR:
 
-    On a fading channel the MCS is still chosen from the AWGN thresholds at the average SNR (no
-    CSI at the transmitter), so it is often in outage there; a forced-MCS sweep and its envelope
-    shows the best fixed MCS per SNR. ``SchemeOutput.symbols`` is the real symbols used,
-    ``2 * (symbols // 2)``. The UE runs the LDPC decoder
-    (:func:`~meg_lightning.metrics.flops.ldpc_decode_gflops`) and D; the quantiser and the LDPC
-    encoder are bit work (0 GFLOPs).
+    - **AWGN**: the AWGN thresholds (:func:`required_snr_db`, or ``thresholds_db`` if given: one
+      per MCS, None for an MCS not to use);
+    - **fading** (no CSI at the transmitter; :meth:`choose_mcs_fading`): the thresholds measured
+      on the cell's fading channel model at its average SNR
+      (:func:`~meg_lightning.schemes.ldpc.fading_threshold_db`: the channel kind, its settings
+      and its gain groups over this budget, e.g. ``channel.num_blocks`` Rayleigh blocks), the
+      outage-constrained fixed-rate design: at most 10% of the codewords fail, on average over
+      the fades;
+    - **noiseless**: the highest-rate MCS.
+
+    When no MCS meets the target at this SNR, the most robust MCS (the lowest-rate one that fits)
+    is sent anyway and fails more often than 10% (its ``bler`` shows by how much). With
+    ``mcs=<index>`` that MCS is always used (sweep all and take the envelope, as JSCC papers
+    report). The quantiser's budget K is the LDPC information bits of the chosen MCS minus the
+    CRC bits if ``crc`` is set (see :class:`LdpcLink` for failure detection).
+
+    ``SchemeOutput.symbols`` is the real symbols of the budget, ``2 * (symbols // 2)``. The UE
+    runs the LDPC decoder (:func:`~meg_lightning.metrics.flops.ldpc_decode_gflops`) and D; the
+    quantiser and the LDPC encoder are bit work (0 GFLOPs).
 
     ``info`` (each (B,) per image): ``bler`` (fraction of codewords decoded wrongly, against
     the sent bits), ``mcs`` (index), ``payload_bits`` (K), ``success`` (1.0 if every codeword
@@ -107,6 +143,8 @@ class LatentDigitalScheme(_Separation):
     order = 50
     hue = "tab:olive"
     channel_code = "ldpc"
+    summary = ("5G LDPC + QAM without CSI at the transmitter, its MCS from thresholds measured "
+               "on the cell's channel")
 
     def __init__(self, z_train: Tensor, decode_image: Callable[[Tensor], Tensor], symbols: int, *,
                  fc: Optional[float] = None, mcs: Optional[int] = None, num_iter: int = 20,
@@ -143,6 +181,19 @@ class LatentDigitalScheme(_Separation):
         self._thresholds = None if thresholds_db is None else list(thresholds_db)
         self._links: dict[tuple[int, str], LdpcLink] = {}
 
+    @classmethod
+    def build(cls, ctx, fc):
+        try:
+            symbols = code_length(fc, ctx.numel)
+        except ConfigError as e:
+            raise ConfigError(cls.rate_key(ctx), fc, e.expected) from None
+        if symbols < 2 or not any(code_layout(symbols // 2, m) is not None for m in MCS_TABLE):
+            raise ConfigError(cls.rate_key(ctx), fc,
+                              f"a rate whose budget ({symbols} real symbols = {symbols // 2} QAM "
+                              f"symbols for |z|={ctx.numel}) fits a 5G LDPC codeword (k >= "
+                              f"{K_MIN} information bits) in some MCS of `{cls.name}`")
+        return cls(ctx.z_train(), ctx.decode_image, symbols, fc=fc)
+
     def compute(self, parts):
         return 0.0, ldpc_decode_gflops(self.symbols) + parts.vae_decode, parts.generation
 
@@ -166,6 +217,35 @@ class LatentDigitalScheme(_Separation):
                 return m
         return self.feasible[0]
 
+    def fading_threshold_db(self, mcs: int, channel) -> Optional[float]:
+        """Required average SNR (dB) of MCS ``mcs`` at this budget on the fading ``channel``'s
+        model (None: not usable): measured on that channel
+        (:func:`~meg_lightning.schemes.ldpc.fading_threshold_db`)."""
+        if mcs not in self.feasible:
+            return None
+        return fading_threshold_db(self.n_complex, mcs, channel, self.num_iter)
+
+    def choose_mcs_fading(self, channel) -> int:
+        """The MCS used on the fading ``channel`` at its average SNR (see the class docstring):
+        the highest-rate feasible MCS whose fading threshold is <= the SNR, else the lowest-rate
+        one. A forced ``mcs`` is returned as is.
+
+        The thresholds rise with the MCS index, so the choice is a bisection over the feasible
+        MCSs: a threshold not in the shipped table is measured (and cached) only for the few MCSs
+        the bisection visits."""
+        if self.mcs is not None:
+            return self.mcs
+        snr = link_snr(channel)
+        lo, hi, best = 0, len(self.feasible) - 1, 0
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            t = self.fading_threshold_db(self.feasible[mid], channel)
+            if t is not None and t <= snr:
+                best, lo = mid, mid + 1
+            else:
+                hi = mid - 1
+        return self.feasible[best]
+
     def link(self, mcs: int, device: torch.device | str = "cpu") -> LdpcLink:
         key = (mcs, str(device))
         if key not in self._links:
@@ -177,7 +257,9 @@ class LatentDigitalScheme(_Separation):
     def __call__(self, z: Tensor, i_0: Optional[Tensor] = None, *, channel,
                  generator: Optional[torch.Generator] = None, prompts=None,
                  decode: bool = True) -> SchemeOutput:
-        m = self.choose_mcs(link_snr(channel))
+        snr = link_snr(channel)
+        fading = snr is not None and channel.fading
+        m = self.choose_mcs_fading(channel) if fading else self.choose_mcs(snr)
         link = self.link(m, z.device)
         K = link.info_bits
         bits = self.quantizer.quantise(z, K)  # (B, K)
