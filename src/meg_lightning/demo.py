@@ -5,7 +5,9 @@
 3. train PPO power control on the MEG seeds, and the Fig. 10 sweep (``meg train-ppo``);
 4. evaluate every scheme over SNR x channel (``meg eval``), and regenerate the test images from
    their prompts with another noise seed (:func:`seed_reference`: how much the seed decides);
-5. regenerate every figure (``meg figures``) and write ``{out_dir}/REPORT.md``.
+5. regenerate every figure (``meg figures``) and write ``{out_dir}/REPORT.md``;
+6. with ``logger=wandb`` (the demo's default), log it all to one offline W&B run in
+   ``{out_dir}/wandb`` (:func:`log_to_wandb`; ``logger=csv``: none).
 
 Each stage is the same function its own command runs, so a rerun resumes each stage where it
 stopped (finished stages are skipped). Settings a user passes (``meg demo key=value``) win over
@@ -39,7 +41,8 @@ from meg_lightning.evaluation.inputs import (
     _default_judge,
     test_latents,
 )
-from meg_lightning.evaluation.results import read_results
+from meg_lightning.evaluation.report import LINE_METRICS, line_series
+from meg_lightning.evaluation.results import COLUMNS, read_results
 from meg_lightning.evaluation.sweep import eval_dir
 from meg_lightning.generation import (
     decode_latents,
@@ -49,6 +52,13 @@ from meg_lightning.generation import (
     seed_for,
 )
 from meg_lightning.io import atomic_write_json, atomic_write_text
+from meg_lightning.loggers import (
+    Curve,
+    lightning_csv_curves,
+    offline_run_dir,
+    torchrl_csv_curves,
+    wandb_run,
+)
 from meg_lightning.metrics.image import psnr_per_image
 from meg_lightning.power import sweep as ppo_command
 from meg_lightning.runtime import torch_threads
@@ -376,6 +386,78 @@ def write_report(cfg: MegConfig, timings: dict[str, float]) -> Path:
     return path
 
 
+def _newest(folders: Sequence[Path]) -> Optional[Path]:
+    return max(folders, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def _series(curves: dict[str, Curve], title: str, xname: str) -> Any:
+    """A W&B line plot: one line per run of ``curves`` (run -> points)."""
+    import wandb  # noqa: PLC0415 - heavy: imported only when a W&B run is written
+
+    keys = sorted(curves)
+    return wandb.plot.line_series(xs=[[x for x, _ in curves[k]] for k in keys],
+                                  ys=[[y for _, y in curves[k]] for k in keys], keys=keys,
+                                  title=title, xname=xname)
+
+
+def log_to_wandb(cfg: MegConfig, timings: Optional[dict[str, float]] = None) -> Optional[Path]:
+    """One W&B run ``demo`` of the whole demo, in ``{out_dir}/wandb`` (offline unless
+    ``wandb.mode`` / ``WANDB_MODE`` say otherwise), built from the files the stages wrote:
+
+    - ``eval/<metric>_<channel>``: PSNR, FID, latent NMSE and semantic accuracy against SNR, one
+      line per scheme and rate (as `meg eval` logs them), and the table ``eval/results``;
+    - ``figures/<name>``: every figure PNG of ``{out_dir}/figures``;
+    - ``codec/<metric>``: the codec's training and validation curves (its CSV log), one line per
+      trained rate;
+    - ``ppo/<metric>``: PPO's learning curves (its CSV log), one line per run (the main run,
+      Fig. 10's budgets, the block-count table's counts);
+    - summary ``seconds/<stage>``: the stage timings.
+
+    Returns the offline run's folder (``wandb sync`` uploads it), None online or disabled."""
+    import wandb  # noqa: PLC0415 - heavy: imported only when a W&B run is written
+
+    root = Path(cfg.out_dir)
+    logs: dict[str, Any] = {}
+    results = eval_dir(cfg) / cfg.eval.results
+    rows = read_results(results) if results.is_file() else []
+    if rows:
+        logs["eval/results"] = wandb.Table(columns=COLUMNS,
+                                           data=[[r.get(c) for c in COLUMNS] for r in rows])
+    for channel in sorted({r["channel"] for r in rows}):
+        for metric, name in LINE_METRICS.items():
+            xs, ys, keys = line_series(rows, channel, metric)
+            if keys:
+                logs[f"eval/{metric}_{channel}"] = wandb.plot.line_series(
+                    xs=xs, ys=ys, keys=keys, title=f"{name} against SNR ({channel})",
+                    xname="SNR (dB)")
+    for png in sorted((root / "figures").glob("*.png")):
+        logs[f"figures/{png.stem}"] = wandb.Image(str(png), caption=png.stem)
+    codec: dict[str, dict[str, Curve]] = {}  # metric -> run -> points
+    x_of: dict[str, str] = {}
+    for run in sorted(root.glob("codec*/fc*/codec-fc*")):  # Lightning's CSV logger's runs
+        for metric, (xname, pts) in lightning_csv_curves(run).items():
+            if len(pts) > 1:
+                codec.setdefault(metric, {})[f"{run.parent.parent.name} {run.parent.name}"] = pts
+                x_of[metric] = xname
+    for metric, curves in codec.items():
+        logs[f"codec/{metric}"] = _series(curves, f"codec {metric}", x_of[metric])
+    ppo: dict[str, dict[str, Curve]] = {}
+    for folder in [root / "ppo", *sorted(root.glob("fig10/*/ppo")),
+                   *sorted(root.glob("blocks/*/ppo"))]:  # the main run, the sweeps' runs
+        exp = _newest([p for p in (folder / "logs").glob("*") if (p / "scalars").is_dir()])
+        name = ("main" if folder == root / "ppo"
+                else f"{folder.parent.parent.name} {folder.parent.name}")
+        for metric, pts in (torchrl_csv_curves(exp) if exp else {}).items():
+            if len(pts) > 1:  # a learning curve (not the held-out scores at the end)
+                ppo.setdefault(metric, {})[name] = pts
+    for metric, curves in ppo.items():
+        logs[f"ppo/{metric}"] = _series(curves, f"PPO {metric}", "frames")
+    with wandb_run(cfg, root, name="demo", job_type="demo") as run:
+        run.log(logs)
+        run.summary.update({f"seconds/{k}": v for k, v in (timings or {}).items()})
+        return offline_run_dir(run)
+
+
 def main(cfg: MegConfig) -> Path:
     """Run the demo on ``cfg`` (``meg demo`` composes it on :data:`DEFAULTS`)."""
     save_resolved(cfg, cfg.out_dir)
@@ -409,6 +491,10 @@ def _available_schemes(cfg: MegConfig) -> MegConfig:
 def _run(cfg: MegConfig) -> Path:
     timings: dict[str, float] = {}
     cfg = _available_schemes(cfg)
+    to_wandb = cfg.logger == "wandb"
+    if to_wandb:  # the stages log to CSV, and one W&B run of the whole demo collects their curves
+        # at the end (log_to_wandb): one run to sync, not one per codec rate, PPO run and sweep
+        cfg = dataclasses.replace(cfg, logger="csv")
     _, timings["latents"] = _stage("latents", cache.main, cfg)
     t = 0.0
     for fc in codec_fcs(cfg, codec_train.run_dir(cfg).parent.name):
@@ -420,6 +506,15 @@ def _run(cfg: MegConfig) -> Path:
     _, timings["eval"] = _stage("eval", sweep.main, cfg)
     _, timings["seed reference"] = _stage("seed reference", seed_reference, cfg)
     _, timings["figures"] = _stage("figures", figures.main, cfg)
+    run_dir = None
+    if to_wandb:
+        try:
+            run_dir, timings["wandb"] = _stage("wandb", log_to_wandb, cfg, dict(timings))
+        except Exception as e:  # noqa: BLE001 - the report matters more than its W&B copy
+            print(f"meg demo: no W&B run ({type(e).__name__}: {' '.join(str(e).split())[:200]})")
     report = write_report(cfg, timings)
     print(f"\nmeg demo: done in {sum(timings.values()):.0f} s -> {report}")
+    if run_dir is not None:
+        print(f"meg demo: W&B run (offline) -> {run_dir}; to view it, upload it with "
+              f"`wandb sync {run_dir}` (needs a W&B account; logger=csv: no W&B run)")
     return report
