@@ -3,9 +3,10 @@
 Reads results rows (``meg eval``'s ``results.csv`` as typed dicts, :func:`~.sweep.read_results`)
 that carry the compute columns of :mod:`.compute` (``ue_gflops``, ``ue_unet_evals``,
 ``es_gflops``) and plots, one panel per SNR, the quality metric (PSNR, semantic accuracy, ...)
-against the UE's GFLOPs per image, one marker per (scheme, fc) row, its size growing with the
-channel symbols sent per image. The dashed staircase is the Pareto frontier: the best quality
-reachable within each UE compute budget (:func:`compute_frontier`).
+against the UE's GFLOPs per image, one marker per (scheme, fc) row in the style of every figure
+(:mod:`.figures_common`: colour by scheme family, marker by rate, one shared legend, identical
+images as "exact" stars beyond the clipped axis). The staircase is the Pareto frontier: the best
+quality reachable within each UE compute budget (:func:`compute_frontier`).
 """
 
 from __future__ import annotations
@@ -20,12 +21,26 @@ matplotlib.use("Agg")  # headless: figures are files
 
 import matplotlib.pyplot as plt  # noqa: E402
 
+from meg_lightning.evaluation.figures_common import (  # noqa: E402
+    Style,
+    _sort_key,
+    channel_title,
+    exact_axis,
+    exact_star,
+    shared_legend,
+    shown_value,
+    spread_markers,
+    suptitle,
+    value_range,
+)
 from meg_lightning.io import atomic_path  # noqa: E402
 
 #: metrics where lower is better (the frontier minimises them); all others are maximised
 LOWER_IS_BETTER = ("fid", "latent_mse", "latent_nmse", "opta_latent_mse", "psnr_std")
 METRIC_LABELS = {"psnr_db": "PSNR vs I_0 (dB)", "semantic_accuracy": "semantic accuracy",
                  "fid": "FID", "latent_nmse": "latent NMSE", "latent_mse": "latent MSE"}
+#: legend label of the compute frontier
+FRONTIER_LABEL = "Pareto frontier: the best within each UE budget"
 #: relative tolerance when matching a row's SNR to a requested SNR
 SNR_RTOL = 1e-9
 
@@ -130,61 +145,81 @@ def _linthresh(values: list[float]) -> float:
     return 10.0 ** math.floor(math.log10(min(pos)))
 
 
+def draw_quality_vs_compute(rows: Sequence[dict], *, snrs: Sequence[float],
+                            channel: str = "awgn", metric: str = "psnr_db"):
+    """The figure of :func:`plot_quality_vs_compute` (not saved): one marker per (scheme, fc) row
+    in the style of :mod:`.figures_common` (colour: scheme family, marker: rate; no text on the
+    points, the shared legend names them), identical images as "exact" stars beyond the clipped
+    axis, and the Pareto frontier (:func:`compute_frontier`) as a staircase."""
+    snrs = [float(s) for s in snrs]
+    if not snrs:
+        raise ValueError("plot_quality_vs_compute: snrs is empty")
+    style = Style.from_rows(rows)
+    panels = [_select(rows, s, metric, channel) for s in snrs]
+    shown = {id(r): shown_value(r, metric) for p in panels for r in p}
+    values = [v for v, _ in shown.values() if v is not None]
+    exact = any(share > 0 for _, share in shown.values())
+    lo, hi = value_range(values)
+    linthresh = _linthresh([_num(r["ue_gflops"]) for p in panels for r in p])
+
+    fig, axes = plt.subplots(1, len(snrs), figsize=(3.9 * len(snrs) + 2.6, 4.0), squeeze=False,
+                             sharey=True, layout="constrained")
+    y_exact = exact_axis(axes[0], lo, hi, strip=exact, top=metric not in LOWER_IS_BETTER)
+
+    def y_of(r: dict) -> float:
+        v = shown[id(r)][0]
+        return y_exact if v is None else v
+
+    labels = set()
+    markers: list = []
+    for ax, snr, sel in zip(axes[0], snrs, panels):
+        stars: dict[float, list[dict]] = {}
+        for r in sorted(sel, key=lambda r: _sort_key(row_label(r))):
+            lbl = row_label(r)
+            labels.add(lbl)
+            kw = style.line(lbl)
+            kw.update(ls="none", ms=kw["ms"] + 3, zorder=3, mew=0.8)
+            if kw["mfc"] != "white":  # a white rim keeps neighbouring markers apart
+                kw["mec"] = "white"
+            markers += ax.plot([_num(r["ue_gflops"])], [y_of(r)], **kw)
+            if shown[id(r)][1] > 0:
+                stars.setdefault(_num(r["ue_gflops"]), []).append(r)
+        for x, got in stars.items():
+            for i, r in enumerate(got):
+                exact_star(ax, x, y_exact, style.colour(row_label(r)), shown[id(r)][1],
+                           dodge=i - (len(got) - 1) / 2, left=True)
+        front = compute_frontier(sel, snr, metric, channel=None)
+        if front:
+            ax.step([f["budget"] for f in front], [y_of(f["row"]) for f in front], where="post",
+                    color="0.3", lw=1, zorder=2, label=FRONTIER_LABEL)
+        else:
+            ax.text(0.5, 0.5, "no rows", transform=ax.transAxes, ha="center", va="center")
+        ax.set_xscale("symlog", linthresh=linthresh)
+        ax.set_title(f"{channel_title(channel)}, SNR {snr:g} dB", fontsize=10)
+        ax.set_xlabel("UE GFLOPs per image (symlog)")
+        ax.grid(True, which="both", alpha=0.3)
+    better = "lower" if metric in LOWER_IS_BETTER else "higher"
+    axes[0][0].set_ylabel(f"{METRIC_LABELS.get(metric, metric)}, {better} is better")
+    shared_legend(fig, axes[0], title=style.legend_title(sorted(labels)))
+    name = "PSNR" if metric == "psnr_db" else METRIC_LABELS.get(metric, metric)
+    suptitle(fig, axes[0], f"{name[:1].upper()}{name[1:]} against UE compute: which "
+             "scheme wins at which budget (markers that would cover each other: side by side)")
+    spread_markers(fig, markers)
+    return fig
+
+
 def plot_quality_vs_compute(rows: Sequence[dict], path: str | Path, *, snrs: Sequence[float],
                             channel: str = "awgn", metric: str = "psnr_db") -> Path:
     """Quality (``metric``) against UE GFLOPs per image, one panel per SNR in ``snrs``.
 
     x: ``ue_gflops`` on a symlog axis (0, i.e. ``centralized``, is shown; linear below the
     smallest positive cost's decade); y: ``metric`` (``psnr_db``, ``semantic_accuracy``, ...).
-    One marker per (scheme, fc) row, labelled with the scheme and fc; its area grows with the
-    row's ``symbols`` (real channel symbols per image, also printed next to it). Rows whose metric
-    is nan / empty are skipped. The dashed staircase is the compute frontier. Written atomically;
-    the format follows ``path``'s suffix (png when it has none). Returns the path.
+    One marker per (scheme, fc) row, named by the figure's legend (:func:`draw_quality_vs_compute`).
+    Rows whose metric is nan / empty are skipped. The staircase is the compute frontier. Written
+    atomically; the format follows ``path``'s suffix (png when it has none). Returns the path.
     """
     path = Path(path)
-    snrs = [float(s) for s in snrs]
-    if not snrs:
-        raise ValueError("plot_quality_vs_compute: snrs is empty")
-    panels = [_select(rows, s, metric, channel) for s in snrs]
-    labels = sorted({row_label(r) for p in panels for r in p})
-    cmap = plt.get_cmap("tab20" if len(labels) > 10 else "tab10")
-    color = {lbl: cmap(i % cmap.N) for i, lbl in enumerate(labels)}
-    all_sym = [_num(r.get("symbols")) for p in panels for r in p]
-    max_sym = max([s for s in all_sym if math.isfinite(s) and s > 0], default=1.0)
-    linthresh = _linthresh([_num(r["ue_gflops"]) for p in panels for r in p])
-
-    fig, axes = plt.subplots(1, len(snrs), figsize=(4.6 * len(snrs), 4.0), squeeze=False,
-                             sharey=True)
-    for ax, snr, sel in zip(axes[0], snrs, panels):
-        for r in sel:
-            x, y, sym = _num(r["ue_gflops"]), _num(r[metric]), _num(r.get("symbols"))
-            size = 20 + 180 * (math.log1p(sym) / math.log1p(max_sym)
-                               if math.isfinite(sym) and sym > 0 else 0.0)
-            lbl = row_label(r)
-            ax.scatter([x], [y], s=size, color=color[lbl], edgecolor="black", linewidth=0.5,
-                       zorder=3, label=lbl)
-            sym_txt = f"{int(sym)} sym" if math.isfinite(sym) else "? sym"
-            ax.annotate(f"{lbl}\n{sym_txt}", (x, y), textcoords="offset points", xytext=(4, 4),
-                        fontsize=6)
-        front = compute_frontier(sel, snr, metric, channel=None)
-        if front:
-            xs = [f["budget"] for f in front]
-            ys = [f["value"] for f in front]
-            ax.step(xs, ys, where="post", linestyle="--", color="grey", linewidth=1, zorder=2)
-        else:
-            ax.text(0.5, 0.5, "no rows", transform=ax.transAxes, ha="center", va="center")
-        ax.set_xscale("symlog", linthresh=linthresh)
-        ax.set_title(f"{channel}, SNR {snr:g} dB")
-        ax.set_xlabel("UE GFLOPs per image (symlog)")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel(METRIC_LABELS.get(metric, metric))
-    if labels:
-        handles = [plt.Line2D([], [], marker="o", linestyle="", color=color[lbl],
-                              markeredgecolor="black", label=lbl) for lbl in labels]
-        fig.legend(handles=handles, loc="lower center", ncol=min(len(labels), 6), fontsize=7,
-                   bbox_to_anchor=(0.5, -0.02 - 0.04 * math.ceil(len(labels) / 6)))
-    fig.suptitle(f"{METRIC_LABELS.get(metric, metric)} against UE compute (marker area: "
-                 "channel symbols per image; dashed: best within budget)", fontsize=9)
+    fig = draw_quality_vs_compute(rows, snrs=snrs, channel=channel, metric=metric)
     fmt = path.suffix.lstrip(".").lower() or "png"
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")

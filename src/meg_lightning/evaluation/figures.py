@@ -9,17 +9,23 @@ and ``{out_dir}/ppo/fig10.csv`` (written by `meg train-ppo`); writes PNG and PDF
   scheme (rows) at a few SNRs (-10, 0 and 10 dB when swept);
 - ``fig6_psnr`` / ``fig7_fid``: PSNR and FID against SNR per scheme, one panel per channel kind
   (the FID panel shades the bootstrap interval; a dotted line marks a scheme's value over the
-  noiseless channel when the sweep included ``none``);
+  noiseless channel when the sweep included ``none``; identical images are "exact" stars beyond
+  the clipped axis, not 100 dB);
 - ``fig_semantic``: semantic accuracy against SNR (model ``mini``: the share of images whose
   attributes all still match the prompt; dashed: I_0);
 - ``fig8_psnr_fc`` / ``fig9_fid_fc``: heatmaps of the `meg` scheme's PSNR and FID over fc x SNR;
-- ``fig10_fid_power``: FID against the power budget per power-allocation policy;
+- ``fig_compute_psnr`` / ``fig_compute_semantic``: quality against UE GFLOPs per image with the
+  Pareto frontier; ``fig_codecs``: the analog latent codes against the OPTA bound;
+- ``fig10_fid_power``: FID, PSNR and semantic accuracy against the power budget per power policy,
+  with 95% bands;
 - ``table2.csv`` / ``table2.md``: Table II for the SD-v1.5 shapes (:mod:`.table2`), and
   ``table2_tiny.*`` for the tiny preset when that is the configured model.
 
-The shared helpers (labels, order, saving) are in :mod:`.figures_common`; Fig. 10 and the other
-trade-off figures (``fig_compute_*``, ``fig_codecs``) in :mod:`.figures_tradeoff`. A figure whose
-inputs are missing is skipped with a note (printed and returned).
+Every plot shares one style (:mod:`.figures_common`): a scheme family keeps its registered hue in
+every figure, the rate fc is the marker and line style, one legend per figure names every
+series. Fig. 10 and the other trade-off figures (``fig_compute_*``, ``fig_codecs``) are in
+:mod:`.figures_tradeoff`. A figure whose inputs are missing is skipped with a note (printed and
+returned).
 """
 
 from __future__ import annotations
@@ -37,13 +43,24 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image
 
+from meg_lightning.channels import CHANNELS  # noqa: E402
 from meg_lightning.config import MegConfig  # noqa: E402
 from meg_lightning.evaluation.figures_common import (  # noqa: E402
+    NOISELESS_LABEL,
+    Style,
     _channels,
     _finite,
     _sort_key,
+    channel_title,
+    declutter,
+    exact_axis,
+    exact_star,
     label,
     save,
+    shared_legend,
+    shown_value,
+    suptitle,
+    value_range,
 )
 from meg_lightning.evaluation.figures_tradeoff import (  # noqa: E402
     fig_codecs,
@@ -56,7 +73,7 @@ from meg_lightning.evaluation.table2 import pipeline_params, table2, write_table
 from meg_lightning.evaluation.table2 import table2 as make_table2
 from meg_lightning.generation import latent_shape
 from meg_lightning.generation.tiny import build_tiny_pipeline
-from meg_lightning.schemes import names, scheme_class, with_role  # noqa: E402
+from meg_lightning.schemes import with_role  # noqa: E402
 
 
 def fid_label(rows: list[dict]) -> str:
@@ -68,63 +85,111 @@ def fid_label(rows: list[dict]) -> str:
     return "FID"
 
 
-def linestyle(scheme: str) -> str:
-    """Baselines dashed (the reference code) or dotted (a real channel code); the rest solid."""
-    if scheme not in names():
-        return "-"
-    cls = scheme_class(scheme)
-    return "--" if cls.reference_code else ":" if cls.channel_code == "ldpc" else "-"
 METRIC_NAMES = {"psnr_db": "PSNR", "fid": "FID", "semantic_accuracy": "Semantic accuracy"}
 
 
 def fig_vs_snr(rows: list[dict], metric: str, path_stem: Path) -> list[Path]:
-    """Figs. 6-7: ``metric`` (psnr_db | fid | semantic_accuracy) against SNR, one line per scheme
-    (and fc). Nothing when no row has a finite value of ``metric``."""
+    """Figs. 6-7: ``metric`` (psnr_db | fid | semantic_accuracy) against SNR, one panel per
+    channel kind (:func:`draw_vs_snr`). Nothing when no row has a finite value of ``metric``."""
+    fig = draw_vs_snr(rows, metric)
+    return [] if fig is None else save(fig, path_stem)
+
+
+def draw_vs_snr(rows: list[dict], metric: str):
+    """The figure of :func:`fig_vs_snr` (None when there is nothing to plot), in the style of
+    :mod:`.figures_common`: one line per scheme and rate, coloured by scheme family, marked by
+    rate; identical images as "exact" stars in a strip beyond the clipped axis (PSNR: above,
+    FID: below); the FID bootstrap interval as a band; a dotted line at a scheme's value over the
+    noiseless channel when the sweep included it; one legend for the figure."""
 
     kinds = _channels(rows)
     if not kinds or not any(_finite(r.get(metric)) for r in rows if r["channel"] in kinds):
-        return []
-    # noiseless values, except PSNRs at the cap (identical images), which would flatten the axes
-    noiseless = {label(r): float(r[metric]) for r in rows
-                 if r["channel"] == "none" and _finite(r.get(metric))
-                 and not (metric == "psnr_db" and r.get("psnr_capped") == r.get("n_images"))}
-    fig, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds), 4), squeeze=False)
+        return None
+    style = Style.from_rows(rows)
+    series: dict[str, dict[str, list[tuple]]] = {k: defaultdict(list) for k in kinds}
+    refs: dict[str, tuple] = {}  # label -> (value or None when exact, share) on the noiseless channel
+    for r in rows:
+        if r.get(metric) is None:
+            continue
+        v, share = shown_value(r, metric)
+        if v is not None and not math.isfinite(v):
+            continue
+        if r["channel"] in CHANNELS and CHANNELS[r["channel"]].noiseless:
+            refs[label(r)] = (v, share)
+        elif r["channel"] in series and _finite(r.get("snr_db")):
+            lo, hi = ((_num(r.get("fid_ci_low")), _num(r.get("fid_ci_high"))) if metric == "fid"
+                      else (math.nan, math.nan))
+            series[r["channel"]][label(r)].append((float(r["snr_db"]), v, share, lo, hi))
+    ceiling = max((float(r["semantic_accuracy_ref"]) for r in rows
+                   if metric == "semantic_accuracy" and _finite(r.get("semantic_accuracy_ref"))),
+                  default=None)
+
+    points = [p for s in series.values() for pts in s.values() for p in pts]
+    main = [p[1] for p in points if p[1] is not None] + [v for v, _ in refs.values()
+                                                          if v is not None]
+    values = main + [p[k] for p in points if p[1] is not None for k in (3, 4)]
+    values += [ceiling] if ceiling is not None else []
+    exact = any(p[2] > 0 for p in points) or any(sh > 0 for _, sh in refs.values())
+    # FID spans decades (and an all-identical set is 0: drawn as exact): a log axis then
+    log = metric == "fid" and bool(main) and min(main) > 0 and max(main) / min(main) > 50
+    lo, hi = value_range(values, log=log)
+
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.4 * len(kinds) + 2.8, 4.2), squeeze=False,
+                             sharey=True, layout="constrained")
+    y_exact = exact_axis(axes[0], lo, hi, strip=exact, top=metric != "fid", log=log)
+    floor = lo / 10 ** (0.06 * math.log10(hi / lo)) if log else lo  # a band reaching 0 stops here
+    notes = []
     for ax, kind in zip(axes[0], kinds):
-        series: dict[str, list[dict]] = defaultdict(list)
-        for r in rows:
-            if r["channel"] == kind and r.get(metric) is not None:
-                series[label(r)].append(r)
-        for lbl in sorted(series, key=_sort_key):
-            pts = sorted(series[lbl], key=lambda r: float(r["snr_db"]))
-            x = np.array([float(r["snr_db"]) for r in pts])
-            y = np.array([float(r[metric]) for r in pts])
-            (line,) = ax.plot(x, y, marker="o", ms=3, label=lbl,  # baselines dashed / dotted
-                              ls=linestyle(lbl.partition(" ")[0]))
-            ref = noiseless.get(lbl)
-            if ref is not None:  # the same scheme over the noiseless channel, dotted
-                ax.axhline(ref, color=line.get_color(), ls=":", lw=1)
-            if metric == "fid":
-                lo = np.array([float(r.get("fid_ci_low") or np.nan) for r in pts])
-                hi = np.array([float(r.get("fid_ci_high") or np.nan) for r in pts])
-                if np.isfinite(lo).any():
-                    ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
-        refs = {float(r["semantic_accuracy_ref"]) for r in rows if r["channel"] == kind
-                and _finite(r.get("semantic_accuracy_ref"))}
-        if metric == "semantic_accuracy" and refs:  # the ceiling: the perfect images I_0
-            ax.axhline(max(refs), color="k", ls="--", lw=1, label="$I_0$ (no channel)")
-        ax.set_title(kind.upper() if kind == "awgn" else kind.capitalize())
+        stars: dict[float, list[tuple]] = defaultdict(list)
+        for lbl in sorted(series[kind], key=_sort_key):
+            pts = sorted(series[kind][lbl])
+            x = np.array([p[0] for p in pts])
+            y = np.array([y_exact if p[1] is None else p[1] for p in pts], dtype=float)
+            kw = style.line(lbl)
+            ax.plot(x, y, **kw)
+            for p in pts:
+                if p[2] > 0:
+                    stars[p[0]].append((lbl, p[2]))
+            band = np.array([[p[0], max(p[3], floor) if log else p[3], p[4]] for p in pts
+                             if p[1] is not None and _finite(p[3]) and _finite(p[4])])
+            if len(band):
+                ax.fill_between(band[:, 0], band[:, 1], band[:, 2], color=kw["color"],
+                                alpha=0.12, lw=0, label="_interval")
+            if lbl in refs:  # the same scheme over the noiseless channel, dotted
+                v, _ = refs[lbl]
+                ax.axhline(y_exact if v is None else v, color=kw["color"], ls=":", lw=1,
+                           label=NOISELESS_LABEL)
+        xs = [p[0] for pts in series[kind].values() for p in pts]
+        for x0, got in stars.items():
+            for i, (lbl, share) in enumerate(got):
+                exact_star(ax, x0, y_exact, style.colour(lbl), share, dodge=i - (len(got) - 1) / 2,
+                           left=x0 > (min(xs) + max(xs)) / 2)
+        if ceiling is not None:  # the ceiling: the perfect images I_0
+            ax.axhline(ceiling, color="k", ls="--", lw=1, label="$I_0$ (no channel)")
+        ax.set_title(channel_title(kind))
         ax.set_xlabel("SNR (dB)")
         ax.grid(alpha=0.3)
+        notes += [t for t in ax.texts]
     ylabel = {"psnr_db": "PSNR (dB), higher is better",
               "semantic_accuracy": "all attributes match the prompt (share), higher is better"
               }.get(metric, f"{fid_label(rows)}, lower is better")
+    if metric == "psnr_db" and any(0 < p[2] < 1 for s in series.values() for pts in s.values()
+                                   for p in pts):
+        ylabel += "\n(partly exact cells: mean over the other images)"
     axes[0][0].set_ylabel(ylabel)
-    n = {r.get("n_images") for r in rows}
-    fig.suptitle(f"{METRIC_NAMES.get(metric, metric)} against SNR "
-                 f"({'/'.join(str(v) for v in sorted(x for x in n if x is not None))} images per point)",
-                 fontsize=10)
-    axes[0][-1].legend(fontsize=8)
-    return save(fig, path_stem)
+    n = sorted({r.get("n_images") for r in rows if r.get("n_images") is not None})
+    extra = "; bands: bootstrap interval" if metric == "fid" and any(
+        _finite(r.get("fid_ci_low")) for r in rows) else ""
+    labels = [lbl for s in series.values() for lbl in s]
+    shared_legend(fig, axes[0], title=style.legend_title(labels))
+    suptitle(fig, axes[0], f"{METRIC_NAMES.get(metric, metric)} against SNR "
+             f"({'/'.join(str(v) for v in n)} images per point{extra})")
+    declutter(fig, notes)
+    return fig
+
+
+def _num(v) -> float:
+    return float(v) if _finite(v) else math.nan
 
 
 def fig_heatmap(rows: list[dict], metric: str, path_stem: Path,
