@@ -29,8 +29,9 @@ COMMON = ("model", "seed", "out_dir", "logger", "wandb", "generation")
 @dataclass(frozen=True)
 class Command:
     """One ``meg`` command: ``target`` (``module:function``, called with the composed config),
-    the config sections it reads (shown by ``--help``), its own settings section (``module:Class``
-    added to the config as ``section.*``) and its default YAML files under ``configs/``."""
+    the config sections it reads (shown by ``--help``; with those of :data:`COMMON` it does not
+    read in ``ignores``), its own settings section (``module:Class`` added to the config as
+    ``section.*``) and its default YAML files under ``configs/``."""
 
     target: str
     help: str
@@ -38,6 +39,7 @@ class Command:
     section: Optional[str] = None
     settings: Optional[str] = None
     defaults: tuple[str, ...] = ()
+    ignores: tuple[str, ...] = ()
 
     def load(self, ref: Optional[str] = None) -> Any:
         """The object ``module:name`` (the command's function by default). Command modules are
@@ -48,7 +50,8 @@ class Command:
 
 COMMANDS: dict[str, Command] = {
     "latents": Command("meg_lightning.data.cache:main",
-                       "generate and cache SD latents for N prompts", ("data", "trainer")),
+                       "generate and cache SD latents for N prompts", ("data", "trainer"),
+                       ignores=("out_dir", "logger", "wandb")),
     "train-codec": Command("meg_lightning.codecs.train:main",
                            "train the compression encoder/decoder through the channel",
                            ("data", "channel", "codec", "trainer")),
@@ -100,9 +103,11 @@ def _comment(cls: type, name: str) -> str:
             src = inspect.getsource(klass)
         except (OSError, TypeError):
             continue
-        m = re.search(rf"^\s*{re.escape(name)}\s*:[^\n#]*#\s*(.*)$", src, re.MULTILINE)
-        if m:
-            return m.group(1).strip()
+        m = re.search(rf"^\s*{re.escape(name)}\s*:[^\n#]*#\s*(.*)$((?:\n\s*#.*$)*)", src,
+                      re.MULTILINE)
+        if m:  # the comment, with the comment lines that continue it
+            more = [line.strip().lstrip("#").strip() for line in m.group(2).splitlines()]
+            return " ".join([m.group(1).strip(), *filter(None, more)])
     return ""
 
 
@@ -132,7 +137,8 @@ def _help(command: Optional[str], args: list[str]) -> str:
         return "\n".join(lines)
     cmd = COMMANDS[command]
     cfg = compose_for(command, [a for a in args if "=" in a])
-    sections = COMMON + cmd.reads + ((cmd.section,) if cmd.section else ())
+    sections = tuple(c for c in COMMON if c not in cmd.ignores) + cmd.reads \
+        + ((cmd.section,) if cmd.section else ())
     lines = [f"usage: meg {command} [key=value ...]", "", cmd.help, "",
              f"keys it reads (values for model={cfg.model}"
              + (" and the given settings" if any("=" in a for a in args) else "") + "):"]
@@ -211,6 +217,10 @@ def _report(command: str, e: Exception, debug: bool) -> int:
 
 def main() -> None:
     os.environ.setdefault("WANDB_MODE", "offline")
+    # before TorchRL is imported (it reads the level then): no INFO lines unless asked for
+    from meg_lightning.runtime import TORCHRL_LEVEL  # noqa: PLC0415 - imports torch
+
+    os.environ.setdefault(*TORCHRL_LEVEL)
     sys.exit(run(sys.argv[1:]))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -89,10 +90,16 @@ class _TruncationFilter:
         return True
 
 
+#: TorchRL's log level in a command (its INFO lines, e.g. "Initialized LazyTensorStorage ...",
+#: say nothing to a user); the CLI sets it before TorchRL is imported, the user's value wins
+TORCHRL_LEVEL = ("RL_LOGGING_LEVEL", "WARNING")
+
+
 @contextmanager
 def quiet_noise() -> Iterator[None]:
-    """What a command should not print: tokenizer truncation warnings beyond the first, and
-    colour codes from TorchRL's log handler when stdout is not a terminal."""
+    """What a command should not print: tokenizer truncation warnings beyond the first, TorchRL's
+    INFO lines (unless ``RL_LOGGING_LEVEL`` asks for them), and colour codes from TorchRL's log
+    handler when stdout is not a terminal."""
 
     filt = _TruncationFilter()
     loggers = [logging.getLogger(n) for n in (
@@ -103,9 +110,15 @@ def quiet_noise() -> Iterator[None]:
     plain = []
     if not sys.stdout.isatty():
         plain = _plain_torchrl_handlers()
+    torchrl_log = logging.getLogger("torchrl")
+    level = torchrl_log.level
+    if "torchrl" in sys.modules and TORCHRL_LEVEL[0] not in os.environ:
+        # imported before the CLI could set RL_LOGGING_LEVEL (a caller of cli.run)
+        torchrl_log.setLevel(max(level, logging.WARNING))
     try:
         yield
     finally:
+        torchrl_log.setLevel(level)
         for lg in loggers:
             lg.removeFilter(filt)
         for handler, fmt in plain:

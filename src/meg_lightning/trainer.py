@@ -1,6 +1,7 @@
 """The ``trainer.*`` settings (passed to ``lightning.Trainer`` as they are) checked before
 Lightning sees them: names, types, sane ranges, an available accelerator; and a quiet Trainer.
 Each failure is a one-line :class:`ConfigError` naming the key, the value and what was expected.
+Also the progress bar of the commands' Trainers (:func:`progress_bar`: epochs counted from 1).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any, Iterator
 
 import lightning as L
 from lightning.pytorch.accelerators import AcceleratorRegistry
+from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
 
 from meg_lightning.errors import ConfigError
 
@@ -84,6 +87,50 @@ def quiet_lightning() -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+
+
+def _epoch_text(trainer: L.Trainer) -> str:
+    """``Epoch 3/20``: the epoch running, counted from 1, of ``max_epochs`` (Lightning writes
+    ``Epoch 2/19``, 0-based, for the same epoch)."""
+    total = trainer.max_epochs
+    return f"Epoch {trainer.current_epoch + 1}" + (f"/{total}" if total and total > 0 else "")
+
+
+def _without_version(items: dict) -> dict:
+    """The bar's metrics without ``v_num`` (the logger's run id says nothing while training)."""
+    items.pop("v_num", None)
+    return items
+
+
+class EpochRichProgressBar(RichProgressBar):
+    """Lightning's rich progress bar with the epoch counted from 1 (``Epoch 20/20`` for the last
+    of 20) and without the logger's version."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        text = _epoch_text(self.trainer)
+        if len(self.validation_description) > len(text):  # as Lightning's: no flicker
+            text = f"{text:{len(self.validation_description)}}"
+        return text
+
+    def get_metrics(self, trainer, pl_module):
+        return _without_version(super().get_metrics(trainer, pl_module))
+
+
+class EpochTQDMProgressBar(TQDMProgressBar):
+    """Lightning's tqdm progress bar with the epoch counted from 1 and without the version."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description(_epoch_text(trainer))
+
+    def get_metrics(self, trainer, pl_module):
+        return _without_version(super().get_metrics(trainer, pl_module))
+
+
+def progress_bar() -> L.Callback:
+    """The progress bar of a command's Trainer: rich when installed (Lightning's own choice),
+    else tqdm; epochs counted from 1."""
+    return EpochRichProgressBar() if _RICH_AVAILABLE else EpochTQDMProgressBar()
 
 
 def _accelerator_ok(name: Any) -> str | None:

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import lightning as L
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
+from lightning.pytorch.utilities import rank_zero_only
 
 from meg_lightning.checkpoint_io import FileCheckpointIO
 from meg_lightning.codecs.base import ARCHS
@@ -26,7 +26,7 @@ from meg_lightning.config import MegConfig, data_id, save_resolved
 from meg_lightning.data import build_datamodule
 from meg_lightning.errors import ConfigError, UserError
 from meg_lightning.loggers import make_lightning_logger
-from meg_lightning.trainer import check_trainer, quiet_lightning
+from meg_lightning.trainer import check_trainer, progress_bar, quiet_lightning
 
 
 def run_dir(cfg: MegConfig) -> Path:
@@ -74,6 +74,54 @@ def load_trained_codec(cfg: MegConfig, fc: Optional[float] = None, *,
         return load_codec(explicit, latent_shape=latent_shape, fc=fc)
     return load_codec(trained_checkpoint(cfg, rate), latent_shape=latent_shape, fc=fc,
                       data_id=data_id(cfg))
+
+
+def val_loss_meaning(cfg: MegConfig) -> str:
+    """What ``val/loss`` (the checkpoint monitor) measures for ``codec.val_loss``, in words."""
+    snrs = ", ".join(f"{s:g}" for s in cfg.codec.val_snrs_db)
+    return {"train_snr": f"latent MSE at the training SNR {cfg.channel.snr_db:g} dB",
+            "mean": f"latent MSE averaged over {snrs} dB",
+            "linear_ratio": f"latent MSE / the linear code's, averaged over {snrs} dB"
+            }[cfg.codec.val_loss]
+
+
+def _logger_files(logger: Any) -> str:
+    """Where the run's logger writes (``; W&B offline run <folder> ...``, the CSV or TensorBoard
+    folder), or nothing for ``logger=none``."""
+    if not logger:
+        return ""
+    if type(logger).__name__ == "WandbLogger":
+        try:
+            settings = logger.experiment.settings
+            folder = Path(settings.sync_dir) if getattr(settings, "_offline", False) else None
+        except Exception:  # noqa: BLE001 - the summary never fails a finished run
+            folder = None
+        if folder is None:
+            url = getattr(getattr(logger, "experiment", None), "url", None)
+            return f"; W&B run {url}" if url else ""
+        return f"; W&B offline run {folder} (`wandb sync` uploads it)"
+    log_dir = getattr(logger, "log_dir", None)
+    return f"; {type(logger).__name__.replace('Logger', '')} logs {log_dir}" if log_dir else ""
+
+
+def summary_line(cfg: MegConfig, score: Optional[float], epochs: int, best: Path,
+                 logger: Any = None) -> str:
+    """The one line `meg train-codec` ends with: the best ``val/loss``, what it measures and its
+    direction, the epochs trained, the checkpoint and the logger's files."""
+    loss = "val/loss n/a (no validation ran)" if score is None else f"val/loss {score:.4g}"
+    return (f"train-codec: {loss} (lower is better: {val_loss_meaning(cfg)}) after {epochs} "
+            f"epoch{'s' if epochs != 1 else ''}; checkpoint {best} (last.ckpt beside it)"
+            f"{_logger_files(logger)}")
+
+
+def _best_score(path: Path) -> Optional[float]:
+    """The best ``val/loss`` that the ModelCheckpoint state in checkpoint ``path`` recorded."""
+    for key, state in (read_checkpoint(path).get("callbacks") or {}).items():
+        if "ModelCheckpoint" in str(key) and "'val/loss'" in str(key):
+            score = state.get("best_model_score") if isinstance(state, dict) else None
+            if score is not None:
+                return float(score)
+    return None
 
 
 def trainer_kwargs(cfg: MegConfig) -> dict[str, Any]:
@@ -169,7 +217,8 @@ def main(cfg: MegConfig, datamodule: Optional[L.LightningDataModule] = None, *,
             best = folder / "best.ckpt"
             best = best if best.is_file() else ckpt_path
             print(f"meg train-codec: {str(ckpt_path)!r} has finished all {done} epochs "
-                  f"(nothing to do; raise trainer.max_epochs to train on) -> {best}")
+                  "(nothing to do; raise trainer.max_epochs to train on)")
+            print(summary_line(cfg, _best_score(ckpt_path), done, best))
             return best
 
     # Create the callbacks, logger and trainer
@@ -186,6 +235,8 @@ def main(cfg: MegConfig, datamodule: Optional[L.LightningDataModule] = None, *,
     # Lightning's writer buffers the whole checkpoint in memory (6.8 GB for the paper codec)
     kw.setdefault("plugins", [FileCheckpointIO()])
     callbacks = [*callbacks, best_ckpt, last_ckpt, *recipe_callbacks(cfg)]
+    if kw.get("enable_progress_bar") and not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks.append(progress_bar())  # epochs counted from 1: "Epoch 20/20" for the last
     with quiet_lightning():  # the banners ("GPU available: ...") say nothing new here
         trainer = L.Trainer(logger=logger, callbacks=callbacks, **kw)
     rank_zero_only(save_resolved)(cfg, folder)
@@ -198,6 +249,9 @@ def main(cfg: MegConfig, datamodule: Optional[L.LightningDataModule] = None, *,
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         # the run folder also holds config.yaml and the logs, and last.ckpt when resuming
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+        # Lightning 2.6 builds torch's deprecated LeafSpec on every fit (torch >= 2.10 warns)
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is "
+                                "deprecated", category=FutureWarning)
         try:
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         except SystemExit:
@@ -210,5 +264,7 @@ def main(cfg: MegConfig, datamodule: Optional[L.LightningDataModule] = None, *,
             if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # Lightning's, after Ctrl-C
                 signal.signal(signal.SIGINT, sigint)
     best = Path(best_ckpt.best_model_path or last_ckpt.best_model_path)
-    rank_zero_info(f"codec checkpoint: {best} (last: {last_ckpt.best_model_path})")
+    score = best_ckpt.best_model_score
+    rank_zero_only(print)(summary_line(cfg, None if score is None else float(score),
+                                       trainer.current_epoch, best, logger))
     return best

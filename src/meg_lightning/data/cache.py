@@ -296,12 +296,23 @@ def main(cfg: MegConfig) -> Path:
         rank = fabric.global_rank
         written = cache.build(rank=rank, world_size=fabric.world_size, barrier=fabric.barrier)
     if rank == 0:
-        dt = time.perf_counter() - t0
-        n_new = sum(len(cache.shard_range(j)) for j in written)
-        if not written:
-            print(f"latent cache: all {cache.n} latents are already at {cache.root} "
-                  "(nothing to do)")
-        else:
-            print(f"latent cache: {cache.n} latents at {cache.root} ({n_new} generated now by "
-                  f"rank 0 in {dt:.1f} s; {len(written)} shard(s))")
+        print(summary_line(cache, written, time.perf_counter() - t0))
     return cache.root
+
+
+def summary_line(cache: LatentCache, written: list[int], seconds: float) -> str:
+    """The one line `meg latents` ends with: how many latents of which shape and model, where,
+    and the generation time per latent (lower is better), or that there was nothing to do."""
+    try:
+        shards = json.loads((cache.root / "manifest.json").read_text())["shards"]
+        shape = "x".join(str(s) for s in shards[0]["shape"][1:])
+        shape = f" of shape {shape}"
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        shape = ""
+    head = f"latents: {cache.n} latents{shape} (model={cache.cfg.model}) in {cache.root}"
+    if not written:
+        return f"{head}; all there already (nothing to do)"
+    n_new = sum(len(cache.shard_range(j)) for j in written)
+    return (f"{head}; {n_new} generated now by rank 0 in {seconds:.1f} s, "
+            f"{seconds / max(n_new, 1):.2f} s per latent (lower is better); "
+            f"{len(written)} shard(s); config {cache.root / 'config.yaml'}")

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
 from diffusers.utils import logging as dlog
+from transformers.utils import logging as tlog
 
 from meg_lightning.config import GenerationConfig, MegConfig
 from meg_lightning.errors import ConfigError, MissingWeightsError
@@ -66,6 +68,22 @@ def _missing_weights(model: str, why: str) -> MissingWeightsError:
         "model shipped with the package, `make demo`) or model=tiny (random weights).")
 
 
+@contextmanager
+def _no_loading_bars() -> Iterator[None]:
+    """No progress bars while a pipeline loads (diffusers' "Loading pipeline components" and
+    transformers' "Loading weights", nested: cursor-up codes in a log); restored afterwards."""
+    was = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was[0]:
+            dlog.enable_progress_bar()
+        if was[1]:
+            tlog.enable_progress_bar()
+
+
 def load_pipeline(cfg: MegConfig, device: torch.device | None = None):
     """A ``StableDiffusionPipeline`` (DDIM scheduler, no safety checker) for ``cfg.model``."""
     device = device or resolve_device(cfg.generation.device)
@@ -89,9 +107,10 @@ def load_pipeline(cfg: MegConfig, device: torch.device | None = None):
         verbosity = dlog.get_verbosity()
         dlog.set_verbosity_error()  # our own one-line error replaces diffusers' multi-line log
         try:
-            pipe = StableDiffusionPipeline.from_pretrained(
-                os.path.expanduser(name), dtype=_DTYPES[cfg.generation.dtype],
-                safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+            with _no_loading_bars():
+                pipe = StableDiffusionPipeline.from_pretrained(
+                    os.path.expanduser(name), dtype=_DTYPES[cfg.generation.dtype],
+                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
         except (OSError, ValueError, EnvironmentError) as e:
             raise _missing_weights(name, type(e).__name__) from None
         except Exception as e:  # huggingface_hub / requests connection errors
