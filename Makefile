@@ -1,12 +1,14 @@
 # meg_lightning: every target installs what it needs first (a .venv in this folder).
-# Variables: MODEL (tiny|paper|hub id|folder), N (prompts), FC (compression rate), ARGS (extra key=value).
+# Variables: MODEL (mini: the trained offline model shipped in the package, the default | tiny: random
+# weights, for plumbing only | paper | sd15-random | hub id | folder), N (prompts), FC (compression
+# rate), ARGS (extra key=value).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # torch 2.14.1 / torchvision 0.29.1 install from local disk on the project machines; on a GPU
 # machine pick the build you need, e.g. TORCH_SPEC="torch torchvision".
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-MODEL ?= tiny
+MODEL ?= mini
 N ?= 64
 TEST_WORKERS ?= 2
 # FC is also make's built-in Fortran compiler variable: replace that default only
@@ -36,10 +38,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib > /dev/null || true
 	@touch $@
 
-latents: setup ## cache SD latents: make latents MODEL=tiny N=64
+latents: setup ## cache SD latents (default MODEL=mini N=64): make latents N=256
 	$(BIN)/meg latents $(COMMON)
 
-train-codec: setup ## train the codec through the channel: make train-codec FC=0.5
+train-codec: setup ## train the codec through the channel (default MODEL=mini): make train-codec FC=0.5
 	$(BIN)/meg train-codec codec.fc=$(FC) $(COMMON)
 
 # The adaptive codec recipe (docs/CODECS.md; the same list as meg_lightning.recipe.RECIPE): one model
@@ -61,7 +63,7 @@ train-codec-adaptive: setup ## train the SNR-adaptive codec: make train-codec-ad
 pretrained-codecs: setup ## reproduce the shipped mini codecs (latents of 4 seeds x 810 captions, the adaptive recipe per fc; ~3 h on 2 cores); EXPORT=1 writes them into the package
 	$(BIN)/meg pretrained-codecs recipe.export=$(if $(filter 1 true yes,$(EXPORT)),true,false) $(ARGS)
 
-train-ppo: setup ## train the PPO power-allocation agent
+train-ppo: setup ## train the PPO power-allocation agent (default MODEL=mini)
 	$(BIN)/meg train-ppo $(COMMON)
 
 eval: setup ## PSNR/FID sweep over schemes x SNR x channel (resumable)
