@@ -17,6 +17,7 @@ from meg_lightning.codecs import ARCHS
 from meg_lightning.config import MegConfig, compose
 from meg_lightning.errors import ConfigError
 from meg_lightning.schemes import names as scheme_names
+from meg_lightning.schemes import scheme_class
 
 GROUPS = {"channel": ("kind", CHANNELS), "codec": ("arch", ARCHS)}
 
@@ -36,6 +37,11 @@ def check_names(cfg: MegConfig) -> None:
             if name not in known:
                 raise ConfigError(f"eval.{key}", name, f"scheme names from {', '.join(known)} "
                                   "as keys")
+    for name, fcs in ev.scheme_fcs.items():
+        if not scheme_class(name).uses_fc:
+            rated = ", ".join(n for n in known if scheme_class(n).uses_fc and "+" not in n)
+            raise ConfigError(f"eval.scheme_fcs.{name}", fcs, f"no entry: {name} has no "
+                              f"compression rate (schemes with one: {rated}, and their X+dm)")
     for name, chosen in ev.scheme_channels.items():
         chosen = list(chosen) if isinstance(chosen, (list, tuple)) else [chosen]
         if any(c not in kinds for c in chosen):

@@ -227,6 +227,20 @@ class PPOConfig:
                _finite(self.clip_epsilon) and 0 < self.clip_epsilon < 1, "a number in (0, 1)")
 
 
+def _no_duplicates(key: str, values: list) -> None:
+    """Each entry of a swept list once: a duplicate would sweep (and write) the same cells twice.
+    Numbers count as equal when the cell keys spell them alike (``0.5`` and ``0.50``, ``0`` and
+    ``0.0``: ``{:g}``)."""
+    seen: dict[Any, Any] = {}
+    for v in values:
+        ident = f"{v:g}" if _finite(v) else v
+        if ident in seen:
+            same = "" if seen[ident] == v and str(seen[ident]) == str(v) else \
+                f" (the same cell as {seen[ident]!r})"
+            raise ConfigError(key, values, f"each value once: {v!r} is given twice{same}")
+        seen[ident] = v
+
+
 @dataclass
 class EvalConfig:
     """The evaluation sweep (paper Sec. V)."""
@@ -261,6 +275,11 @@ class EvalConfig:
             v = list(getattr(self, k))
             # an empty list is a sweep of nothing: a typo, never what a user wants
             _check(f"{p}.{k}", v, len(v) > 0, "a non-empty list")
+            _no_duplicates(f"{p}.{k}", v)
+        for k in ("scheme_fcs", "scheme_channels"):
+            for name, v in getattr(self, k).items():
+                if isinstance(v, (list, tuple)):
+                    _no_duplicates(f"{p}.{k}.{name}", list(v))
         for f in self.fcs:
             _check(f"{p}.fcs", list(self.fcs), _finite(f) and 0 < f <= 1, "a list of numbers in (0, 1]")
         for name, fcs in self.scheme_fcs.items():

@@ -3,8 +3,9 @@
 What the config schema cannot check alone: ``trainer.*`` against ``lightning.Trainer`` (names,
 types, sane ranges, an available accelerator), the folders a command writes (a folder, not a
 file; writable; creatable), and the files it reads (a prompt file that is UTF-8 text, a results
-CSV with the columns and types `meg eval` writes). Each failure is a :class:`ConfigError`: one
-line naming the key, the value and what was expected.
+CSV with the columns and types `meg eval` writes), and for `meg eval` that every per-scheme
+setting names a swept scheme. Each failure is a :class:`ConfigError`: one line naming the key,
+the value and what was expected.
 """
 
 from __future__ import annotations
@@ -87,6 +88,19 @@ def check_figures_inputs(cfg: MegConfig) -> None:
                           f"{cfg.eval.results} or ppo/fig10.csv): run `meg eval` there first")
 
 
+def check_eval_tables(cfg: MegConfig) -> None:
+    """`meg eval`: every scheme named in ``eval.scheme_fcs`` / ``eval.scheme_channels`` is swept
+    (in ``eval.schemes``, by that exact name: ``meg+dm``'s entry is not ``meg``'s); an entry for
+    a scheme the sweep leaves out would be ignored without a word."""
+    swept = list(cfg.eval.schemes)
+    for key in ("scheme_fcs", "scheme_channels"):
+        for name, value in getattr(cfg.eval, key).items():
+            if name not in swept:
+                raise ConfigError(f"eval.{key}.{name}", value,
+                                  f"an entry for a scheme in eval.schemes={swept} (add {name} "
+                                  f"there or drop this entry)")
+
+
 def check(command: str, cfg: MegConfig) -> MegConfig:
     """Every check of ``command`` that needs no model or data; returns the config it checked."""
     if cfg.trainer:
@@ -96,4 +110,6 @@ def check(command: str, cfg: MegConfig) -> MegConfig:
     check_prompt_file(cfg)
     if command == "figures":
         check_figures_inputs(cfg)
+    if command == "eval":
+        check_eval_tables(cfg)
     return cfg

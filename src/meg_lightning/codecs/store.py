@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 from meg_lightning.codecs import pretrained
-from meg_lightning.codecs.module import CodecModule, load_codec
+from meg_lightning.codecs.module import CodecModule, load_codec, read_checkpoint, upgrade_hparams
 from meg_lightning.codecs.train import configured_checkpoint, run_dir
 from meg_lightning.config import MegConfig, data_id
 from meg_lightning.errors import ConfigError, UserError
@@ -20,18 +20,49 @@ from meg_lightning.errors import ConfigError, UserError
 LEARNED = {"codec": ("codec_checkpoints", False), "codec-adaptive": ("adaptive_checkpoints", True)}
 
 
-def _named_checkpoint(cfg: MegConfig, fc: float, key: str) -> Optional[Path]:
-    """``eval.<key>[fc]`` (codec_checkpoints | adaptive_checkpoints), or None when it names none
+def _named_entry(cfg: MegConfig, fc: float, key: str) -> Optional[tuple[str, Path]]:
+    """(the key as the user wrote it, e.g. ``eval.codec_checkpoints["0.50"]``, the path) of
+    ``eval.<key>[fc]`` (codec_checkpoints | adaptive_checkpoints), or None when it names none
     for that rate."""
     for rate, path in getattr(cfg.eval, key).items():
         try:
             if math.isclose(float(rate), fc):
-                return Path(path)
+                return f'eval.{key}["{rate}"]', Path(path)
         except ValueError:
             raise ConfigError(f"eval.{key}.{rate}", path,
                               "keys that are compression rates, e.g. "
                               f"'eval.{key}={{\"0.5\": <ckpt>}}'") from None
     return None
+
+
+def named_source(cfg: MegConfig, learned: str, fc: float) -> Optional[tuple[str, Path]]:
+    """(config key, path) of the checkpoint the config names for folder ``learned`` at rate
+    ``fc``: ``eval.<key>[fc]``, else (for ``codec``) ``codec.checkpoint`` when ``codec.fc`` is
+    that rate; None when it names none (the codec then comes from out_dir or the package)."""
+    key, shipped = LEARNED[learned]
+    entry = _named_entry(cfg, fc, key)
+    if entry is None and not shipped:
+        configured = configured_checkpoint(cfg, fc)
+        if configured is not None:
+            entry = "codec.checkpoint", configured
+    return entry
+
+
+def check_named(label: str, path: Path, fc: float,
+                train: str = "meg train-codec codec.fc={fc}") -> None:
+    """A checkpoint the user named (``label``: the key they set) exists and holds a codec of rate
+    ``fc``: else one ConfigError naming that key, its path, what it holds and what the run needs
+    (``train``: how to make one). Its latent shape is checked where it is loaded."""
+    if not path.is_file():
+        what = "a folder" if path.is_dir() else "no such file"
+        raise ConfigError(label, str(path), f"an existing codec checkpoint (.ckpt) of rate "
+                          f"{fc:g} ({what})")
+    hp = upgrade_hparams(dict(read_checkpoint(path).get("hyper_parameters") or {}))
+    rate = (hp.get("codec") or {}).get("fc")
+    if rate is not None and not math.isclose(float(rate), fc, abs_tol=1e-9):
+        raise ConfigError(label, str(path), f"a codec of rate {fc:g}: this checkpoint is one "
+                          f"of rate {float(rate):g} (name it under that rate, or train one with "
+                          f"`{train.format(fc=f'{fc:g}')}`)")
 
 
 def codec_source(cfg: MegConfig, learned: str, fc: float) -> tuple[Path, str]:
@@ -42,13 +73,9 @@ def codec_source(cfg: MegConfig, learned: str, fc: float) -> tuple[Path, str]:
     the adaptive codecs); else the codec shipped for the model (:mod:`meg_lightning.codecs.
     pretrained`). A one-line UserError says how to get one when there is none."""
     key, shipped = LEARNED[learned]
-    named = _named_checkpoint(cfg, fc, key)
+    named = named_source(cfg, learned, fc)
     if named is not None:
-        return named, "named"
-    if not shipped:
-        configured = configured_checkpoint(cfg, fc)
-        if configured is not None:
-            return configured, "named"
+        return named[1], "named"
     arch = "adaptive" if learned == "codec-adaptive" else cfg.codec.arch
     folder = run_dir(dataclasses.replace(cfg, codec=dataclasses.replace(cfg.codec, fc=fc,
                                                                         arch=arch)))
@@ -75,21 +102,18 @@ def load_learned_codec(cfg: MegConfig, learned: str, fc: float, latent_shape,
     card records its data); one in ``out_dir`` must have been trained on this run's latents; a
     named one must be of rate ``fc`` (and, for ``codec-adaptive``, an adaptive codec)."""
     path, origin = codec_source(cfg, learned, fc)
-    key = LEARNED[learned][0]
+    named = named_source(cfg, learned, fc) if origin == "named" else None
+    label = named[0] if named else "out_dir"
+    if named:
+        check_named(label, path, fc, train="make train-codec-adaptive FC={fc}"
+                    if LEARNED[learned][1] else "meg train-codec codec.fc={fc}")
     if origin == "shipped":
         codec = pretrained.load_pretrained(cfg.model, fc, latent_shape)
     else:
-        try:
-            codec = load_codec(path, latent_shape=latent_shape, fc=fc,
-                               data_id=data_id(cfg) if origin == "out_dir" else None)
-        except ConfigError as e:
-            if origin != "named" or e.key != "codec.fc":
-                raise
-            raise ConfigError(f"eval.{key}.{fc:g}", str(path),
-                              f"a codec of rate {fc:g} (this checkpoint is for fc={e.expected.split(',')[0]})"
-                              ) from None
+        codec = load_codec(path, latent_shape=latent_shape, fc=fc,
+                           data_id=data_id(cfg) if origin == "out_dir" else None)
     if LEARNED[learned][1] and not codec.adaptive:
-        raise ConfigError(f"eval.{key}.{fc:g}", str(path),
+        raise ConfigError(label, str(path),
                           "a codec trained with codec.arch=adaptive (this one is "
                           f"arch={codec.codec_cfg.arch}; evaluate it as scheme meg)")
     return codec if device is None else codec.to(device)

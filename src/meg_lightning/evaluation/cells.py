@@ -45,6 +45,12 @@ def scheme_fcs(cfg: MegConfig, scheme: str) -> list:
     return [float(f) for f in cfg.eval.scheme_fcs.get(scheme, cfg.eval.fcs)]
 
 
+def rate_key(cfg: MegConfig, scheme: str) -> str:
+    """The config key the rates of ``scheme`` come from: ``eval.scheme_fcs.<scheme>`` when the
+    config has that entry, else ``eval.fcs`` (what an error about one of them names)."""
+    return f"eval.scheme_fcs.{scheme}" if scheme in cfg.eval.scheme_fcs else "eval.fcs"
+
+
 def learned_folders() -> list[str]:
     """The trained-codec folders the registered schemes evaluate (their ``learned``), e.g.
     ``codec`` (the paper's recipe) and ``codec-adaptive``: their rows record the codec's

@@ -62,6 +62,7 @@ from tqdm.auto import tqdm
 
 from meg_lightning.channels import CHANNELS
 from meg_lightning.codecs import opta_mse
+from meg_lightning.codecs.base import code_length
 from meg_lightning.codecs.store import load_learned_codec
 from meg_lightning.config import MegConfig, save_resolved, to_dict
 from meg_lightning.data.prompts import get_prompts
@@ -71,6 +72,7 @@ from meg_lightning.evaluation.cells import (
     cell_seed,
     codec_ids,
     enumerate_cells,
+    rate_key,
     row_codec_id,
     sweep_hash,
 )
@@ -130,6 +132,34 @@ def _build_schemes(cells, ctx: BuildContext) -> dict[tuple[str, Optional[float],
         if sk not in schemes:
             schemes[sk] = build(c.scheme, ctx, c.fc)
     return schemes
+
+
+def check_rates(cfg: MegConfig, cells, numel: int) -> None:
+    """Every swept rate gives a code of at least one symbol, k = round(fc |z|) >= 1; else a
+    one-line ConfigError naming the key the rate came from (``eval.fcs`` or
+    ``eval.scheme_fcs.<scheme>``), before anything is written."""
+    for c in cells:
+        if c.fc is None:
+            continue
+        try:
+            code_length(c.fc, numel)
+        except ConfigError:
+            raise ConfigError(rate_key(cfg, c.scheme), c.fc,
+                              f"a rate giving {c.scheme} at least one symbol: k = round(fc x "
+                              f"|z|) >= 1 for |z| = {numel}, i.e. fc >= {0.5 / numel:.3g}"
+                              ) from None
+
+
+def warn_few_latents(n: int, numel: int) -> None:
+    """One warning line when the linear code is fitted on no more training latents than a latent
+    has dimensions: the sample covariance then has rank < |z|, so the code knows only the
+    directions those latents span."""
+    if n <= numel:
+        warnings.warn(f"linear: fitted on {n} training latents, no more than the {numel} "
+                      f"dimensions of a latent (|z|): their covariance has rank <= {n - 1} < "
+                      f"{numel}, so the code fits these latents, not the test ones (and OPTA "
+                      f"stays empty); use more than {numel} training latents (raise "
+                      "data.num_prompts)", stacklevel=3)
 
 
 def _memo(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -207,6 +237,8 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
     device = _device(cfg)
     dm = datamodule if datamodule is not None else _default_datamodule(cfg) if todo else None
     latent_shape = tuple(dm.latent_shape) if dm is not None else ()
+    if todo:
+        check_rates(cfg, todo, math.prod(latent_shape))
     if todo and decode_image is None:
         vae = vae if vae is not None else _default_vae(cfg, device)
         vae.eval()
@@ -236,6 +268,14 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
 
     injected_linear = dict(linear_codes or {})
 
+    def linear_code(fc: float) -> Any:
+        if fc in injected_linear:
+            return injected_linear[fc]
+        if "linear_checked" not in cache:  # once per sweep
+            cache["linear_checked"] = True
+            warn_few_latents(len(z_train()), math.prod(latent_shape))
+        return _default_linear(fc, z_train(), device)
+
     def pipe() -> Any:
         if "pipeline" not in cache:
             cache["pipeline"] = (pipeline if pipeline is not None
@@ -247,8 +287,7 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
         z_train=z_train, pipeline=pipe, train_prompts=train_prompts,
         codec=_memo(lambda learned, fc: injected.get((learned, fc))
                     or load_learned_codec(cfg, learned, fc, latent_shape, device)),
-        linear_code=_memo(lambda fc: injected_linear.get(fc)
-                          or _default_linear(fc, z_train(), device)))
+        linear_code=_memo(linear_code))
     schemes = _build_schemes(todo, ctx) if todo else {}
 
     def compute_parts():
