@@ -41,6 +41,24 @@ def time_batched(n: int, blocks: int, seed_dim: int, episodes_rounds: int) -> fl
     return episodes_rounds * n * blocks / (time.perf_counter() - t0)
 
 
+def time_math(n: int, blocks: int, seed_dim: int, rounds: int) -> float:
+    """Steps/s of the episode math alone, batched, without the env: draw N seeds and their
+    fading, send them through the channel layer with equal power, score the latent MSE. The
+    bound of any batched env that does this math (what the TorchRL env adds is the rest)."""
+    source = GaussianSeeds(seed_dim)
+    link = make_channel("rayleigh", snr_db=20.0, num_blocks=blocks, equalizer="mmse",
+                        normalize=False)
+    rng = torch.Generator().manual_seed(0)
+    power = torch.ones(n, blocks)
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        x, z = source.sample(n, rng)
+        h = torch.complex(*(torch.randn(2, n, blocks, generator=rng) * math.sqrt(0.5)))
+        x_hat = link(x, mode="eval", power=power, h=h, generator=rng)["x_hat"]
+        (source.decode(x_hat) - z).square().mean(1)
+    return rounds * n * blocks / (time.perf_counter() - t0)
+
+
 def time_loop(n: int, blocks: int, seed_dim: int) -> float:
     """Steps/s of the same episodes run one at a time in plain Python / torch."""
     source = GaussianSeeds(seed_dim)
@@ -90,19 +108,24 @@ def main() -> None:
 
     print(f"machine: {os.cpu_count()} CPUs ({cpu_model()}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s)")
-    batched, loop = [], []
+    batched, loop, bare = [], [], []
     for r in range(args.rounds):
-        order = (("batched", "loop") if r % 2 == 0 else ("loop", "batched"))
+        order = (("batched", "math", "loop") if r % 2 == 0 else ("loop", "math", "batched"))
         for which in order:
             if which == "batched":
                 batched.append(time_batched(args.envs, args.blocks, args.seed_dim, 5))
+            elif which == "math":
+                bare.append(time_math(args.envs, args.blocks, args.seed_dim, 5))
             else:
                 loop.append(time_loop(args.loop_episodes, args.blocks, args.seed_dim))
-    b, lp = statistics.median(batched), statistics.median(loop)
+    b, lp, m = statistics.median(batched), statistics.median(loop), statistics.median(bare)
     print(f"env steps/s, N={args.envs}, B={args.blocks}, k={args.seed_dim} (median of {args.rounds}):")
     print(f"  batched MEGPowerEnv (TensorDict)  {b:12,.0f}")
+    print(f"  the episode math alone, batched   {m:12,.0f}   (the bound of a batched env)")
     print(f"  per-episode Python loop           {lp:12,.0f}")
     print(f"  ratio batched / loop              {b / lp:12.1f}x")
+    print(f"  ratio math alone / loop           {m / lp:12.1f}x")
+    print(f"  share of the env's time in the math {m and b / m:10.0%}")
     if args.ppo_frames > 0:
         fps, secs = time_ppo(args.ppo_frames)
         print(f"PPO training: {fps:,.0f} frames/s ({args.ppo_frames} frames in {secs:.1f} s, "

@@ -156,7 +156,7 @@ BAD_INPUTS = [
     ("train-ppo", ["ppo.avg_snr_db=inf"], ["ppo.avg_snr_db=inf"]),
     ("train-ppo", ["ppo.checkpoint={w}/files/missing.pt"], ["ppo.checkpoint=", "not found"]),
     ("train-ppo", ["ppo.checkpoint={w}/files/junk.ckpt"], ["junk.ckpt", "could not be read"]),
-    ("train-ppo", ["ppo.scheme=meg"], ["no trained codec for fc=0.5", "codec.checkpoint"]),
+    ("train-ppo", ["ppo.scheme=meg"], ["no trained codec for fc=0.5", "eval.codec_checkpoints"]),
     ("train-ppo", ["out_dir={w}/files/a_file"], ["out_dir=", "is a file"]),
     # eval
     ("eval", ["eval.snrs_db=[]"], ["eval.snrs_db=[]", "non-empty"]),

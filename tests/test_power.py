@@ -17,9 +17,19 @@ from torchrl.envs.utils import check_env_specs
 from meg_lightning.channels import theory
 from meg_lightning.compose import load_config
 from meg_lightning.errors import ConfigError, UserError
-from meg_lightning.power import (CausalDP, DPPolicy, EqualPolicy, GaussianSeeds, LatentSeeds,
-                                 MEGPowerEnv, OraclePolicy, equal_power, make_env, oracle_power,
-                                 proxy_mse)
+from meg_lightning.power import (
+    CausalDP,
+    DPPolicy,
+    EqualPolicy,
+    GaussianSeeds,
+    LatentSeeds,
+    MEGPowerEnv,
+    OraclePolicy,
+    equal_power,
+    make_env,
+    oracle_power,
+    proxy_mse,
+)
 
 B = 8
 
@@ -288,9 +298,14 @@ def test_fig10_sweep_csv(tmp_path):
     rows = list(csv.DictReader(path.open()))
     assert tuple(rows[0]) == FIG10_COLUMNS
     assert {(float(r["p_max_mw"]), r["policy"]) for r in rows} == {
-        (p, k) for p in (0.5, 4.0) for k in ("ppo", "equal")}
-    eq = {float(r["p_max_mw"]): float(r["latent_mse"]) for r in rows if r["policy"] == "equal"}
-    assert eq[4.0] < eq[0.5]  # more power, less distortion (N0 fixed)
+        (p, k) for p in (0.5, 4.0) for k in ("ppo", "equal", "causal_dp", "oracle")}
+    mse = {(float(r["p_max_mw"]), r["policy"]): float(r["latent_mse"]) for r in rows}
+    assert mse[4.0, "equal"] < mse[0.5, "equal"]  # more power, less distortion (N0 fixed)
+    for p in (0.5, 4.0):  # same draws for every policy: the planners beat equal power
+        assert mse[p, "oracle"] <= mse[p, "causal_dp"] * 1.02 and mse[p, "causal_dp"] < mse[p, "equal"]
+        lo, hi = (float(r[f"latent_mse_{s}"]) for r in rows for s in ("lo", "hi")
+                  if float(r["p_max_mw"]) == p and r["policy"] == "equal")
+        assert lo < mse[p, "equal"] < hi
     assert all(math.isnan(float(r["fid"])) for r in rows)  # gaussian seeds: no images
 
 
@@ -320,9 +335,190 @@ def test_power_policies_are_registered_and_offered_by_their_model():
 
     assert {"equal", "causal_dp", "oracle", "ppo"} <= set(POLICIES.names())
     assert POLICIES["ppo"].learned and not POLICIES["oracle"].causal
-    mmse, zf = gaussian_env(4), MEGPowerEnv(GaussianSeeds(256), num_envs=4, num_blocks=B,
-                                           equalizer="zf", seed=0)
-    assert set(baseline_policies(mmse)) == {"equal", "causal_dp", "oracle"}
-    assert set(baseline_policies(zf)) == {"equal"}  # the DP and the oracle model MMSE
+    zf = MEGPowerEnv(GaussianSeeds(256), num_envs=4, num_blocks=B, equalizer="zf", seed=0)
+    ranged = MEGPowerEnv(GaussianSeeds(256), num_envs=4, num_blocks=B, snr_db=(-10.0, 10.0),
+                         seed=0)
+    assert set(baseline_policies(gaussian_env(4))) == {"equal", "causal_dp", "oracle"}
+    assert set(baseline_policies(zf)) == {"equal", "causal_dp", "oracle"}
+    # the DP and the oracle optimise the link model at one SNR: not offered over an SNR range
+    assert set(baseline_policies(ranged)) == {"equal"}
     with pytest.raises(ConfigError, match="ppo.policies='greedy'"):
         POLICIES["greedy"]
+
+
+# -- link model, floors, the residual action, SNR ranges ----------------------------------------
+def _random_model(blocks: int, k: int = 24, seed: int = 0):
+    from meg_lightning.power.baselines import LinkModel
+
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.rand(k, generator=gen, dtype=torch.float64) ** 3  # uneven error shares
+    e = 0.2 + 2 * torch.rand(k, generator=gen, dtype=torch.float64)
+    return LinkModel.from_symbols(w, e, blocks)
+
+
+@pytest.mark.parametrize("floor", [0.0, 0.2])
+def test_causal_dp_is_the_brute_force_optimum_of_a_general_model(floor):
+    """B = 3 blocks, an uneven codec-like link model, a power floor: V_0 of the DP equals the
+    causal minimum written out by brute force over a 4x finer action grid, and its allocations
+    keep the budget and the floors."""
+    blocks, snr_db, q = 3, 0.0, 12
+    model = _random_model(blocks)
+    dp = CausalDP(blocks, snr_db, grid=150, quantiles=q, model=model, min_power=floor)
+    s2 = theory.noise_var_from_snr_db(snr_db)
+    g = -torch.log1p(-(torch.arange(q, dtype=torch.float64) + 0.5) / q)
+    free = blocks * (1 - floor)
+
+    def d(t, p, gain):  # block t's cost at free power p (any shape) and gain
+        return model.block_cost((floor + p) * gain, s2, block=t)
+
+    def v_last(r):  # (...,) -> (...): the last block spends what is left
+        return d(2, r[..., None], g).mean(-1)
+
+    def v_mid(r):  # V_1(r) for r (R,): min over a fine grid of spends, averaged over g_1
+        frac = torch.linspace(0, 1, 601, dtype=torch.float64)
+        p = r[:, None] * frac[None, :]  # (R, A)
+        cost = d(1, p[:, None, :], g[None, :, None]) + v_last(r[:, None] - p)[:, None, :]
+        return cost.min(-1).values.mean(-1)
+
+    frac = torch.linspace(0, 1, 601, dtype=torch.float64)
+    p0 = free * frac  # (A,)
+    v1 = v_mid(free - p0)
+    v0 = (d(0, p0[None, :], g[:, None]) + v1[None, :]).min(-1).values.mean()
+    assert float(dp.value[0, -1]) == pytest.approx(float(v0), rel=2e-3)
+    gains = torch.distributions.Exponential(1.0).sample((2000, blocks)).double()
+    p = dp.allocate(gains)
+    assert torch.allclose(p.sum(-1), torch.full((2000,), float(blocks), dtype=torch.float64))
+    assert float(p.min()) >= floor - 1e-9
+    # the DP beats equal power on the same draws, under the model it optimises
+    assert float(model.distortion(p, gains, s2).mean()) < float(
+        model.distortion(equal_power(gains), gains, s2).mean())
+
+
+def test_oracle_is_the_optimum_of_a_general_model_with_a_floor():
+    """The nested bisection of the oracle beats every random feasible allocation of the same
+    draws (a brute-force search over 4,000 candidates per episode)."""
+    blocks, snr_db, floor = 4, 5.0, 0.1
+    model = _random_model(blocks, seed=3)
+    s2 = theory.noise_var_from_snr_db(snr_db)
+    gains = torch.distributions.Exponential(1.0).sample((20, blocks)).double()
+    p = oracle_power(gains, snr_db, model=model, min_power=floor)
+    assert torch.allclose(p.sum(-1), torch.full((20,), float(blocks), dtype=torch.float64))
+    assert float(p.min()) >= floor - 1e-9
+    best = model.distortion(p, gains, s2)
+    cand = torch.distributions.Dirichlet(torch.ones(blocks)).sample((4000,)).double()
+    cand = floor + cand * blocks * (1 - floor)  # (C, B) feasible allocations
+    for i in range(20):
+        d = model.distortion(cand, gains[i].expand_as(cand), s2)
+        assert float(best[i]) <= float(d.min()) + 1e-9
+
+
+def test_residual_action_at_zero_is_equal_power_and_keeps_the_budget():
+    from meg_lightning.power.train import ResidualAction
+
+    for floor in (0.0, 0.01, 0.3):
+        env = gaussian_env(64, seed=1, min_power=floor)
+        act = ResidualAction(B, floor)
+        td = env.reset()
+        spent = torch.zeros(64, 1)
+        for _ in range(B):
+            a = act(torch.zeros(64, 1), td["budget"], td["t"])
+            td["action"] = a
+            td = env.step(td)["next"]
+            spent += a
+        torch.testing.assert_close(td["power"], torch.full_like(td["power"], 1 / B))
+        # any delta: never beyond the budget, every block at least its floor
+        env = gaussian_env(64, seed=1, min_power=floor)
+        td, total = env.reset(), torch.zeros(64, 1)
+        for _ in range(B):
+            a = act(torch.randn(64, 1) * 5, td["budget"], td["t"])
+            assert float((a - floor / B).min()) >= -1e-6
+            td["action"] = a
+            td = env.step(td)["next"]
+            total += a
+        assert float(total.max()) <= 1 + 1e-5
+
+
+def test_snr_range_env_draws_each_episode_snr_and_observes_it():
+    env = gaussian_env(2000, seed=4, snr_db=(-10.0, 10.0))
+    td = env.reset()
+    snr = td["snr_db"].squeeze(-1)
+    assert float(snr.min()) >= -10 and float(snr.max()) <= 10 and float(snr.std()) > 4
+    torch.testing.assert_close(td["snr"].squeeze(-1), snr / 10)
+    end = env.rollout(B, EqualPolicy(env), tensordict=td, auto_reset=False)[:, -1]["next"]
+    g = end["fading"].square().sum(-1).double()
+    want = torch.stack([proxy_mse(torch.ones(1, B, dtype=torch.float64), g[i:i + 1], float(s))
+                        for i, s in enumerate(snr)]).squeeze(-1)
+    torch.testing.assert_close(end["expected_mse"].squeeze(-1).double(), want, rtol=1e-4,
+                               atol=1e-6)
+
+
+def test_frames_per_batch_without_episode_end_is_refused(tmp_path, capsys):
+    from meg_lightning.cli import run
+
+    out = tmp_path / "run"
+    code = run(["train-ppo", f"out_dir={out}", "ppo.num_envs=64", "ppo.num_blocks=8",
+                "ppo.frames_per_batch=256"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ppo.frames_per_batch" in err[0] and "512" in err[0]
+    assert not out.exists()
+
+
+def test_non_finite_reward_stops_training(tmp_path, monkeypatch):
+    from meg_lightning.power import env as env_mod
+    from meg_lightning.power.train import main
+
+    real = env_mod.MEGPowerEnv._step
+
+    def poisoned(self, td):
+        out = real(self, td)
+        out["reward"] = out["reward"] * float("nan")
+        return out
+
+    monkeypatch.setattr(env_mod.MEGPowerEnv, "_step", poisoned)
+    with pytest.raises(UserError, match="reward"):
+        main(small_cfg(tmp_path))
+
+
+def test_power_saved_interpolates_equal_power_in_db():
+    from meg_lightning.power.sweep import power_saved
+
+    rows = [{"p_max_mw": p, "policy": "equal", "fid": f} for p, f in ((1.0, 100.0), (10.0, 50.0))]
+    rows += [{"p_max_mw": 1.0, "policy": "ppo", "fid": 75.0},  # equal needs 5 dB more
+             {"p_max_mw": 10.0, "policy": "ppo", "fid": 40.0}]  # beyond equal's curve
+    power_saved(rows, "fid")
+    got = {(r["p_max_mw"], r["policy"]): r["power_saved_db"] for r in rows}
+    assert got[1.0, "ppo"] == pytest.approx(5.0)
+    assert math.isnan(got[10.0, "ppo"]) and math.isnan(got[1.0, "equal"])
+
+
+def test_block_table_covers_every_count(tmp_path):
+    from meg_lightning.power.evaluate import BLOCK_COLUMNS
+    from meg_lightning.power.sweep import block_table
+
+    cfg = small_cfg(tmp_path, "ppo.total_frames=512", "ppo.num_blocks=4")
+    path = block_table(cfg, [2, 4])
+    rows = list(csv.DictReader(path.open()))
+    assert tuple(rows[0]) == BLOCK_COLUMNS
+    assert {(int(r["num_blocks"]), r["policy"]) for r in rows} == {
+        (b, k) for b in (2, 4) for k in ("equal", "causal_dp", "oracle", "ppo")}
+    for b in (2, 4):
+        r = {x["policy"]: float(x["vs_causal_dp"]) for x in rows if int(x["num_blocks"]) == b}
+        assert r["causal_dp"] == 1.0 and r["oracle"] < 1.0 < r["equal"]
+
+
+def test_power_report_section_reads_the_run(tmp_path):
+    """The report section from a real (tiny) run: the held-out table, Fig. 10 with a verdict per
+    budget, and the block-count table."""
+    from meg_lightning.power.report import markdown
+    from meg_lightning.power.sweep import main
+
+    cfg = small_cfg(tmp_path, "ppo.total_frames=512", "ppo.num_blocks=4",
+                    "ppo.fig10_powers=[0.5,4]", "ppo.block_counts=[2,4]")
+    main(cfg)
+    text = "\n".join(markdown(tmp_path))
+    for name in ("equal", "causal_dp", "oracle", "ppo"):
+        assert f"| {name} |" in text
+    assert "### Fig. 10" in text and "### Block counts" in text
+    assert text.count("- P_max ") == 2 and "PPO / causal DP = " in text
+    assert markdown(tmp_path / "nothing") == []

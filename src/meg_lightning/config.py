@@ -171,22 +171,31 @@ class CodecConfig:
             _check(f"{p}.val_snrs_db", list(self.val_snrs_db), _finite(v), "a list of finite dB values")
 
 
+#: the seed sources of the power-control env (meg_lightning.power.env.SCHEMES)
+PPO_SCHEMES = ("gaussian", "feature", "meg", "meg-adaptive")
+
+
 @dataclass
 class PPOConfig:
     """Seed power control by PPO (paper Sec. IV, Algorithm 3)."""
 
-    scheme: str = "gaussian"  # gaussian (synthetic unit seeds: fast proxy) | meg (codec) | feature
+    scheme: str = "gaussian"  # gaussian (synthetic unit seeds: fast proxy) | feature | meg | meg-adaptive
     channel: str = "rayleigh"  # the fading channel model of the power-controlled link
     reward: str = "latent_mse"  # latent_mse | psnr | fid (eq. 34)
     num_blocks: int = 8  # fading blocks per seed = episode length
     seed_dim: int = 512  # gaussian scheme: seed length k in real symbols (2 per channel use)
     seed_features: int = 4  # size of the per-block seed summary in the state (chunk energies)
-    equalizer: str = "mmse"  # receiver of the power-controlled link: mmse | zf (perfect CSI)
+    equalizer: Optional[str] = None  # mmse | zf; null: the codec's own (meg, meg-adaptive), else mmse
     p_max_mw: float = 8.0  # total power budget per seed (30c), in mW
     avg_snr_db: Optional[float] = 20.0  # if set, N0 is chosen so that P_max / B / N0 equals this SNR
+    train_snr_db: Optional[list[float]] = None  # [lo, hi]: train one policy over these average
+    # SNRs (each episode draws one; the policy observes it), e.g. for every Fig. 10 budget
+    min_power: float = 0.01  # every block's floor, relative to the equal share P_max / B
+    action: str = "residual"  # residual (a change of the equal share of what remains) | absolute
+    # (the paper's eq. 32: a fraction of P_max)
     num_envs: int = 256  # parallel episodes per batch (FID reward: the set FID is computed over)
-    frames_per_batch: int = 8192  # environment steps per PPO iteration
-    total_frames: int = 2_000_000  # total environment steps
+    frames_per_batch: int = 8192  # environment steps per PPO iteration (>= num_envs x num_blocks)
+    total_frames: int = 400_000  # total environment steps
     lr: float = 3e-4  # Adam learning rate (actor and critic)
     gamma: float = 1.0  # discount (finite horizon, terminal reward)
     lmbda: float = 0.9  # GAE lambda (0.9: the critic is accurate, see power/train.py)
@@ -199,22 +208,45 @@ class PPOConfig:
     eval_episodes: int = 10_000  # held-out channel draws shared by all policies
     checkpoint: Optional[str] = None  # policy checkpoint to resume from / evaluate
     fig10_powers: Optional[list[float]] = None  # budgets (mW): also run the Fig. 10 sweep (CSV)
+    block_counts: Optional[list[int]] = None  # also train and compare at these block counts
+    block_frames: Optional[int] = None  # training frames of each other block count (null: total_frames)
 
     def validate(self, p: str) -> None:
         if self.fig10_powers is not None:
             _check(f"{p}.fig10_powers", list(self.fig10_powers),
                    len(self.fig10_powers) > 0 and all(_finite(v) and v > 0 for v in self.fig10_powers),
                    "a non-empty list of budgets > 0 (mW) or null")
-        _check(f"{p}.scheme", self.scheme, self.scheme in ("meg", "feature", "gaussian"),
-               "one of meg, feature, gaussian")
+            _no_duplicates(f"{p}.fig10_powers", list(self.fig10_powers))
+        if self.block_counts is not None:
+            v = list(self.block_counts)
+            _check(f"{p}.block_counts", v, len(v) > 0 and all(isinstance(b, int) and b > 0
+                                                             for b in v),
+                   "a non-empty list of positive block counts or null")
+            _no_duplicates(f"{p}.block_counts", v)
+        if self.train_snr_db is not None:
+            r = list(self.train_snr_db)
+            _check(f"{p}.train_snr_db", r, len(r) == 2 and all(_finite(v) for v in r)
+                   and r[0] <= r[1], "[lo, hi] with finite lo <= hi (dB) or null")
+        _check(f"{p}.scheme", self.scheme, self.scheme in PPO_SCHEMES,
+               f"one of {', '.join(PPO_SCHEMES)}")
         _check(f"{p}.reward", self.reward, self.reward in ("latent_mse", "psnr", "fid"),
                "one of latent_mse, psnr, fid")
         _check(f"{p}.p_max_mw", self.p_max_mw, _finite(self.p_max_mw) and self.p_max_mw > 0,
                "a number > 0 (mW)")
-        _check(f"{p}.equalizer", self.equalizer, self.equalizer in ("mmse", "zf"), "mmse or zf")
+        if self.equalizer is not None:
+            _check(f"{p}.equalizer", self.equalizer, self.equalizer in ("mmse", "zf"),
+                   "mmse, zf or null (the scheme's own)")
+        _check(f"{p}.action", self.action, self.action in ("residual", "absolute"),
+               "residual or absolute")
+        _check(f"{p}.min_power", self.min_power, _finite(self.min_power)
+               and 0 <= self.min_power < 1, "a number in [0, 1) (of the equal share)")
         if self.avg_snr_db is not None:
             _check(f"{p}.avg_snr_db", self.avg_snr_db, _finite(self.avg_snr_db),
                    "a finite number (dB) or null")
+        if self.block_frames is not None:
+            _check(f"{p}.block_frames", self.block_frames,
+                   isinstance(self.block_frames, int) and self.block_frames > 0,
+                   "a positive integer or null (ppo.total_frames)")
         for k in ("num_blocks", "seed_dim", "seed_features", "num_envs", "frames_per_batch",
                   "total_frames", "num_epochs", "minibatch_size", "hidden", "eval_episodes"):
             v = getattr(self, k)
@@ -225,6 +257,9 @@ class PPOConfig:
         _check(f"{p}.lr", self.lr, _finite(self.lr) and self.lr > 0, "a number > 0")
         _check(f"{p}.clip_epsilon", self.clip_epsilon,
                _finite(self.clip_epsilon) and 0 < self.clip_epsilon < 1, "a number in (0, 1)")
+        episode = self.num_envs * self.num_blocks
+        _check(f"{p}.frames_per_batch", self.frames_per_batch, self.frames_per_batch >= episode,
+               f">= ppo.num_envs x ppo.num_blocks = {episode} (a batch must hold whole episodes)")
 
 
 def _no_duplicates(key: str, values: list) -> None:

@@ -21,7 +21,7 @@ from meg_lightning.data import build_datamodule
 from meg_lightning.data.prompts import get_prompts
 from meg_lightning.errors import ConfigError, UserError
 from meg_lightning.generation import load_vae, resolve_device
-from meg_lightning.mini.classifier import AttributeClassifier, all_match, load_classifier
+from meg_lightning.mini.classifier import prompt_judge
 
 
 def _device(cfg: MegConfig) -> torch.device:
@@ -82,26 +82,12 @@ def latent_spectrum(z_train: Tensor) -> np.ndarray:
 def _default_judge(cfg: MegConfig, extractor: Any = None
                    ) -> Optional[Callable[[Tensor, Tensor], Tensor]]:
     """For model ``mini``: (images, cache indices) -> (b,) bool, whether each image's five
-    attributes all match its prompt (the shipped classifier); None for other models.
-
-    When ``extractor`` (the FID feature extractor) is that classifier (mini-FID), the judge is
-    built on it and also judges from its features (``judge.from_features(features, index)``,
-    ``judge.features_of is extractor``): the sweep then runs the classifier once per batch."""
+    attributes all match its prompt (:func:`~meg_lightning.mini.classifier.prompt_judge`); None
+    for other models."""
     if cfg.model != "mini":
         return None
-    prompts = get_prompts(cfg.data.prompts, cfg.data.num_prompts, cfg.data.prompt_column)
-    shared = isinstance(extractor, AttributeClassifier)
-    clf = extractor if shared else load_classifier()
-
-    def judge(images: Tensor, index: Tensor) -> Tensor:
-        return all_match(images.cpu(), [prompts[int(i)] for i in index], clf)
-
-    def from_features(features: Tensor, index: Tensor) -> Tensor:
-        return all_match(None, [prompts[int(i)] for i in index], clf, features=features)
-
-    judge.features_of = clf if shared else None
-    judge.from_features = from_features
-    return judge
+    return prompt_judge(get_prompts(cfg.data.prompts, cfg.data.num_prompts,
+                                    cfg.data.prompt_column), extractor)
 
 
 def judge_batch(judge: Callable[[Tensor, Tensor], Tensor], images: Tensor, index: Tensor,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -176,6 +176,28 @@ def semantic_accuracy(images: Tensor, prompts: Sequence[str],
                       classifier: AttributeClassifier | None = None) -> float:
     """Share of images whose five attributes all match their prompt's (parsed from the caption)."""
     return float(all_match(images, prompts, classifier).float().mean())
+
+
+def prompt_judge(prompts: Sequence[str], extractor: Any = None
+                 ) -> Callable[[Tensor, Tensor], Tensor]:
+    """(images, indices into ``prompts``) -> (b,) bool: whether each image's five attributes all
+    match its prompt's (the shipped classifier).
+
+    When ``extractor`` (the FID feature extractor) is that classifier (mini-FID), the judge is
+    built on it and also judges from its features (``judge.from_features(features, index)``,
+    ``judge.features_of is extractor``), so a caller runs the classifier once per batch."""
+    shared = isinstance(extractor, AttributeClassifier)
+    clf = extractor if shared else load_classifier()
+
+    def judge(images: Tensor, index: Tensor) -> Tensor:
+        return all_match(images.cpu(), [prompts[int(i)] for i in index], clf)
+
+    def from_features(features: Tensor, index: Tensor) -> Tensor:
+        return all_match(None, [prompts[int(i)] for i in index], clf, features=features)
+
+    judge.features_of = clf if shared else None
+    judge.from_features = from_features
+    return judge
 
 
 def domain_features(model: Optional[str], kind: str = "auto"

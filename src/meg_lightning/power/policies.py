@@ -10,13 +10,12 @@ caps it by what remains and spends the rest on the last block). Evaluation
 
 from __future__ import annotations
 
-import functools
 from typing import Any, ClassVar, Optional
 
 import torch
 from tensordict import TensorDictBase
 
-from meg_lightning.power.baselines import CausalDP, oracle_power
+from meg_lightning.power.baselines import CausalDP, LinkModel, oracle_power
 from meg_lightning.power.env import MEGPowerEnv
 from meg_lightning.registry import Registry
 
@@ -29,22 +28,22 @@ class PowerPolicy:
 
     - ``causal``: it sees only the gains of the blocks so far (the oracle sees all of them);
     - ``learned``: it is trained (``meg train-ppo``) and loaded from a checkpoint;
-    - ``mmse_model``: it is optimal for the MMSE-equalised Gaussian proxy only, so it is offered
-      for envs with an MMSE receiver (the DP and the oracle).
+    - ``model_based``: it optimises the env's link model (:attr:`MEGPowerEnv.link_model`) and
+      needs an env with one average SNR.
     """
 
     name: ClassVar[str] = ""
     order: ClassVar[int] = 0
     causal: ClassVar[bool] = True
     learned: ClassVar[bool] = False
-    mmse_model: ClassVar[bool] = False
+    model_based: ClassVar[bool] = False
 
     @classmethod
     def build(cls, env: MEGPowerEnv, cfg: Any = None) -> "PowerPolicy":
         return cls(env)
 
     def __init__(self, env: MEGPowerEnv):
-        self.num_blocks, self.snr_db = env.num_blocks, env.snr_db
+        self.num_blocks = env.num_blocks
 
     def __call__(self, td: TensorDictBase) -> TensorDictBase:
         raise NotImplementedError
@@ -66,15 +65,15 @@ class EqualPolicy(PowerPolicy):
 
 @POLICIES.register("causal_dp")
 class DPPolicy(PowerPolicy):
-    """The causal optimum of the proxy by dynamic programming (:class:`CausalDP`): reads only
-    ``g`` (g_t), ``budget`` and ``step``."""
+    """The causal optimum of the env's link model by dynamic programming (:class:`CausalDP`):
+    reads only ``g`` (g_t), ``budget`` and ``step``."""
 
     order = 1
-    mmse_model = True
+    model_based = True
 
     def __init__(self, env: MEGPowerEnv):
         super().__init__(env)
-        self.dp = causal_dp(env.num_blocks, env.snr_db)
+        self.dp = causal_dp(env.num_blocks, env.snr_db, env.link_model, env.min_power)
 
     def __call__(self, td):
         B = self.num_blocks
@@ -86,37 +85,52 @@ class DPPolicy(PowerPolicy):
 @POLICIES.register("oracle")
 class OraclePolicy(PowerPolicy):
     """The non-causal oracle: it peeks at the gains of all B blocks (the env's hidden state) and
-    water-fills them (:func:`oracle_power`)."""
+    water-fills them for the env's link model (:func:`oracle_power`), once per episode."""
 
     order = 2
     causal = False
-    mmse_model = True
+    model_based = True
 
     def __init__(self, env: MEGPowerEnv):
         super().__init__(env)
-        self.block_gains = env.block_gains
+        self.block_gains, self.snr_db = env.block_gains, env.snr_db
+        self.model, self.min_power = env.link_model, env.min_power
+        self._plan: Optional[torch.Tensor] = None
 
     def __call__(self, td):
-        g = self.block_gains(td["fading"])  # (N, B)
-        p = oracle_power(g, self.snr_db) / self.num_blocks  # fractions of P_max
         t = td["step"].clamp(max=self.num_blocks - 1)  # (N, 1)
-        return td.set("action", p.gather(1, t).to(td["budget"].dtype))
+        if self._plan is None or int(t.min()) == 0:  # a new episode: plan its B blocks
+            g = self.block_gains(td["fading"])  # (N, B)
+            self._plan = oracle_power(g, self.snr_db, model=self.model,
+                                      min_power=self.min_power) / self.num_blocks
+        return td.set("action", self._plan.gather(1, t).to(td["budget"].dtype))
 
 
-@functools.lru_cache(maxsize=16)
-def causal_dp(num_blocks: int, snr_db: float) -> CausalDP:
-    """The DP tables depend only on (B, SNR): build each once per process (~2 s)."""
-    return CausalDP(num_blocks, snr_db)
+_DP_CACHE: dict[tuple, CausalDP] = {}
+
+
+def causal_dp(num_blocks: int, snr_db: float, model: Optional[LinkModel] = None,
+              min_power: float = 0.0) -> CausalDP:
+    """The DP tables depend only on (B, SNR, the link model, the floor): build each once per
+    process (~2 s)."""
+    key = (num_blocks, float(snr_db), float(min_power),
+           None if model is None else (model.weight.numpy().tobytes(),
+                                       model.energy.numpy().tobytes()))
+    if key not in _DP_CACHE:
+        if len(_DP_CACHE) >= 32:
+            _DP_CACHE.pop(next(iter(_DP_CACHE)))
+        _DP_CACHE[key] = CausalDP(num_blocks, snr_db, model=model, min_power=min_power)
+    return _DP_CACHE[key]
 
 
 def baseline_policies(env: MEGPowerEnv, names: Optional[list[str]] = None) -> dict[str, PowerPolicy]:
-    """The registered policies that need no training (``names``: a subset), those with an MMSE
-    model only when the env's receiver is MMSE."""
+    """The registered policies that need no training (``names``: a subset); the model-based ones
+    only for an env with one average SNR."""
     out = {}
     for name, cls in POLICIES.items():
         if cls.learned or (names is not None and name not in names):
             continue
-        if cls.mmse_model and env.equalizer != "mmse":
+        if cls.model_based and not env.fixed_snr:
             continue
         out[name] = cls.build(env)
     return out

@@ -1,12 +1,20 @@
 """`meg train-ppo`: PPO for seed power allocation (paper Sec. IV-C, Algorithm 3, eqs. 35-40).
 
-One straight script. The actor is a tanh-squashed Gaussian on [0, 1] (the action a_t of eq. 32)
-reading the causal state of eq. 31, ``observation`` = [g_t, log10 g_t, remaining budget, remaining
-budget per block left, t/B, seed summary]; it starts near the tie allocation a_t = 1/B. The critic
-also reads the received SNR of the blocks already sent and the gains of all blocks (see
-``CRITIC_KEYS``). Rewards are divided by the magnitude of the equal-power reward (measured once on
-a training batch), so the terminal reward is O(1) for every reward kind and SNR; advantages are
-normalised per minibatch; the learning rate decays linearly to 0.
+One straight script. The actor reads the causal state of eq. 31, ``observation`` = [g_t,
+log10 g_t, remaining budget, remaining budget per block left, t/B, average SNR, seed summary]; the
+critic also reads the received SNR of the blocks already sent and the gains of all blocks (see
+``CRITIC_KEYS``). Two action parameterisations (``ppo.action``):
+
+- ``residual`` (default): a Gaussian ``delta`` moves the equal share of what remains: block t
+  spends the fraction ``sigmoid(logit(1 / (B - t)) + delta)`` of the power left above the floors
+  (:class:`ResidualAction`). ``delta = 0`` is exactly equal power, so training starts from the
+  tie allocation, every action is feasible, and the last block spends the rest by construction.
+- ``absolute``: the paper's eq. 32, a tanh-squashed Gaussian ``a_t`` on [0, 1], the fraction of
+  P_max, started near ``1/B``.
+
+Rewards are divided by the magnitude of the equal-power reward (measured once on a training
+batch), so the terminal reward is O(1) for every reward kind and SNR; advantages are normalised
+per minibatch; the learning rate decays linearly to 0.
 
 Outputs under ``{out_dir}/ppo/``: ``checkpoint.pt`` (written atomically after every batch; a rerun
 resumes from it), ``config.yaml``, ``eval.json`` (held-out comparison with the baselines) and the
@@ -23,8 +31,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from tensordict.nn import NormalParamExtractor, TensorDictModule
+from tensordict.nn import NormalParamExtractor, TensorDictModule, TensorDictSequential
 from torch import nn
+from torch.distributions import Normal
 from torchrl.collectors import Collector
 from torchrl.data import LazyTensorStorage, ReplayBuffer
 from torchrl.data.replay_buffers.samplers import SamplerWithoutReplacement
@@ -44,7 +53,7 @@ from meg_lightning.power.evaluate import evaluate_policies, standard_policies
 from meg_lightning.power.policies import POLICIES, EqualPolicy, PowerPolicy
 from meg_lightning.runtime import torch_threads
 
-OBS_KEYS = ("g", "log_g", "budget", "share", "t", "seed")  # the policy's view of s_t (eq. 31)
+OBS_KEYS = ("g", "log_g", "budget", "share", "t", "snr", "seed")  # the policy's s_t (eq. 31)
 # The critic also reads (1) the received SNR of the blocks already sent and (2) the gains of ALL
 # B blocks. The reward comes only at the end (eq. 34) and sums the distortion of every block, so
 # V(s_t) alone can predict neither the part already incurred nor the luck of the blocks to come,
@@ -56,7 +65,7 @@ CRITIC_KEYS = (*OBS_KEYS, "history", "gains")
 LOG_KEYS = ("loss_objective", "loss_critic", "loss_entropy", "explained_variance", "kl_approx",
             "clip_fraction")
 # PPO settings that change the networks: a checkpoint with other values cannot be resumed.
-ARCH_KEYS = ("num_blocks", "seed_features", "hidden")
+ARCH_KEYS = ("num_blocks", "seed_features", "hidden", "action")
 
 
 def run_dir(cfg: MegConfig) -> Path:
@@ -71,30 +80,62 @@ def wrap_env(env: MEGPowerEnv, reward_scale: float = 1.0) -> TransformedEnv:
         RewardScaling(loc=0.0, scale=reward_scale)))
 
 
-def build_models(cfg: MegConfig, env: EnvBase) -> tuple[ProbabilisticActor, ValueOperator]:
-    """Actor pi(a | s) (TanhNormal on [0, 1]) and critic V(s), as TorchRL modules."""
+class ResidualAction(nn.Module):
+    """``delta`` -> ``action`` (the fraction of P_max block t spends): the share
+    ``sigmoid(logit(1 / left) + delta)`` of the power above the floors of the ``left`` blocks
+    still to send, plus this block's floor. ``delta = 0`` is equal power; the last block
+    (``left = 1``) spends all that remains."""
+
+    def __init__(self, num_blocks: int, min_power: float = 0.0):
+        super().__init__()
+        self.num_blocks, self.floor = num_blocks, min_power / num_blocks
+
+    def forward(self, delta: torch.Tensor, budget: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        left = (self.num_blocks - torch.round(t * self.num_blocks)).clamp_min(1.0)  # (N, 1)
+        free = (budget - self.floor * left).clamp_min(0.0)
+        prior = -torch.log((left - 1.0).clamp_min(1e-6))  # logit(1 / left)
+        q = torch.where(left <= 1.0, torch.ones_like(delta), torch.sigmoid(prior + delta))
+        return torch.minimum(self.floor + q * free, budget)
+
+
+def build_models(cfg: MegConfig, env: EnvBase) -> tuple[Any, ValueOperator, Any]:
+    """(loss actor, critic, acting policy): the actor pi(. | s) whose log-probabilities the PPO
+    loss reads (a distribution over ``delta`` or ``action``), the critic V(s), and the policy
+    that sets ``action`` (the actor, followed by :class:`ResidualAction` for ``residual``)."""
 
     obs_dim = env.observation_spec["observation"].shape[-1]
     h, B = cfg.ppo.hidden, cfg.ppo.num_blocks
     mlp = MLP(in_features=obs_dim, out_features=2, num_cells=[h, h], activation_class=nn.Tanh)
-    # Start near the tie allocation a = 1/B (tanh(loc) = 2/B - 1 on [0, 1]) with a moderate
-    # spread: a uniform random start spends the budget in the first blocks and wastes the first
-    # batches relearning to save power.
     last = mlp[-1]
+    residual = cfg.ppo.action == "residual"
     with torch.no_grad():
         last.weight.mul_(0.01)
-        last.bias.copy_(torch.tensor([math.atanh(2.0 / B - 1.0) if B > 1 else 3.0, 0.0]))
+        if residual:  # delta ~ N(0, ~0.5): equal power with a moderate spread
+            last.bias.copy_(torch.tensor([0.0, 0.0]))
+        else:
+            # Start near the tie allocation a = 1/B (tanh(loc) = 2/B - 1 on [0, 1]) with a
+            # moderate spread: a uniform random start spends the budget in the first blocks
+            last.bias.copy_(torch.tensor([math.atanh(2.0 / B - 1.0) if B > 1 else 3.0, 0.0]))
     actor_net = nn.Sequential(mlp, NormalParamExtractor(scale_mapping="biased_softplus_0.5"))
-    # (N, 2) -> loc (N, 1), scale (N, 1) > 0
-    actor = ProbabilisticActor(
-        TensorDictModule(actor_net, in_keys=["observation"], out_keys=["loc", "scale"]),
-        in_keys=["loc", "scale"], spec=env.action_spec, distribution_class=TanhNormal,
-        distribution_kwargs={"low": 0.0, "high": 1.0}, return_log_prob=True)
+    params = TensorDictModule(actor_net, in_keys=["observation"], out_keys=["loc", "scale"])
+    if residual:
+        actor = ProbabilisticActor(params, in_keys=["loc", "scale"], out_keys=["delta"],
+                                   distribution_class=Normal, return_log_prob=True)
+        base = env.base_env if hasattr(env, "base_env") else env
+        to_action = TensorDictModule(ResidualAction(B, getattr(base, "min_power", 0.0)),
+                                     in_keys=["delta", "budget", "t"], out_keys=["action"])
+        policy = TensorDictSequential(actor, to_action)
+    else:
+        actor = ProbabilisticActor(params, in_keys=["loc", "scale"], spec=env.action_spec,
+                                   distribution_class=TanhNormal,
+                                   distribution_kwargs={"low": 0.0, "high": 1.0},
+                                   return_log_prob=True)
+        policy = actor
     critic_dim = env.observation_spec["critic_observation"].shape[-1]
     critic = ValueOperator(
         MLP(in_features=critic_dim, out_features=1, num_cells=[h, h], activation_class=nn.Tanh),
         in_keys=["critic_observation"])
-    return actor, critic
+    return actor, critic, policy
 
 
 def equal_power_reward(env: MEGPowerEnv) -> float:
@@ -130,6 +171,10 @@ def load_checkpoint(path: Path, cfg: MegConfig) -> dict[str, Any]:
     except Exception as e:  # noqa: BLE001 - an unreadable file is the user's to fix
         raise UserError(f"PPO checkpoint {str(path)!r} could not be read ({type(e).__name__}); "
                         "expected a checkpoint.pt written by `meg train-ppo`") from None
+    if ckpt.get("observation") != list(OBS_KEYS):
+        raise UserError(f"PPO checkpoint {str(path)!r} was trained on another observation "
+                        f"({ckpt.get('observation') or 'an older one'}, now {list(OBS_KEYS)}): "
+                        "train again in another out_dir")
     saved = ckpt.get("config", {}).get("ppo", {})
     for k in ARCH_KEYS:
         if k in saved and saved[k] != getattr(cfg.ppo, k):
@@ -165,7 +210,8 @@ def _main(cfg: MegConfig) -> dict[str, Any]:
     # Create the environments (training batches and the held-out evaluation share one source;
     # building it checks the latent cache and the codec before anything is written)
     source = make_source(cfg)
-    base_env = make_env(cfg, source=source, seed=cfg.seed)
+    train_snr = list(p.train_snr_db) if p.train_snr_db is not None else None
+    base_env = make_env(cfg, source=source, seed=cfg.seed, snr_db=train_snr)
     reward_scale = ckpt["reward_scale"] if ckpt else 1.0 / max(abs(equal_power_reward(base_env)), 1e-12)
     env = wrap_env(base_env, reward_scale)
     folder.mkdir(parents=True, exist_ok=True)
@@ -182,19 +228,20 @@ def _main(cfg: MegConfig) -> dict[str, Any]:
         base_env.rng.manual_seed(s + 1)
 
     # Create the models
-    actor, critic = build_models(cfg, env)
+    actor, critic, policy = build_models(cfg, env)
     if ckpt:
         actor.load_state_dict(ckpt["actor"])
         critic.load_state_dict(ckpt["critic"])
 
     # Create the collector
     frames_done = ckpt["frames"] if ckpt else 0
-    frames_per_batch = max(p.frames_per_batch // p.num_envs, 1) * p.num_envs  # whole env steps
+    episode = p.num_envs * p.num_blocks  # a batch holds whole episodes of the N envs
+    frames_per_batch = max(p.frames_per_batch // episode, 1) * episode
     remaining = max(p.total_frames - frames_done, 0)
     collector = None
     if remaining > 0:
         # the actor is a plain MLP of the current observation: no recurrent-state transforms
-        collector = Collector(env, actor, frames_per_batch=frames_per_batch,
+        collector = Collector(env, policy, frames_per_batch=frames_per_batch,
                               total_frames=math.ceil(remaining / frames_per_batch) * frames_per_batch,
                               auto_register_policy_transforms=False, reset_at_each_iter=True)
 
@@ -251,7 +298,8 @@ def _main(cfg: MegConfig) -> dict[str, Any]:
         with atomic_path(folder / "checkpoint.pt") as tmp:
             torch.save({"actor": actor.state_dict(), "critic": critic.state_dict(),
                         "optim": optim.state_dict(), "frames": frames,
-                        "reward_scale": reward_scale, "config": cfg_dict}, tmp)
+                        "reward_scale": reward_scale, "config": cfg_dict,
+                        "observation": list(OBS_KEYS)}, tmp)
 
     # Train
     t0 = time.perf_counter()
@@ -262,6 +310,11 @@ def _main(cfg: MegConfig) -> dict[str, Any]:
         # otherwise land after the CLI's one-line message
         for batch in collector or ():
             last = batch["next", "done"].squeeze(-1)  # (N, T) episode ends
+            if not bool(torch.isfinite(batch["next", "reward"]).all()):
+                raise UserError(f"train-ppo: a reward of the batch after frame {frames_done} is "
+                                f"not finite (ppo.reward={p.reward!r}); nothing was updated "
+                                f"with it, {str(folder / 'checkpoint.pt')!r} holds the last "
+                                "good state")
             log = update(batch, frames_done)
             frames_done += batch.numel()
             ends = last.any()
@@ -281,11 +334,7 @@ def _main(cfg: MegConfig) -> dict[str, Any]:
         collector.shutdown()
     train_seconds = time.perf_counter() - t0
 
-    # Evaluate on held-out channel draws shared by every policy
-    eval_env = make_env(cfg, source=source.with_split("test"), num_envs=p.eval_episodes,
-                        seed=cfg.seed + 1_000_003)
-    policies = {"ppo": PPOPolicy(eval_env, actor), **standard_policies(eval_env)}
-    results = evaluate_policies(eval_env, policies, transform=lambda e: wrap_env(e))
+    results = held_out(cfg, source, policy)
     results["train_seconds"] = train_seconds
     results["frames"] = frames_done
     if logger is not None:
@@ -296,11 +345,35 @@ def _main(cfg: MegConfig) -> dict[str, Any]:
             logger.log_scalar("eval/gap_closed", results["gap_closed"], step=frames_done)
     results["run_id"] = run_id
     atomic_write_json(folder / "eval.json", _json_safe(results))
-    print(f"train-ppo: {frames_done} frames in {train_seconds:.0f} s; held-out "
-          + ", ".join(f"{k} {v['expected_mse']:.5f}" for k, v in results["policies"].items())
-          + (f"; gap closed {results['gap_closed']:.1%}" if results.get("gap_closed") is not None
-             else ""))
+    print(summary_line(results, frames_done, train_seconds))
     return results
+
+
+def held_out(cfg: MegConfig, source: Any, policy: Any, **env_kw: Any) -> dict[str, Any]:
+    """PPO (``policy``, the actor's module) and every baseline on ``ppo.eval_episodes`` held-out
+    draws (test-split seeds, fading and noise shared by all policies); ``env_kw`` overrides the
+    env's budget / SNR (:func:`~meg_lightning.power.env.make_env`)."""
+    eval_env = make_env(cfg, source=source.with_split("test"), num_envs=cfg.ppo.eval_episodes,
+                        seed=cfg.seed + 1_000_003, **env_kw)
+    policies = {"ppo": PPOPolicy(eval_env, policy), **standard_policies(eval_env)}
+    return evaluate_policies(eval_env, policies, transform=lambda e: wrap_env(e))
+
+
+def summary_line(results: dict[str, Any], frames: int, seconds: float) -> str:
+    """One line: the held-out latent MSE of every policy (lower is better), PPO against the
+    causal DP, and the training cost."""
+    pol = results["policies"]
+    head = (f"train-ppo: held-out latent MSE (lower is better) at {results['snr_db']:g} dB "
+            f"average SNR, {results['n']} episodes: "
+            + ", ".join(f"{k} {v['latent_mse']:.4g}" for k, v in pol.items()))
+    if "ppo" in pol and "causal_dp" in pol:
+        head += f"; ppo / causal_dp = {pol['ppo']['latent_mse'] / pol['causal_dp']['latent_mse']:.3f}"
+        if results.get("ratio_ci"):
+            lo, hi = results["ratio_ci"]
+            head += f" [{lo:.3f}, {hi:.3f}]"
+    if results.get("gap_closed") is not None:
+        head += f", gap to equal closed {results['gap_closed']:.0%}"
+    return head + f"; {frames} frames in {seconds:.0f} s"
 
 
 def finished_id(cfg: MegConfig) -> str:
@@ -346,9 +419,9 @@ def load_policy(cfg: MegConfig, path: Optional[str | Path] = None,
         raise UserError(f"PPO checkpoint {str(path)!r} not found: train one with `meg train-ppo`")
     ckpt = load_checkpoint(path, cfg)
     env = env or make_env(cfg, num_envs=2)
-    actor, _ = build_models(cfg, wrap_env(env))
+    actor, _, policy = build_models(cfg, wrap_env(env))
     actor.load_state_dict(ckpt["actor"])
-    return actor.eval()
+    return policy.eval()
 
 
 @POLICIES.register("ppo")
