@@ -18,13 +18,15 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path):
             "eval.num_images=6", "eval.bootstrap=5",
             "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
             "ppo.num_envs=16", "ppo.frames_per_batch=256", "ppo.total_frames=512",
-            "ppo.minibatch_size=128", "ppo.eval_episodes=64", "ppo.fig10_powers=[1]"]
+            "ppo.minibatch_size=128", "ppo.eval_episodes=64", "ppo.fig10_powers=[1]",
+            "ppo.block_counts=[4,8]", "ppo.block_frames=512"]
     assert run(["demo", *args]) == 0
     report = (out / "REPORT.md").read_text()
     for section in ("(model=mini)", "## Stages", "### PSNR (dB), awgn",
                     "### mini-FID (not Inception FID), awgn", "### Semantic accuracy, awgn",
                     "## The paper's central claim at low SNR", "| awgn | -10 dB | meg fc=0.5 |",
-                    "## Image grids", "## Power control", "## Figures", "Table II",
+                    "## Image grids", "## Power control", "### Fig. 10", "### Block counts",
+                    "- P_max 1 mW", "## Figures", "Table II",
                     "## How much the noise seed decides",
                     "## Generative receivers at the UE (X+dm against X, awgn)",
                     "## Prompt transmission", "## Quality against UE compute (awgn)",

@@ -60,6 +60,7 @@ from meg_lightning.loggers import (
     wandb_run,
 )
 from meg_lightning.metrics.image import psnr_per_image
+from meg_lightning.power import report as power_report
 from meg_lightning.power import sweep as ppo_command
 from meg_lightning.runtime import torch_threads
 from meg_lightning.schemes import scheme_class, with_role
@@ -350,21 +351,7 @@ def write_report(cfg: MegConfig, timings: dict[str, float]) -> Path:
         if not _is_nan(ref):
             lines += [f"Semantic accuracy of the perfect images I_0 (no channel, the ceiling): "
                       f"{float(ref):.3f} over the same {n} test prompts.", ""]
-    ppo_eval = root / "ppo" / "eval.json"
-    if ppo_eval.exists():
-        ppo = json.loads(ppo_eval.read_text())
-        lines += [f"## Power control (PPO, {cfg.ppo.scheme} seeds, {cfg.ppo.num_blocks} Rayleigh "
-                  f"blocks, {_fmt(ppo.get('snr_db'))} dB average SNR, {ppo.get('n')} held-out "
-                  "episodes shared by all policies)", "",
-                  "| policy | expected latent MSE (proxy) |", "|---|---|"]
-        for name, res in ppo.get("policies", {}).items():
-            lines.append(f"| {name} | {res.get('expected_mse', float('nan')):.5f} |")
-        gap = ppo.get("gap_closed")
-        if gap is not None:
-            lines += ["", f"PPO ({ppo.get('frames')} frames, {_fmt(ppo.get('train_seconds'))} s) "
-                      f"closes {100 * gap:.0f}% of the gap between equal power and the causal-DP "
-                      "optimum."]
-        lines.append("")
+    lines += power_report.markdown(root, cfg.ppo.channel.capitalize())
     figs = sorted((root / "figures").glob("*.png"))
     grids = [f for f in figs if f.stem.startswith("grid_")]
     if grids:
