@@ -20,7 +20,7 @@ COMMON = model=$(MODEL) data.num_prompts=$(N) $(ARGS)
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup latents train-codec train-codec-adaptive pretrained-codecs train-ppo eval eval-channels figures demo test test-slow bench clean train-mini rehearsal
+.PHONY: help setup latents train-codec train-codec-adaptive pretrained-codecs train-ppo eval eval-channels eval-multiuser figures demo test test-slow bench clean train-mini rehearsal
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -86,6 +86,18 @@ CHANNELS_ARGS = out_dir=data/channels logger=csv \
 eval-channels: setup ## AWGN vs Rayleigh vs 3GPP TDL sweep on the demo's mini latents -> data/channels (docs/CHANNELS.md)
 	$(BIN)/meg latents $(CHANNELS_DATA) $(ARGS)
 	$(BIN)/meg eval $(CHANNELS_DATA) $(CHANNELS_ARGS) $(ARGS)
+
+# Users served per frame (docs/MULTIUSER.md): K in {1,2,4,8,16} users share the channel uses of one
+# single-user transmission, TDMA against NOMA, on the demo's mini latents and AWGN (NOMA is
+# modelled on AWGN only), 64 test images per user.
+MULTIUSER_ARGS = out_dir=data/multiuser logger=csv \
+	eval.schemes=[centralized,feature,meg-adaptive,linear,digital] eval.fcs=[0.5] \
+	eval.snrs_db=[0,10,20] eval.channels=[awgn] eval.num_images=64 eval.pretrained=true \
+	channel.num_blocks=1 channel.equalizer=zf
+
+eval-multiuser: setup ## users served per frame, K up to 16, TDMA vs NOMA, mini -> data/multiuser (docs/MULTIUSER.md)
+	$(BIN)/meg latents $(CHANNELS_DATA) $(ARGS)
+	$(BIN)/meg eval-multiuser $(CHANNELS_DATA) $(MULTIUSER_ARGS) $(ARGS)
 
 figures: setup ## regenerate every figure from saved results
 	$(BIN)/meg figures $(COMMON)

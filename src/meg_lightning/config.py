@@ -347,6 +347,61 @@ class EvalConfig:
                "a file name ending in .csv (it is written inside {out_dir}/eval)")
 
 
+ACCESS = ("tdma", "noma")
+
+
+@dataclass
+class UsersConfig:
+    """K users in one frame (`meg eval-multiuser`, docs/MULTIUSER.md): the frame has the channel
+    uses of ONE user's full-rate transmission of the scheme at fc, shared by the K users."""
+
+    k: int = 1  # users per frame (one frame: meg_lightning.multiuser.access.plan_frame)
+    snrs_db: Optional[list[float]] = None  # average SNR of each of the k users (dB); null: all at
+    # the cell's SNR (spread by users.spread_db in the sweep)
+    access: str = "tdma"  # tdma (per-user slots) | noma (pairs superposed with a power split)
+    shares: Optional[list[float]] = None  # TDMA slot shares of the k users (> 0, sum 1); null: equal
+    noma_power: float = 0.8  # NOMA: power share of the weak user of a pair (the strong gets the rest)
+    spread_db: float = 10.0  # sweep: the K users' average SNRs equally spaced over the cell's SNR
+    # +- spread_db / 2 (one user: the cell's SNR)
+    ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])  # sweep: the K values
+    accesses: list[str] = field(default_factory=lambda: ["tdma", "noma"])  # sweep: access schemes
+    psnr_target_db: float = 20.0  # quality target: every user's mean PSNR >= this (dB) ...
+    accuracy_target: float = 0.9  # ... and its semantic accuracy >= this (mini; nan: PSNR only)
+
+    def validate(self, p: str) -> None:
+        k = self.k
+        _check(f"{p}.k", k, isinstance(k, int) and not isinstance(k, bool) and k >= 1,
+               "a positive integer")
+        if self.snrs_db is not None:
+            v = list(self.snrs_db)
+            _check(f"{p}.snrs_db", v, len(v) == k and all(_finite(s) for s in v),
+                   f"null or a list of users.k={k} finite dB values")
+        _check(f"{p}.access", self.access, self.access in ACCESS, f"one of {', '.join(ACCESS)}")
+        if self.shares is not None:
+            v = list(self.shares)
+            _check(f"{p}.shares", v, len(v) == k and all(_finite(s) and s > 0 for s in v)
+                   and math.isclose(sum(v), 1.0, abs_tol=1e-6),
+                   f"null or a list of users.k={k} numbers > 0 that sum to 1")
+        _check(f"{p}.noma_power", self.noma_power,
+               _finite(self.noma_power) and 0 <= self.noma_power <= 1, "a number in [0, 1]")
+        _check(f"{p}.spread_db", self.spread_db, _finite(self.spread_db) and self.spread_db >= 0,
+               "a finite number >= 0 (dB)")
+        ks = list(self.ks)
+        _check(f"{p}.ks", ks, len(ks) > 0 and all(isinstance(x, int) and not isinstance(x, bool)
+                                                  and x >= 1 for x in ks),
+               "a non-empty list of positive integers")
+        _no_duplicates(f"{p}.ks", ks)
+        acc = list(self.accesses)
+        _check(f"{p}.accesses", acc, len(acc) > 0 and all(a in ACCESS for a in acc),
+               f"a non-empty list from {', '.join(ACCESS)}")
+        _no_duplicates(f"{p}.accesses", acc)
+        _check(f"{p}.psnr_target_db", self.psnr_target_db, _finite(self.psnr_target_db),
+               "a finite number (dB)")
+        _check(f"{p}.accuracy_target", self.accuracy_target,
+               _finite(self.accuracy_target) and 0 <= self.accuracy_target <= 1,
+               "a number in [0, 1]")
+
+
 @dataclass
 class WandbConfig:
     project: str = "meg_lightning"  # W&B project

@@ -63,6 +63,7 @@ def output_dirs(command: str, cfg: MegConfig) -> list[tuple[str, Path]]:
         "train-ppo": [("out_dir", out), ("out_dir", out / "ppo")],
         "eval": [("out_dir", out), ("out_dir", out / "eval"),
                  ("out_dir", out / "eval" / "examples")],
+        "eval-multiuser": [("out_dir", out), ("out_dir", out / "multiuser")],
         "figures": [("out_dir", out), ("out_dir", out / "figures")],
         "demo": [("out_dir", out), cache],
         "train-mini": [("mini.out_dir", Path(section.out_dir))] if section else [],
