@@ -355,7 +355,7 @@ class UsersConfig:
     """K users in one frame (`meg eval-multiuser`, docs/MULTIUSER.md): the frame has the channel
     uses of ONE user's full-rate transmission of the scheme at fc, shared by the K users."""
 
-    k: int = 1  # users per frame (one frame: meg_lightning.multiuser.access.plan_frame)
+    k: int = 1  # users per frame (one frame: meg_lightning.multiuser.access.frame_links)
     snrs_db: Optional[list[float]] = None  # average SNR of each of the k users (dB); null: all at
     # the cell's SNR (spread by users.spread_db in the sweep)
     access: str = "tdma"  # tdma (per-user slots) | noma (pairs superposed with a power split)
@@ -366,7 +366,8 @@ class UsersConfig:
     ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])  # sweep: the K values
     accesses: list[str] = field(default_factory=lambda: ["tdma", "noma"])  # sweep: access schemes
     psnr_target_db: float = 20.0  # quality target: every user's mean PSNR >= this (dB) ...
-    accuracy_target: float = 0.9  # ... and its semantic accuracy >= this (mini; nan: PSNR only)
+    accuracy_target: float = 0.9  # ... and its semantic accuracy >= this (dropped for a model
+    # without a judge: PSNR only)
 
     def validate(self, p: str) -> None:
         k = self.k
