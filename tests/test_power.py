@@ -492,12 +492,18 @@ def test_power_saved_interpolates_equal_power_in_db():
     assert math.isnan(got[10.0, "ppo"]) and math.isnan(got[1.0, "equal"])
 
 
-def test_block_table_covers_every_count(tmp_path):
+@pytest.mark.parametrize("frames", ["null", "0"])
+def test_block_table_covers_every_count(tmp_path, frames):
+    """Each block count trains its own policy (``ppo.block_frames: null``), or the main policy
+    acts there as it is (``0``: its observation has no B in it)."""
     from meg_lightning.power.evaluate import BLOCK_COLUMNS
     from meg_lightning.power.sweep import block_table
+    from meg_lightning.power.train import main as train_main
 
-    cfg = small_cfg(tmp_path, "ppo.total_frames=512", "ppo.num_blocks=4")
-    path = block_table(cfg, [2, 4])
+    cfg = small_cfg(tmp_path, "ppo.total_frames=512", "ppo.num_blocks=4",
+                    f"ppo.block_frames={frames}")
+    main = train_main(cfg)
+    path = block_table(cfg, [2, 4], main=main)
     rows = list(csv.DictReader(path.open()))
     assert tuple(rows[0]) == BLOCK_COLUMNS
     assert {(int(r["num_blocks"]), r["policy"]) for r in rows} == {
@@ -505,6 +511,10 @@ def test_block_table_covers_every_count(tmp_path):
     for b in (2, 4):
         r = {x["policy"]: float(x["vs_causal_dp"]) for x in rows if int(x["num_blocks"]) == b}
         assert r["causal_dp"] == 1.0 and r["oracle"] < 1.0 < r["equal"]
+    ppo_frames = {int(x["num_blocks"]): int(x["frames"]) for x in rows if x["policy"] == "ppo"}
+    assert ppo_frames[4] == main["frames"]
+    assert ppo_frames[2] == (0 if frames == "0" else main["frames"])
+    assert (tmp_path / "blocks").exists() == (frames == "null")
 
 
 def test_power_report_section_reads_the_run(tmp_path):

@@ -209,7 +209,8 @@ class PPOConfig:
     checkpoint: Optional[str] = None  # policy checkpoint to resume from / evaluate
     fig10_powers: Optional[list[float]] = None  # budgets (mW): also run the Fig. 10 sweep (CSV)
     block_counts: Optional[list[int]] = None  # also train and compare at these block counts
-    block_frames: Optional[int] = None  # training frames of each other block count (null: total_frames)
+    block_frames: Optional[int] = None  # training frames of each other block count (null:
+    # total_frames; 0: no training, the main policy acts at that block count as it is)
 
     def validate(self, p: str) -> None:
         if self.fig10_powers is not None:
@@ -245,8 +246,8 @@ class PPOConfig:
                    "a finite number (dB) or null")
         if self.block_frames is not None:
             _check(f"{p}.block_frames", self.block_frames,
-                   isinstance(self.block_frames, int) and self.block_frames > 0,
-                   "a positive integer or null (ppo.total_frames)")
+                   isinstance(self.block_frames, int) and self.block_frames >= 0,
+                   "an integer >= 0 (0: the main policy as it is) or null (ppo.total_frames)")
         for k in ("num_blocks", "seed_dim", "seed_features", "num_envs", "frames_per_batch",
                   "total_frames", "num_epochs", "minibatch_size", "hidden", "eval_episodes"):
             v = getattr(self, k)

@@ -40,7 +40,8 @@ def fig10_verdict(rows: list[dict[str, str]]) -> list[str]:
         ppo, dp, eq = by.get("ppo"), by.get("causal_dp"), by.get("equal")
         if not (ppo and dp and eq):
             continue
-        words = [f"P_max {p:g} mW ({float(ppo['snr_db']):.1f} dB):"]
+        head = f"P_max {p:g} mW ({float(ppo['snr_db']):.1f} dB): "
+        words: list[str] = []
         ratio = ppo.get("vs_causal_dp")
         if _f(ratio) != "-":
             words.append(f"PPO / causal DP = {float(ratio):.3f}"
@@ -59,7 +60,7 @@ def fig10_verdict(rows: list[dict[str, str]]) -> list[str]:
         if _f(ppo.get("power_saved_db")) != "-":
             words.append(f"PPO saves {float(ppo['power_saved_db']):.1f} dB of budget at "
                          "equal FID")
-        out.append("- " + "; ".join(words))
+        out.append("- " + head + "; ".join(words))
     return out
 
 
@@ -100,8 +101,9 @@ def markdown(root: Path, title_channel: str = "Rayleigh") -> list[str]:
     blocks = _rows(root / "ppo" / "blocks.csv")
     if blocks:
         lines += ["", "### Block counts", "",
-                  f"Held-out latent MSE at {_f(blocks[0]['snr_db'], 'g')} dB average SNR, one "
-                  "PPO policy trained per block count.", "",
+                  f"Held-out latent MSE at {_f(blocks[0]['snr_db'], 'g')} dB average SNR; PPO "
+                  "frames 0: the main policy acting at that block count as it is (no training "
+                  "there).", "",
                   "| B | policy | latent MSE [95%] | / causal DP | PPO frames | PPO training (s) |",
                   "|---|---|---|---|---|---|"]
         for r in blocks:

@@ -214,16 +214,27 @@ def block_table(cfg: MegConfig, counts: Sequence[int], main: Optional[dict] = No
     """PPO, causal DP, oracle and equal power at each block count in ``counts`` (held-out latent
     MSE with intervals, and each policy against the causal DP), at the main run's evaluation
     SNR; a block count other than ``ppo.num_blocks`` trains its own policy (``ppo.block_frames``
-    frames) under ``{out_dir}/blocks/B<count>`` (``main``: the main run's results, reused for
-    its count)."""
+    frames) under ``{out_dir}/blocks/B<count>``, or with ``ppo.block_frames: 0`` the main policy
+    acts there as it is (its observation does not depend on B) (``main``: the main run's
+    results, reused for its count)."""
     rows: list[dict[str, Any]] = []
     for B in counts:
         if main is not None and B == cfg.ppo.num_blocks:
             res = main
+        elif cfg.ppo.block_frames == 0:  # the main policy as it is (its state has no B in it)
+            cfg_b = copy.deepcopy(cfg)
+            cfg_b.ppo.num_blocks = int(B)
+            source = make_source(cfg_b)
+            actor = ppo_train.load_policy(cfg_b, ppo_train.run_dir(cfg) / "checkpoint.pt",
+                                          env=make_env(cfg_b, source=source, num_envs=2),
+                                          trained_blocks=cfg.ppo.num_blocks)
+            res = {**ppo_train.held_out(cfg_b, source, actor), "train_seconds": 0.0, "frames": 0}
         else:
             cfg_b = copy.deepcopy(cfg)
             cfg_b.ppo.num_blocks, cfg_b.ppo.checkpoint = int(B), None
             cfg_b.ppo.total_frames = cfg.ppo.block_frames or cfg.ppo.total_frames
+            # the same frames per episode batch, so as many PPO iterations as the main run
+            cfg_b.ppo.num_envs = max(1, cfg.ppo.num_envs * cfg.ppo.num_blocks // int(B))
             cfg_b.ppo.fig10_powers = cfg_b.ppo.block_counts = None
             cfg_b.out_dir = str(Path(cfg.out_dir) / "blocks" / f"B{B}")
             _pinned_codec(cfg, cfg_b)

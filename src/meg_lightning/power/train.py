@@ -23,6 +23,7 @@ logger's files (``logs/``).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -411,13 +412,19 @@ def _json_safe(obj: Any) -> Any:
 
 
 def load_policy(cfg: MegConfig, path: Optional[str | Path] = None,
-                env: Optional[MEGPowerEnv] = None) -> ProbabilisticActor:
-    """The trained actor from a ``checkpoint.pt`` (default ``{out_dir}/ppo/checkpoint.pt``)."""
+                env: Optional[MEGPowerEnv] = None,
+                trained_blocks: Optional[int] = None) -> ProbabilisticActor:
+    """The trained actor from a ``checkpoint.pt`` (default ``{out_dir}/ppo/checkpoint.pt``);
+    ``trained_blocks``: it was trained at that block count and acts at ``ppo.num_blocks``."""
 
     path = Path(path) if path else run_dir(cfg) / "checkpoint.pt"
     if not path.is_file():
         raise UserError(f"PPO checkpoint {str(path)!r} not found: train one with `meg train-ppo`")
-    ckpt = load_checkpoint(path, cfg)
+    check = cfg
+    if trained_blocks is not None:
+        check = copy.deepcopy(cfg)
+        check.ppo.num_blocks = trained_blocks
+    ckpt = load_checkpoint(path, check)
     env = env or make_env(cfg, num_envs=2)
     actor, _, policy = build_models(cfg, wrap_env(env))
     actor.load_state_dict(ckpt["actor"])
