@@ -484,11 +484,11 @@ def test_power_saved_interpolates_equal_power_in_db():
     from meg_lightning.power.sweep import power_saved
 
     rows = [{"p_max_mw": p, "policy": "equal", "fid": f} for p, f in ((1.0, 100.0), (10.0, 50.0))]
-    rows += [{"p_max_mw": 1.0, "policy": "ppo", "fid": 75.0},  # equal needs 5 dB more
+    rows += [{"p_max_mw": 1.0, "policy": "ppo", "fid": 100 / math.sqrt(2)},  # half-way in log
              {"p_max_mw": 10.0, "policy": "ppo", "fid": 40.0}]  # beyond equal's curve
     power_saved(rows, "fid")
     got = {(r["p_max_mw"], r["policy"]): r["power_saved_db"] for r in rows}
-    assert got[1.0, "ppo"] == pytest.approx(5.0)
+    assert got[1.0, "ppo"] == pytest.approx(5.0)  # equal needs 5 dB more for that FID
     assert math.isnan(got[10.0, "ppo"]) and math.isnan(got[1.0, "equal"])
 
 

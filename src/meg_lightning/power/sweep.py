@@ -82,15 +82,18 @@ def image_metrics(outcome: dict[str, torch.Tensor], extractor: nn.Module,
 
 def power_saved(rows: list[dict[str, Any]], metric: str) -> None:
     """Fill ``power_saved_db`` of every non-equal row: how many dB less budget it needs than equal
-    power for the same ``metric`` (lower is better), equal's curve interpolated in dB between
-    its budgets; nan where equal's curve does not reach the value."""
-    equal = sorted((float(r["p_max_mw"]), float(r[metric])) for r in rows
-                   if r["policy"] == "equal" and math.isfinite(float(r[metric])))
+    power for the same ``metric`` (lower is better, > 0), equal's curve interpolated between its
+    budgets as log(metric) against dB (distortion and FID fall about exponentially in dB);
+    nan where equal's curve does not reach the value."""
+    equal = sorted((float(r["p_max_mw"]), math.log(float(r[metric]))) for r in rows
+                   if r["policy"] == "equal" and math.isfinite(float(r[metric]))
+                   and float(r[metric]) > 0)
     for r in rows:
         r["power_saved_db"] = float("nan")
-        if r["policy"] == "equal" or not math.isfinite(float(r[metric])):
+        if r["policy"] == "equal" or not (math.isfinite(float(r[metric]))
+                                          and float(r[metric]) > 0):
             continue
-        v = float(r[metric])
+        v = math.log(float(r[metric]))
         for (p0, v0), (p1, v1) in zip(equal, equal[1:]):
             if min(v0, v1) <= v <= max(v0, v1) and v0 != v1:
                 db0, db1 = 10 * math.log10(p0), 10 * math.log10(p1)
