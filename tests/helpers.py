@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from meg_lightning.codecs import ARCHS, CodecModule
@@ -18,3 +19,21 @@ def codec_module(latent_shape: Sequence[int], channel: Optional[dict] = None, se
     codec = {k: v for k, v in settings.items() if k not in own}
     codec[arch] = {k: v for k, v in settings.items() if k in own}
     return CodecModule(latent_shape, codec=codec, channel=channel, seed=seed, data_id=data_id)
+
+
+#: prompts in the small shared latent cache of the CLI tests: 4 train / 2 val / 2 test; |z| = 256
+N_PROMPTS = 8
+
+
+def snapshot(root: Path) -> dict[str, Optional[bytes]]:
+    """Every path under root -> its bytes (None for a folder)."""
+    return {str(p.relative_to(root)): (None if p.is_dir() else p.read_bytes())
+            for p in sorted(root.rglob("*"))}
+
+
+def cli_base(world: Path, out: str = "out") -> list[str]:
+    """The settings of a CLI test run on the small shared cache under ``world``."""
+    return [f"data.cache_dir={world / 'cache'}", f"out_dir={world / out}", "logger=none",
+            "generation.device=cpu", f"data.num_prompts={N_PROMPTS}", "data.shard_size=4",
+            "data.val_fraction=0.25", "data.test_fraction=0.25",
+            "generation.num_inference_steps=2"]

@@ -19,23 +19,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from helpers import N_PROMPTS, cli_base, snapshot
 
 from meg_lightning.cli import run
 
 REPO = Path(__file__).resolve().parents[1]
-N = 8  # prompts in the shared cache: 4 train / 2 val / 2 test; |z| = 256
-
-
-def _snapshot(root: Path) -> dict[str, bytes | None]:
-    return {str(p.relative_to(root)): (None if p.is_dir() else p.read_bytes())
-            for p in sorted(root.rglob("*"))}
-
-
-def _base(world: Path, out: str = "out") -> list[str]:
-    return [f"data.cache_dir={world / 'cache'}", f"out_dir={world / out}", "logger=none",
-            "generation.device=cpu", f"data.num_prompts={N}", "data.shard_size=4",
-            "data.val_fraction=0.25", "data.test_fraction=0.25",
-            "generation.num_inference_steps=2"]
+N = N_PROMPTS
 
 
 _SWEEP = ["eval.snrs_db=[0]", "eval.channels=[awgn]", "eval.bootstrap=2",
@@ -51,8 +40,8 @@ def world(tmp_path_factory) -> Path:
 
     capture = []
     with torch_threads(1):
-        for argv in (["latents", *_base(root)],
-                     ["train-codec", *_base(root, "train"), "codec.fc=0.25",
+        for argv in (["latents", *cli_base(root)],
+                     ["train-codec", *cli_base(root, "train"), "codec.fc=0.25",
                       "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
                       "trainer.enable_model_summary=false"]):
             out = io.StringIO()
@@ -122,8 +111,8 @@ BAD_EVAL = [
 @pytest.mark.parametrize("overrides, needles", BAD_EVAL,
                          ids=[" ".join(o)[:60] for o, _ in BAD_EVAL])
 def test_eval_error_names_the_key_exit_2_nothing_written(world, capsys, overrides, needles):
-    before = _snapshot(world)
-    argv = ["eval", *_base(world), *_SWEEP,
+    before = snapshot(world)
+    argv = ["eval", *cli_base(world), *_SWEEP,
             *[o.format(w=world, c=_ckpt(world)) for o in overrides]]
     code = run(argv)
     err = capsys.readouterr().err.strip()
@@ -132,7 +121,7 @@ def test_eval_error_names_the_key_exit_2_nothing_written(world, capsys, override
     assert "Traceback" not in err and not err.startswith("meg eval: error: codec.fc=")
     for needle in needles:
         assert needle.format(w=world) in err, err
-    assert _snapshot(world) == before
+    assert snapshot(world) == before
 
 
 def test_duplicates_and_rateless_entries_are_config_errors(make_cfg):
@@ -147,7 +136,7 @@ def test_duplicates_and_rateless_entries_are_config_errors(make_cfg):
 
 
 def test_linear_on_fewer_latents_than_z_warns_once_with_the_numbers(world, capsys):
-    argv = ["eval", *_base(world, "out_linear"), *_SWEEP, "eval.schemes=[linear]",
+    argv = ["eval", *cli_base(world, "out_linear"), *_SWEEP, "eval.schemes=[linear]",
             "eval.fcs=[0.25,0.5]"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -175,7 +164,7 @@ def test_latents_and_train_codec_end_with_one_summary_line(world):
 
 
 def test_finished_train_codec_prints_the_summary_again(world, capsys):
-    argv = ["train-codec", *_base(world, "train"), "codec.fc=0.25", "trainer.max_epochs=1"]
+    argv = ["train-codec", *cli_base(world, "train"), "codec.fc=0.25", "trainer.max_epochs=1"]
     assert run(argv) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert "nothing to do" in out[0]

@@ -19,25 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import N_PROMPTS, cli_base, snapshot
 
 from meg_lightning.channels import kinds as channel_kinds
 from meg_lightning.cli import run
 
 REPO = Path(__file__).resolve().parents[1]
-N = 8  # prompts in the shared cache: 4 train / 2 val / 2 test
-
-
-def _snapshot(root: Path) -> dict[str, bytes | None]:
-    """Every path under root -> its bytes (None for a folder)."""
-    return {str(p.relative_to(root)): (None if p.is_dir() else p.read_bytes())
-            for p in sorted(root.rglob("*"))}
-
-
-def _base(world: Path, out: str = "out") -> list[str]:
-    return [f"data.cache_dir={world / 'cache'}", f"out_dir={world / out}", "logger=none",
-            "generation.device=cpu", f"data.num_prompts={N}", "data.shard_size=4",
-            "data.val_fraction=0.25", "data.test_fraction=0.25",
-            "generation.num_inference_steps=2"]
+N = N_PROMPTS
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +36,7 @@ def world(tmp_path_factory) -> Path:
     from meg_lightning.runtime import torch_threads
 
     with torch_threads(1):
-        assert run(["latents", *_base(root)]) == 0
+        assert run(["latents", *cli_base(root)]) == 0
     shutil.copytree(root / "cache", root / "badcache")
     (root / "badcache" / "shard-00001.json").write_text("{garbage")
     out = root / "out"
@@ -233,8 +221,8 @@ BAD_INPUTS = [
 @pytest.mark.parametrize("command, overrides, needles", BAD_INPUTS,
                          ids=[f"{c}:{' '.join(o)}"[:60] for c, o, _ in BAD_INPUTS])
 def test_bad_input_exit_2_one_line_nothing_written(world, capsys, command, overrides, needles):
-    before = _snapshot(world)
-    argv = [command, *_base(world), *[o.format(w=world) for o in overrides]]
+    before = snapshot(world)
+    argv = [command, *cli_base(world), *[o.format(w=world) for o in overrides]]
     code = run(argv)
     err = capsys.readouterr().err.strip()
     assert code == 2, err
@@ -242,7 +230,7 @@ def test_bad_input_exit_2_one_line_nothing_written(world, capsys, command, overr
     assert "Traceback" not in err
     for needle in needles:
         assert needle.format(w=world) in err, err
-    assert _snapshot(world) == before
+    assert snapshot(world) == before
 
 
 def test_bad_input_table_covers_every_command():
@@ -276,7 +264,7 @@ def test_results_round_trip_keeps_hashes_and_seeds(tmp_path):
 def test_eval_interrupted_and_resumed_equals_uninterrupted(world, tmp_path, monkeypatch, capsys):
     from meg_lightning.evaluation import sweep
 
-    args = [*_base(world), "eval.schemes=[centralized,feature,linear]", "eval.snrs_db=[-10,10]",
+    args = [*cli_base(world), "eval.schemes=[centralized,feature,linear]", "eval.snrs_db=[-10,10]",
             "eval.channels=[awgn]", "eval.bootstrap=5", "eval.fid_features=pixels"]
     full = [a if not a.startswith("out_dir=") else f"out_dir={tmp_path / 'a'}" for a in args]
     cut = [a if not a.startswith("out_dir=") else f"out_dir={tmp_path / 'b'}" for a in args]
@@ -310,10 +298,10 @@ def test_eval_interrupted_and_resumed_equals_uninterrupted(world, tmp_path, monk
     for png in (tmp_path / "a" / "eval" / "examples").glob("*.png"):
         assert png.read_bytes() == (tmp_path / "b" / "eval" / "examples" / png.name).read_bytes()
     # a finished sweep: rerunning writes nothing and says so
-    before = _snapshot(tmp_path / "b")
+    before = snapshot(tmp_path / "b")
     assert run(["eval", *cut]) == 0
     assert "nothing to do" in capsys.readouterr().out
-    assert _snapshot(tmp_path / "b") == before
+    assert snapshot(tmp_path / "b") == before
 
 
 def _codec_cfg(tmp_path, out, *extra):
@@ -358,13 +346,13 @@ def test_train_codec_interrupted_and_resumed_equals_uninterrupted(tmp_path, caps
             assert torch.equal(w, b["state_dict"][k]), (name, k)
     # a finished run: nothing trained, nothing written
     capsys.readouterr()
-    before = _snapshot(tmp_path / "b")
+    before = snapshot(tmp_path / "b")
     main(_codec_cfg(tmp_path, "b", "trainer.max_epochs=4"), datamodule=dm())
     assert "nothing to do" in capsys.readouterr().out
-    assert _snapshot(tmp_path / "b") == before
+    assert snapshot(tmp_path / "b") == before
     with pytest.raises(ConfigError, match=r"trainer.max_epochs=3: expected at least 4"):
         main(_codec_cfg(tmp_path, "b", "trainer.max_epochs=3"), datamodule=dm())
-    assert _snapshot(tmp_path / "b") == before
+    assert snapshot(tmp_path / "b") == before
 
 
 def test_train_codec_ctrl_c_through_lightning_exits_130(world, monkeypatch, capsys):
@@ -376,7 +364,7 @@ def test_train_codec_ctrl_c_through_lightning_exits_130(world, monkeypatch, caps
 
     monkeypatch.setattr(CodecModule, "training_step", interrupted)
     out = world / "codec_interrupt"
-    argv = ["train-codec", *_base(world), f"out_dir={out}", "codec.arch=mlp",
+    argv = ["train-codec", *cli_base(world), f"out_dir={out}", "codec.arch=mlp",
             "trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
     sigint = signal.getsignal(signal.SIGINT)  # SIG_IGN when pytest itself runs in the background
     assert run(argv) == 130
@@ -421,10 +409,10 @@ def test_train_ppo_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkey
     assert ea["policies"] == eb["policies"]
     # a finished run: nothing trained, nothing evaluated, nothing written
     capsys.readouterr()
-    before = _snapshot(tmp_path / "b")
+    before = snapshot(tmp_path / "b")
     assert run(["train-ppo", *_ppo_args(tmp_path / "b", 768)]) == 0
     assert "nothing to do" in capsys.readouterr().out
-    assert _snapshot(tmp_path / "b") == before
+    assert snapshot(tmp_path / "b") == before
 
 
 def test_sigterm_in_a_real_process_exits_130_and_resumes(tmp_path):
@@ -499,15 +487,15 @@ def test_runtime_failures_are_one_line(world, monkeypatch, capsys, exc, code, ne
         raise exc
 
     monkeypatch.setattr(cache, "main", fail)
-    assert run(["latents", *_base(world)]) == code
+    assert run(["latents", *cli_base(world)]) == code
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err, err
     assert ("--debug" in err) == (code == 1)
-    assert run(["latents", "--debug", *_base(world)]) == code
+    assert run(["latents", "--debug", *cli_base(world)]) == code
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and needle in err.strip().splitlines()[-1]
     monkeypatch.setenv("MEG_DEBUG", "1")
-    assert run(["latents", *_base(world)]) == code
+    assert run(["latents", *cli_base(world)]) == code
     assert "Traceback (most recent call last)" in capsys.readouterr().err
 
 
@@ -543,7 +531,7 @@ def test_torchrl_log_lines_carry_no_colour_codes_when_not_a_terminal():
 
 
 def test_finished_latents_rerun_writes_nothing(world, capsys):
-    before = _snapshot(world / "cache")
-    assert run(["latents", *_base(world)]) == 0
+    before = snapshot(world / "cache")
+    assert run(["latents", *cli_base(world)]) == 0
     assert "nothing to do" in capsys.readouterr().out
-    assert _snapshot(world / "cache") == before
+    assert snapshot(world / "cache") == before
