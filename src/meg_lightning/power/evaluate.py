@@ -23,6 +23,7 @@ FIG10_COLUMNS = ("p_max_mw", "snr_db", "policy", "num_blocks", "channel", "schem
                  "n_images", *(f"{m}{s}" for m in FIG10_METRICS for s in ("", "_lo", "_hi")),
                  "power_saved_db", "episodes", "held_out_mse", "vs_causal_dp", "vs_causal_dp_lo",
                  "vs_causal_dp_hi")
+Z95 = 1.959964  # the standard normal's 97.5% quantile
 #: budgets (mW) of Fig. 10 with B = 8 blocks and N0 = 1 mW: average SNR -10 .. +10 dB
 FIG10_POWERS = (0.8, 2.5, 8.0, 25.0, 80.0)
 #: the block-count table (``ppo.block_counts``)
@@ -65,8 +66,7 @@ def evaluate_policies(env: MEGPowerEnv, policies: dict[str, Callable],
         end = td[:, -1]["next"]  # (N,) the last block of every episode
         r = {k: float(end[k].mean()) for k in METRICS}
         mse = end["latent_mse"].squeeze(-1).double()
-        half = 1.96 * float(mse.std()) / math.sqrt(max(len(mse), 1)) if len(mse) > 1 else 0.0
-        r["latent_mse_lo"], r["latent_mse_hi"] = r["latent_mse"] - half, r["latent_mse"] + half
+        _, r["latent_mse_lo"], r["latent_mse_hi"] = mean_ci(mse)
         if not env.image_metrics:
             r["psnr"] = r["fid"] = math.nan
         else:
@@ -90,6 +90,14 @@ def evaluate_policies(env: MEGPowerEnv, policies: dict[str, Callable],
     if keep:
         out["outcomes"] = outcomes
     return out
+
+
+def mean_ci(values: torch.Tensor) -> tuple[float, float, float]:
+    """Mean of ``values`` and its normal 95% interval."""
+    v = values.double().flatten()
+    m = float(v.mean())
+    half = Z95 * float(v.std()) / math.sqrt(len(v)) if len(v) > 1 else 0.0
+    return m, m - half, m + half
 
 
 def paired_ratio_ci(a: torch.Tensor, b: torch.Tensor, resamples: int = 1000,

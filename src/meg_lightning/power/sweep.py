@@ -36,20 +36,12 @@ from meg_lightning.power.evaluate import (
     FIG10_COLUMNS,
     FIG10_POWERS,
     evaluate_policies,
+    mean_ci,
 )
 from meg_lightning.power.policies import POLICIES, baseline_policies
 
 #: the policies of Fig. 10 and of the block-count table
 POLICY_NAMES = ("equal", "causal_dp", "oracle", "ppo")
-Z95 = 1.959964
-
-
-def _mean_ci(values: torch.Tensor) -> tuple[float, float, float]:
-    """Mean and its normal 95% interval over the episodes."""
-    v = values.double().flatten()
-    m = float(v.mean())
-    half = Z95 * float(v.std()) / math.sqrt(len(v)) if len(v) > 1 else 0.0
-    return m, m - half, m + half
 
 
 def image_metrics(outcome: dict[str, torch.Tensor], extractor: nn.Module,
@@ -59,7 +51,7 @@ def image_metrics(outcome: dict[str, torch.Tensor], extractor: nn.Module,
     images against the perfect ones, and its latent MSE, from an env's ``outcome``."""
     out: dict[str, float] = {}
     lm = (outcome["z_hat"] - outcome["z"]).flatten(1).square().mean(1)
-    out["latent_mse"], out["latent_mse_lo"], out["latent_mse_hi"] = _mean_ci(lm)
+    out["latent_mse"], out["latent_mse_lo"], out["latent_mse_hi"] = mean_ci(lm)
     nan = float("nan")
     for m in ("fid", "psnr", "accuracy"):
         out[m] = out[f"{m}_lo"] = out[f"{m}_hi"] = nan
@@ -67,7 +59,7 @@ def image_metrics(outcome: dict[str, torch.Tensor], extractor: nn.Module,
     if images is None:
         return out
     i_0 = outcome["images_0"]
-    out["psnr"], out["psnr_lo"], out["psnr_hi"] = _mean_ci(psnr_per_image(images, i_0)[0])
+    out["psnr"], out["psnr_lo"], out["psnr_hi"] = mean_ci(psnr_per_image(images, i_0)[0])
     feats_0, feats = extract_features(extractor, i_0), extract_features(extractor, images)
     if len(images) >= 2:
         fid = fid_with_ci(feats_0, feats, bootstrap=bootstrap, seed=seed,
@@ -75,7 +67,7 @@ def image_metrics(outcome: dict[str, torch.Tensor], extractor: nn.Module,
         out["fid"], out["fid_lo"], out["fid_hi"] = fid.fid, fid.ci_low, fid.ci_high
     if judge is not None and "index" in outcome:
         hit = judge(images, outcome["index"]).float()
-        m, lo, hi = _mean_ci(hit)
+        m, lo, hi = mean_ci(hit)
         out["accuracy"], out["accuracy_lo"], out["accuracy_hi"] = m, max(lo, 0.0), min(hi, 1.0)
     return out
 
@@ -140,7 +132,7 @@ def fig10_sweep(cfg: Any, powers: Sequence[float] = FIG10_POWERS, *,
                 policies: Sequence[str] = POLICY_NAMES, train: bool = True,
                 num_images: Optional[int] = None, fid_extractor: Optional[nn.Module] = None,
                 judge: Optional[Callable] = None, out_csv: Optional[str | Path] = None,
-                latent_passes: bool = True) -> Path:
+                latent_passes: bool = True, main: Optional[dict] = None) -> Path:
     """Fig. 10: FID, PSNR, semantic accuracy and latent MSE against the power budget P_max.
 
     For each ``P_max`` in ``powers`` (mW) the noise power stays ``channel.noise_power_mw`` (so the
@@ -153,7 +145,8 @@ def fig10_sweep(cfg: Any, powers: Sequence[float] = FIG10_POWERS, *,
     latent scheme and a model (accuracy: model ``mini``); for ``gaussian`` they are empty.
 
     With ``latent_passes`` every budget also compares the policies on ``ppo.eval_episodes``
-    held-out draws (``held_out_mse``, ``vs_causal_dp`` with PPO's paired bootstrap interval).
+    held-out draws (``held_out_mse``, ``vs_causal_dp`` with PPO's paired bootstrap interval);
+    ``main``, the main run's held-out results, serves the budget and SNR it was evaluated at.
 
     Returns the CSV path (default ``{out_dir}/ppo/fig10.csv``, where the figures stage looks),
     columns :data:`FIG10_COLUMNS`, with ``power_saved_db`` filled for every policy but equal.
@@ -189,8 +182,10 @@ def fig10_sweep(cfg: Any, powers: Sequence[float] = FIG10_POWERS, *,
                                 bootstrap=0)
         held = None  # latent MSE on ppo.eval_episodes held-out draws: PPO against the causal DP
         if "ppo" in pols and latent_passes:
-            held = ppo_train.held_out(cfg_p, source, pols["ppo"].actor, p_max_mw=p_max,
-                                      snr_db=snr)
+            same = (main is not None and cfg_p is cfg and main.get("n") == cfg.ppo.eval_episodes
+                    and math.isclose(main["snr_db"], snr) and math.isclose(main["p_max_mw"], p_max))
+            held = main if same else ppo_train.held_out(cfg_p, source, pols["ppo"].actor,
+                                                        p_max_mw=p_max, snr_db=snr)
         for name, outcome in res["outcomes"].items():
             row = {"p_max_mw": p_max, "snr_db": snr, "policy": name,
                    "num_blocks": env.num_blocks, "channel": env.link.kind,
@@ -291,7 +286,7 @@ def main(cfg: MegConfig) -> dict[str, Any]:
     check(cfg)
     results = ppo_train.main(cfg)
     if cfg.ppo.fig10_powers:
-        results["fig10_csv"] = str(fig10_sweep(cfg, cfg.ppo.fig10_powers))
+        results["fig10_csv"] = str(fig10_sweep(cfg, cfg.ppo.fig10_powers, main=results))
     if cfg.ppo.block_counts:
         results["blocks_csv"] = str(block_table(cfg, cfg.ppo.block_counts, main=results))
     return results
