@@ -20,7 +20,7 @@ COMMON = model=$(MODEL) data.num_prompts=$(N) $(ARGS)
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup latents train-codec train-codec-adaptive pretrained-codecs train-ppo eval eval-channels eval-multiuser figures demo test test-slow bench clean train-mini rehearsal
+.PHONY: help setup latents train-codec train-codec-adaptive pretrained-codecs train-ppo eval eval-channels eval-multiuser train-alloc figures demo test test-slow bench clean train-mini rehearsal
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -98,6 +98,16 @@ MULTIUSER_ARGS = out_dir=data/multiuser logger=csv \
 eval-multiuser: setup ## users served per frame, K up to 16, TDMA vs NOMA, mini -> data/multiuser (docs/MULTIUSER.md)
 	$(BIN)/meg latents $(CHANNELS_DATA) $(ARGS)
 	$(BIN)/meg eval-multiuser $(CHANNELS_DATA) $(MULTIUSER_ARGS) $(ARGS)
+
+# The learned allocation across users (docs/MULTIUSER.md): K = 4 users per frame, TDMA and NOMA,
+# mean and max-min quality, PPO against equal shares, channel inversion and the best fixed split,
+# on the spectrum of the demo's mini latents.
+ALLOC_ARGS = out_dir=data/multiuser logger=csv users.k=4 ppo.lr=1e-3 ppo.frames_per_batch=4096 \
+	ppo.minibatch_size=512
+
+train-alloc: setup ## learn the allocation across K=4 users (PPO) vs equal / inversion / best fixed -> data/multiuser/alloc
+	$(BIN)/meg latents $(CHANNELS_DATA) $(ARGS)
+	$(BIN)/meg train-alloc $(CHANNELS_DATA) $(ALLOC_ARGS) $(ARGS)
 
 figures: setup ## regenerate every figure from saved results
 	$(BIN)/meg figures $(COMMON)

@@ -349,6 +349,8 @@ class EvalConfig:
 
 
 ACCESS = ("tdma", "noma")
+OBJECTIVES = ("mean", "maxmin")  # the learned allocation's objectives (multiuser.allocation)
+ALLOC_CHANNELS = ("awgn", "rayleigh")
 
 
 @dataclass
@@ -362,6 +364,14 @@ class UsersConfig:
     access: str = "tdma"  # tdma (per-user slots) | noma (pairs superposed with a power split)
     shares: Optional[list[float]] = None  # TDMA slot shares of the k users (> 0, sum 1); null: equal
     noma_power: float = 0.8  # NOMA: power share of the weak user of a pair (the strong gets the rest)
+    objectives: list[str] = field(default_factory=lambda: ["mean", "maxmin"])  # train-alloc: mean
+    # (mean user quality) and / or maxmin (the worst user's: fairness)
+    alloc_fc: float = 0.5  # train-alloc: the frame has round(alloc_fc |z|) real channel uses
+    alloc_snr_db: list[float] = field(default_factory=lambda: [0.0, 20.0])  # train-alloc: the
+    # users' average SNRs, drawn per frame uniformly in dB over [lo, hi]
+    alloc_channel: str = "rayleigh"  # train-alloc: rayleigh (a gain per user and frame) | awgn
+    alloc_frames: int = 262_144  # train-alloc: PPO training frames (one step each) per policy
+    alloc_eval_frames: int = 4096  # train-alloc: held-out frames shared by every policy
     spread_db: float = 10.0  # sweep: the K users' average SNRs equally spaced over the cell's SNR
     # +- spread_db / 2 (one user: the cell's SNR)
     ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])  # sweep: the K values
@@ -386,6 +396,21 @@ class UsersConfig:
                    f"null or a list of users.k={k} numbers > 0 that sum to 1")
         _check(f"{p}.noma_power", self.noma_power,
                _finite(self.noma_power) and 0 <= self.noma_power <= 1, "a number in [0, 1]")
+        obj = list(self.objectives)
+        _check(f"{p}.objectives", obj, len(obj) > 0 and all(o in OBJECTIVES for o in obj),
+               f"a non-empty list from {', '.join(OBJECTIVES)}")
+        _no_duplicates(f"{p}.objectives", obj)
+        _check(f"{p}.alloc_fc", self.alloc_fc, _finite(self.alloc_fc) and 0 < self.alloc_fc <= 1,
+               "a rate in (0, 1]")
+        r = list(self.alloc_snr_db)
+        _check(f"{p}.alloc_snr_db", r, len(r) == 2 and all(_finite(v) for v in r) and r[0] <= r[1],
+               "[lo, hi] with finite lo <= hi (dB)")
+        _check(f"{p}.alloc_channel", self.alloc_channel, self.alloc_channel in ALLOC_CHANNELS,
+               f"one of {', '.join(ALLOC_CHANNELS)}")
+        for key, low in (("alloc_frames", 1), ("alloc_eval_frames", 2)):
+            v = getattr(self, key)
+            _check(f"{p}.{key}", v, isinstance(v, int) and not isinstance(v, bool) and v >= low,
+                   f"an integer >= {low}")
         _check(f"{p}.spread_db", self.spread_db, _finite(self.spread_db) and self.spread_db >= 0,
                "a finite number >= 0 (dB)")
         ks = list(self.ks)

@@ -64,6 +64,7 @@ def output_dirs(command: str, cfg: MegConfig) -> list[tuple[str, Path]]:
         "eval": [("out_dir", out), ("out_dir", out / "eval"),
                  ("out_dir", out / "eval" / "examples")],
         "eval-multiuser": [("out_dir", out), ("out_dir", out / "multiuser")],
+        "train-alloc": [("out_dir", out), ("out_dir", out / "alloc")],
         "figures": [("out_dir", out), ("out_dir", out / "figures")],
         "demo": [("out_dir", out), cache],
         "train-mini": [("mini.out_dir", Path(section.out_dir))] if section else [],
@@ -113,4 +114,6 @@ def check(command: str, cfg: MegConfig) -> MegConfig:
         check_figures_inputs(cfg)
     if command == "eval":
         check_eval_tables(cfg)
+    if command == "train-alloc" and cfg.users.k < 2:
+        raise ConfigError("users.k", cfg.users.k, "an integer >= 2 (the users sharing the frame)")
     return cfg

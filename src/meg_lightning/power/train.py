@@ -99,6 +99,23 @@ class ResidualAction(nn.Module):
         return torch.minimum(self.floor + q * free, budget)
 
 
+
+def gaussian_params(obs_dim: int, act_dim: int, hidden: int, loc: float = 0.0,
+                    in_key: str = "observation") -> TensorDictModule:
+    """``in_key`` -> (``loc``, ``scale``) of a diagonal Gaussian over ``act_dim`` actions: a tanh
+    MLP (two hidden layers) whose last layer starts near zero, so every action starts at ``loc``
+    with scale ~0.5 whatever the observation."""
+    mlp = MLP(in_features=obs_dim, out_features=2 * act_dim, num_cells=[hidden, hidden],
+              activation_class=nn.Tanh)
+    last = mlp[-1]
+    with torch.no_grad():
+        last.weight.mul_(0.01)
+        last.bias.zero_()
+        last.bias[:act_dim] = loc
+    net = nn.Sequential(mlp, NormalParamExtractor(scale_mapping="biased_softplus_0.5"))
+    return TensorDictModule(net, in_keys=[in_key], out_keys=["loc", "scale"])
+
+
 def build_models(cfg: MegConfig, env: EnvBase) -> tuple[Any, ValueOperator, Any]:
     """(loss actor, critic, acting policy): the actor pi(. | s) whose log-probabilities the PPO
     loss reads (a distribution over ``delta`` or ``action``), the critic V(s), and the policy
@@ -106,19 +123,12 @@ def build_models(cfg: MegConfig, env: EnvBase) -> tuple[Any, ValueOperator, Any]
 
     obs_dim = env.observation_spec["observation"].shape[-1]
     h, B = cfg.ppo.hidden, cfg.ppo.num_blocks
-    mlp = MLP(in_features=obs_dim, out_features=2, num_cells=[h, h], activation_class=nn.Tanh)
-    last = mlp[-1]
     residual = cfg.ppo.action == "residual"
-    with torch.no_grad():
-        last.weight.mul_(0.01)
-        if residual:  # delta ~ N(0, ~0.5): equal power with a moderate spread
-            last.bias.copy_(torch.tensor([0.0, 0.0]))
-        else:
-            # Start near the tie allocation a = 1/B (tanh(loc) = 2/B - 1 on [0, 1]) with a
-            # moderate spread: a uniform random start spends the budget in the first blocks
-            last.bias.copy_(torch.tensor([math.atanh(2.0 / B - 1.0) if B > 1 else 3.0, 0.0]))
-    actor_net = nn.Sequential(mlp, NormalParamExtractor(scale_mapping="biased_softplus_0.5"))
-    params = TensorDictModule(actor_net, in_keys=["observation"], out_keys=["loc", "scale"])
+    # residual: delta ~ N(0, ~0.5), equal power with a moderate spread. absolute: start near the
+    # tie allocation a = 1/B (tanh(loc) = 2/B - 1 on [0, 1]); a uniform random start spends the
+    # budget in the first blocks
+    params = gaussian_params(obs_dim, 1, h, loc=0.0 if residual else (
+        math.atanh(2.0 / B - 1.0) if B > 1 else 3.0))
     if residual:
         actor = ProbabilisticActor(params, in_keys=["loc", "scale"], out_keys=["delta"],
                                    distribution_class=Normal, return_log_prob=True)
@@ -219,24 +229,54 @@ def _main(cfg: MegConfig) -> dict[str, Any]:
     clean_tmp(folder)
     save_resolved(cfg, folder)
 
-    def reseed(batch_index: int) -> None:
-        """Batch k's randomness (channel draws, actions, minibatches) from (seed, k) alone, so a
-        run resumed from the checkpoint of batch k - 1 collects and updates exactly as the
-        uninterrupted run (the collector resets the envs at every batch)."""
-
-        s = int(config_hash({"seed": cfg.seed, "batch": batch_index}), 16) % 2**62
-        torch.manual_seed(s)
-        base_env.rng.manual_seed(s + 1)
-
-    # Create the models
+    # Create the models, the logger, then train
     actor, critic, policy = build_models(cfg, env)
+    logger = make_logger(cfg, folder / "logs", f"ppo-{config_hash(p)}")
+    frames_done, train_seconds = ppo_train(
+        env, base_env, actor, critic, policy, p, folder=folder, seed=cfg.seed,
+        episode_len=p.num_blocks, ckpt=ckpt, logger=logger, desc="train-ppo",
+        track="latent_mse", what=f"ppo.reward={p.reward!r}",
+        extra={"reward_scale": reward_scale, "config": to_dict(cfg),
+               "observation": list(OBS_KEYS)})
+
+    results = held_out(cfg, source, policy)
+    results["train_seconds"] = train_seconds
+    results["frames"] = frames_done
+    if logger is not None:
+        for name, r in results["policies"].items():
+            for k, v in r.items():
+                logger.log_scalar(f"eval/{name}/{k}", v, step=frames_done)
+        if results.get("gap_closed") is not None:
+            logger.log_scalar("eval/gap_closed", results["gap_closed"], step=frames_done)
+    results["run_id"] = run_id
+    atomic_write_json(folder / "eval.json", _json_safe(results))
+    print(summary_line(results, frames_done, train_seconds))
+    return results
+
+
+
+def ppo_train(env: EnvBase, base_env: Any, actor: Any, critic: ValueOperator, policy: Any,
+              p: Any, *, folder: Path, seed: int, episode_len: int,
+              ckpt: Optional[dict[str, Any]] = None, logger: Any = None, desc: str = "ppo",
+              track: str = "latent_mse", what: str = "the reward",
+              extra: Optional[dict[str, Any]] = None) -> tuple[int, float]:
+    """The PPO loop of Algorithm 3 (clipped objective, GAE, minibatch epochs, linear learning-rate
+    decay) on a batched env whose episodes all last ``episode_len`` steps; returns (frames
+    trained, seconds). Settings ``p``: the fields of ``PPOConfig`` it reads (``total_frames``,
+    ``frames_per_batch``, ``num_envs``, ``minibatch_size``, ``num_epochs``, ``lr``, ``gamma``,
+    ``lmbda``, ``clip_epsilon``, ``entropy_coef``, ``critic_coef``).
+
+    After every batch ``{folder}/checkpoint.pt`` is written atomically (actor, critic, optimiser,
+    frames and ``extra``); with ``ckpt`` (such a checkpoint) the run resumes where it stopped and
+    collects and updates exactly as the uninterrupted run would: batch k's randomness (the env's
+    ``rng``, actions, minibatches) comes from (seed, k) alone. ``track``: the env's per-episode
+    key shown on the progress bar and logged; ``what`` names the reward in the non-finite error.
+    """
     if ckpt:
         actor.load_state_dict(ckpt["actor"])
         critic.load_state_dict(ckpt["critic"])
-
-    # Create the collector
     frames_done = ckpt["frames"] if ckpt else 0
-    episode = p.num_envs * p.num_blocks  # a batch holds whole episodes of the N envs
+    episode = p.num_envs * episode_len  # a batch holds whole episodes of the N envs
     frames_per_batch = max(p.frames_per_batch // episode, 1) * episode
     remaining = max(p.total_frames - frames_done, 0)
     collector = None
@@ -245,28 +285,20 @@ def _main(cfg: MegConfig) -> dict[str, Any]:
         collector = Collector(env, policy, frames_per_batch=frames_per_batch,
                               total_frames=math.ceil(remaining / frames_per_batch) * frames_per_batch,
                               auto_register_policy_transforms=False, reset_at_each_iter=True)
-
-    # Create the loss, the advantage estimator and the minibatch sampler
     loss_module = ClipPPOLoss(actor, critic, clip_epsilon=p.clip_epsilon,
                               entropy_bonus=p.entropy_coef > 0, entropy_coeff=p.entropy_coef,
                               critic_coeff=p.critic_coef, loss_critic_type="l2",
                               normalize_advantage=True)
     advantage = GAE(gamma=p.gamma, lmbda=p.lmbda, value_network=critic, average_gae=False)
     minibatch = min(p.minibatch_size, frames_per_batch)
-
-    def make_buffer() -> ReplayBuffer:
-        """A fresh minibatch sampler per batch: one kept across batches draws its next
-        permutation during the previous batch, so a resumed run would sample other minibatches."""
-        return ReplayBuffer(storage=LazyTensorStorage(frames_per_batch),
-                            sampler=SamplerWithoutReplacement(), batch_size=minibatch)
-
-    # Create the optimiser
     optim = torch.optim.Adam(loss_module.parameters(), lr=p.lr)
     if ckpt:
         optim.load_state_dict(ckpt["optim"])
 
-    # Create the logger
-    logger = make_logger(cfg, folder / "logs", f"ppo-{config_hash(p)}")
+    def reseed(batch_index: int) -> None:
+        s = int(config_hash({"seed": seed, "batch": batch_index}), 16) % 2**62
+        torch.manual_seed(s)
+        base_env.rng.manual_seed(s + 1)
 
     def update(batch, frames: int) -> dict[str, float]:
         """Algorithm 3 lines 19-22: num_epochs passes of minibatch PPO over one collected batch."""
@@ -275,7 +307,10 @@ def _main(cfg: MegConfig) -> dict[str, Any]:
         for group in optim.param_groups:
             group["lr"] = p.lr * max(1.0 - frames / p.total_frames, 0.0)
         stats: dict[str, list[float]] = {"lr": [optim.param_groups[0]["lr"]]}
-        buffer = make_buffer()
+        # a fresh minibatch sampler per batch: one kept across batches draws its next
+        # permutation during the previous batch, so a resumed run would sample other minibatches
+        buffer = ReplayBuffer(storage=LazyTensorStorage(frames_per_batch),
+                              sampler=SamplerWithoutReplacement(), batch_size=minibatch)
         for _ in range(p.num_epochs):
             with torch.no_grad():
                 advantage(batch)  # GAE with the current critic (values refreshed each epoch)
@@ -293,62 +328,42 @@ def _main(cfg: MegConfig) -> dict[str, Any]:
                         stats.setdefault(k, []).append(float(losses[k].detach().mean()))
         return {k: sum(v) / max(len(v), 1) for k, v in stats.items()}
 
-    cfg_dict = to_dict(cfg)  # once per run, not once per checkpoint
-
     def save(frames: int) -> None:
         with atomic_path(folder / "checkpoint.pt") as tmp:
             torch.save({"actor": actor.state_dict(), "critic": critic.state_dict(),
-                        "optim": optim.state_dict(), "frames": frames,
-                        "reward_scale": reward_scale, "config": cfg_dict,
-                        "observation": list(OBS_KEYS)}, tmp)
+                        "optim": optim.state_dict(), "frames": frames, **(extra or {})}, tmp)
 
-    # Train
     t0 = time.perf_counter()
     bar = tqdm(total=frames_done + (collector.total_frames if collector else 0), initial=frames_done,
-               unit="frame", desc="train-ppo", dynamic_ncols=True)
+               unit="frame", desc=desc, dynamic_ncols=True)
     reseed(frames_done // frames_per_batch)
     try:  # the bar is closed before an interrupt propagates: its last redraw would
         # otherwise land after the CLI's one-line message
         for batch in collector or ():
             last = batch["next", "done"].squeeze(-1)  # (N, T) episode ends
             if not bool(torch.isfinite(batch["next", "reward"]).all()):
-                raise UserError(f"train-ppo: a reward of the batch after frame {frames_done} is "
-                                f"not finite (ppo.reward={p.reward!r}); nothing was updated "
-                                f"with it, {str(folder / 'checkpoint.pt')!r} holds the last "
-                                "good state")
+                raise UserError(f"{desc}: a reward of the batch after frame {frames_done} is "
+                                f"not finite ({what}); nothing was updated with it, "
+                                f"{str(folder / 'checkpoint.pt')!r} holds the last good state")
             log = update(batch, frames_done)
             frames_done += batch.numel()
             ends = last.any()
             log["episode_reward"] = float(batch["next", "reward"][last].mean()) if ends else math.nan
-            log["latent_mse"] = float(batch["next", "latent_mse"][last].mean()) if ends else math.nan
+            log[track] = float(batch["next", track][last].mean()) if ends else math.nan
             log["fps"] = frames_done / max(time.perf_counter() - t0, 1e-9)
             if logger is not None:
                 for k, v in log.items():
                     logger.log_scalar(f"train/{k}", v, step=frames_done)
             bar.update(batch.numel())
-            bar.set_postfix(mse=f"{log['latent_mse']:.4g}", reward=f"{log['episode_reward']:.3f}")
+            bar.set_postfix({track: f"{log[track]:.4g}",
+                             "reward": f"{log['episode_reward']:.3f}"})
             save(frames_done)
             reseed(frames_done // frames_per_batch)
     finally:
         bar.close()
     if collector is not None:
         collector.shutdown()
-    train_seconds = time.perf_counter() - t0
-
-    results = held_out(cfg, source, policy)
-    results["train_seconds"] = train_seconds
-    results["frames"] = frames_done
-    if logger is not None:
-        for name, r in results["policies"].items():
-            for k, v in r.items():
-                logger.log_scalar(f"eval/{name}/{k}", v, step=frames_done)
-        if results.get("gap_closed") is not None:
-            logger.log_scalar("eval/gap_closed", results["gap_closed"], step=frames_done)
-    results["run_id"] = run_id
-    atomic_write_json(folder / "eval.json", _json_safe(results))
-    print(summary_line(results, frames_done, train_seconds))
-    return results
-
+    return frames_done, time.perf_counter() - t0
 
 def held_out(cfg: MegConfig, source: Any, policy: Any, **env_kw: Any) -> dict[str, Any]:
     """PPO (``policy``, the actor's module) and every baseline on ``ppo.eval_episodes`` held-out

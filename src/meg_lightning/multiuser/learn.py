@@ -1,0 +1,262 @@
+"""`meg train-alloc`: the learned allocation across the K users of a frame, against equal
+shares, channel inversion, the best fixed split and a per-frame optimiser
+(:mod:`meg_lightning.multiuser.allocation` has the model; docs/MULTIUSER.md the results).
+
+For every access in ``users.accesses`` and objective in ``users.objectives``, a TorchRL PPO
+policy (the single-user power agent's loop, :func:`meg_lightning.power.train.ppo_train`, and
+its Gaussian head, with the ``ppo.*`` optimiser settings; ``users.alloc_frames`` frames) learns
+the allocation of K = ``users.k`` users on the quality model of the latents' own spectrum (the
+training split of the latent cache). Every policy then acts on the same ``users.alloc_eval_frames``
+held-out frames (another seed).
+
+Outputs under ``{out_dir}/alloc/``: ``results.csv`` (one row per access, objective and policy:
+the objective's mean and 95% interval, its paired difference to equal shares and to the best
+fixed split with intervals, the worst and mean user, Jain's index), ``summary.md``, ``alloc.png``
+and per policy ``{access}-{objective}/checkpoint.pt`` (written after every batch; a rerun resumes
+it, and trains nothing once it holds all frames).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.distributions import Normal
+from torchrl.envs import RewardScaling, TransformedEnv
+from torchrl.modules import MLP, ProbabilisticActor, ValueOperator
+
+from meg_lightning.codecs.base import code_length
+from meg_lightning.config import MegConfig, config_hash, save_resolved, to_dict
+from meg_lightning.errors import UserError
+from meg_lightning.evaluation.inputs import _default_datamodule, train_latents
+from meg_lightning.io import atomic_write_text, clean_tmp
+from meg_lightning.multiuser.allocation import (
+    AllocationEnv,
+    FrameSpec,
+    LinearQuality,
+    best_fixed_action,
+    draw_frames,
+    equal_action,
+    evaluate,
+    inversion_action,
+    optimise_actions,
+    spec_from,
+    summarise,
+)
+from meg_lightning.power.evaluate import mean_ci
+from meg_lightning.power.train import gaussian_params, make_logger, ppo_train
+from meg_lightning.runtime import torch_threads
+
+COLUMNS = ["access", "objective", "k", "policy", "objective_db", "objective_lo", "objective_hi",
+           "vs_equal_db", "vs_equal_lo", "vs_equal_hi", "vs_best_fixed_db", "vs_best_fixed_lo",
+           "vs_best_fixed_hi", "mean_user_db", "worst_user_db", "jain", "train_seconds", "frames"]
+#: the most training frames the best fixed split is searched on (else as many as held out)
+SEARCH_FRAMES = 2048
+
+
+def out_dir(cfg: MegConfig) -> Path:
+    return Path(cfg.out_dir) / "alloc"
+
+
+def build_agent(spec: FrameSpec, hidden: int) -> tuple[ProbabilisticActor, ValueOperator, Any]:
+    """(actor, critic, the actor's (loc, scale) module): a Gaussian over the action logits whose
+    mean starts at 0, the equal allocation."""
+    params = gaussian_params(spec.k, spec.action_dim, hidden)
+    actor = ProbabilisticActor(params, in_keys=["loc", "scale"], out_keys=["action"],
+                               distribution_class=Normal, return_log_prob=True)
+    critic = ValueOperator(MLP(in_features=spec.k, out_features=1, num_cells=[hidden, hidden],
+                               activation_class=nn.Tanh), in_keys=["critic_observation"])
+    return actor, critic, params
+
+
+def train_policy(cfg: MegConfig, spec: FrameSpec, quality: LinearQuality, kind: str,
+                 folder: Path) -> tuple[Any, dict[str, Any]]:
+    """Train (or resume) one allocation policy; returns (its deterministic action function of
+    gamma, {train_seconds, frames})."""
+    users = cfg.users
+    p = dataclasses.replace(cfg.ppo, num_envs=cfg.ppo.frames_per_batch,
+                            total_frames=users.alloc_frames, num_blocks=1)
+    run = config_hash({"spec": dataclasses.asdict(spec), "kind": kind, "seed": cfg.seed,
+                       "hidden": p.hidden})
+    path = folder / "checkpoint.pt"
+    ckpt = torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
+    if ckpt is not None and ckpt.get("run") != run:
+        raise UserError(f"{str(path)!r} was trained with other users.* settings: use another "
+                        "out_dir (or delete it to train again)")
+    torch.manual_seed(cfg.seed)
+    base = AllocationEnv(spec, quality, kind, num_envs=p.num_envs, seed=cfg.seed)
+    if ckpt:
+        scale = ckpt["reward_scale"]
+    else:
+        gamma = draw_frames(spec, p.num_envs, torch.Generator().manual_seed(cfg.seed + 17))
+        eq = evaluate(spec, quality, gamma, kind, {"equal": equal_action(spec, 1)[0]})
+        scale = 1.0 / max(abs(float(eq["equal"]["objective"].mean())), 1e-6)
+    env = TransformedEnv(base, RewardScaling(loc=0.0, scale=scale))
+    actor, critic, params = build_agent(spec, p.hidden)
+    folder.mkdir(parents=True, exist_ok=True)
+    clean_tmp(folder)
+    logger = make_logger(cfg, folder / "logs", f"alloc-{spec.access}-{kind}-{run[:8]}")
+    frames, seconds = ppo_train(
+        env, base, actor, critic, actor, p, folder=folder, seed=cfg.seed, episode_len=1,
+        ckpt=ckpt, logger=logger, desc=f"train-alloc {spec.access} {kind}", track="objective",
+        what=f"users.objectives={kind!r}",
+        extra={"run": run, "reward_scale": scale, "config": to_dict(cfg)})
+    params.eval()
+
+    @torch.no_grad()
+    def act(gamma: torch.Tensor) -> torch.Tensor:
+        from tensordict import TensorDict  # noqa: PLC0415
+
+        td = TensorDict({"observation": torch.log10(gamma).float()}, batch_size=[len(gamma)])
+        return params(td)["loc"].double()
+
+    return act, {"train_seconds": seconds, "frames": frames}
+
+
+def run(cfg: MegConfig, *, quality: LinearQuality | None = None,
+        progress: bool = True) -> list[dict[str, Any]]:
+    """Every (access, objective): train, then compare all policies on held-out frames; writes
+    the outputs and returns the result rows. ``quality`` can be injected (else: the latents')."""
+    users = cfg.users
+    if quality is None:
+        quality = LinearQuality.from_latents(train_latents(_default_datamodule(cfg)))
+    n_symbols = code_length(users.alloc_fc, quality.n)
+    folder = out_dir(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_resolved(cfg, folder)
+    rows: list[dict[str, Any]] = []
+    for access in users.accesses:
+        spec = spec_from(users, access, n_symbols)
+        held = draw_frames(spec, users.alloc_eval_frames,
+                           torch.Generator().manual_seed(cfg.seed + 1_000_003))
+        search = draw_frames(spec, min(SEARCH_FRAMES, users.alloc_eval_frames),
+                             torch.Generator().manual_seed(cfg.seed + 7))
+        for kind in users.objectives:
+            t0 = time.perf_counter()
+            act, info = train_policy(cfg, spec, quality, kind, folder / f"{access}-{kind}")
+            actions = {"equal": equal_action(spec, 1)[0],
+                       "inversion": inversion_action(spec, held),
+                       "best_fixed": best_fixed_action(spec, quality, search, kind),
+                       "ppo": act(held)}
+            actions["per_frame"] = optimise_actions(spec, quality, held, kind, actions["ppo"])
+            results = evaluate(spec, quality, held, kind, actions)
+            for r in summarise(results, mean_ci):
+                r.update(access=access, objective=kind, k=spec.k)
+                if r["policy"] == "ppo":
+                    r.update(info)
+                rows.append(r)
+            if progress:
+                ppo = next(r for r in rows[::-1] if r["policy"] == "ppo")
+                print(f"train-alloc: {access} {kind}: ppo {ppo['objective_db']:.3f} dB, "
+                      f"{ppo['vs_equal_db']:+.3f} dB vs equal "
+                      f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    write_outputs(cfg, rows, n_symbols)
+    return rows
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def _ci(r: dict[str, Any], key: str) -> str:
+    if r.get(f"{key}_db") is None:
+        return "-"
+    return f"{r[f'{key}_db']:+.3f} [{r[f'{key}_lo']:+.3f}, {r[f'{key}_hi']:+.3f}]"
+
+
+def summary(cfg: MegConfig, rows: list[dict[str, Any]], n_symbols: int) -> str:
+    u = cfg.users
+    lines = [f"# Learned allocation across K = {u.k} users ({cfg.model})", "",
+             f"A frame of {n_symbols} real channel uses (fc {u.alloc_fc:g}) and its energy; users' "
+             f"average SNRs uniform in [{u.alloc_snr_db[0]:g}, {u.alloc_snr_db[1]:g}] dB, "
+             f"{u.alloc_channel} gains known at the transmitter; quality = the optimal linear "
+             "code's latent signal-to-distortion ratio (dB) at the user's symbols and SINR. "
+             f"{u.alloc_eval_frames} held-out frames; 95% intervals; differences are paired "
+             "(same frames).", "",
+             "| access | objective | policy | objective (dB) | vs equal (dB) | vs best fixed (dB) "
+             "| worst user (dB) | Jain |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['access']} | {r['objective']} | {r['policy']} | "
+                     f"{r['objective_db']:.3f} [{r['objective_lo']:.3f}, {r['objective_hi']:.3f}]"
+                     f" | {_ci(r, 'vs_equal')} | {_ci(r, 'vs_best_fixed')} | "
+                     f"{r['worst_user_db']:.3f} | {r['jain']:.3f} |")
+    lines += ["", *verdicts(rows)]
+    return "\n".join(lines) + "\n"
+
+
+def verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    """One sentence per (access, objective): does PPO beat equal shares beyond the interval, and
+    where does it stand against the best fixed split and the per-frame optimiser."""
+    out = []
+    for r in rows:
+        if r["policy"] != "ppo":
+            continue
+        per_frame = next((x for x in rows if x["policy"] == "per_frame"
+                          and (x["access"], x["objective"]) == (r["access"], r["objective"])), None)
+        beats = r["vs_equal_lo"] > 0
+        gap = (f"; the per-frame optimiser reaches {per_frame['objective_db']:.3f} dB"
+               if per_frame else "")
+        out.append(f"- {r['access']} / {r['objective']}: PPO "
+                   f"{'beats' if beats else 'does not beat'} equal shares by "
+                   f"{_ci(r, 'vs_equal')} dB, and is {_ci(r, 'vs_best_fixed')} dB against the "
+                   f"best fixed split{gap}.")
+    return out
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """The objective of every policy with its interval, a panel per (access, objective)."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    panels = list(dict.fromkeys((r["access"], r["objective"]) for r in rows))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
+    for ax, (access, kind) in zip(axes[0], panels):
+        rs = [r for r in rows if (r["access"], r["objective"]) == (access, kind)]
+        x = range(len(rs))
+        ax.bar(x, [r["objective_db"] for r in rs],
+               yerr=[[r["objective_db"] - r["objective_lo"] for r in rs],
+                     [r["objective_hi"] - r["objective_db"] for r in rs]],
+               color=["tab:red" if r["policy"] == "ppo" else "tab:gray" for r in rs], capsize=3)
+        ax.set_xticks(list(x), [r["policy"] for r in rs], rotation=30, fontsize=8)
+        ax.set_title(f"{access}, {kind}", fontsize=9)
+        ax.set_ylabel("objective (latent SDR, dB)")
+        lo = min(r["objective_lo"] for r in rs)
+        hi = max(r["objective_hi"] for r in rs)
+        ax.set_ylim(max(lo - 0.2 * (hi - lo + 1e-9), 0), hi + 0.1 * (hi - lo + 1e-9))
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_outputs(cfg: MegConfig, rows: list[dict[str, Any]], n_symbols: int) -> None:
+    folder = out_dir(cfg)
+    atomic_write_text(folder / "results.csv", _csv(rows))
+    atomic_write_text(folder / "summary.md", summary(cfg, rows, n_symbols))
+    plot(rows, folder / "alloc.png")
+
+
+def main(cfg: MegConfig) -> list[dict[str, Any]]:
+    """`meg train-alloc`, then one summary line."""
+    with torch_threads(1):
+        rows = run(cfg)
+    ppo = [r for r in rows if r["policy"] == "ppo"]
+    parts = ", ".join(f"{r['access']}/{r['objective']} {r['vs_equal_db']:+.2f} dB" for r in ppo)
+    print(f"meg train-alloc: PPO against equal shares (higher is better): {parts}; "
+          f"{out_dir(cfg) / 'summary.md'}")
+    return rows
