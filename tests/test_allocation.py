@@ -111,6 +111,33 @@ def test_per_frame_optimiser_never_loses_to_its_start(quality):
     assert objective(torch.tensor([[1.0, 3.0]]), "mean").item() == 2.0
 
 
+def _render(z):
+    """A fixed smooth 'VAE': latents (B, 4, 8, 8) -> images (B, 3, 16, 16) in [0, 1]."""
+    w = torch.linspace(-1, 1, 12).reshape(3, 4, 1, 1)
+    x = torch.nn.functional.conv2d(z.float(), w)
+    return torch.sigmoid(torch.nn.functional.interpolate(x, scale_factor=2))
+
+
+def test_image_check_sends_what_the_allocation_gives(latents):
+    """At a very high SNR a user with all the components gets its image back; a user given no
+    symbols decodes the code's prior mean, exactly."""
+    from meg_lightning.metrics.image import psnr_per_image
+    from meg_lightning.multiuser.learn import image_psnr
+
+    code = LinearCode.fit(latents, 1.0)
+    spec = FrameSpec(k=2, access="tdma", n_symbols=512, snr_db=(80, 80), channel="awgn")
+    gamma = torch.full((3, 2), 1e8, dtype=torch.float64)
+    z, i_0 = latents[:6], _render(latents[:6])
+    psnr = image_psnr(spec, code, gamma, equal_action(spec, 1)[0], z, i_0, _render, seed=0)
+    assert bool((psnr > 60).all())
+    starve = torch.tensor([20.0, -20.0, 20.0, -20.0], dtype=torch.float64)
+    psnr = image_psnr(spec, code, gamma, starve, z, i_0, _render, seed=0)
+    prior = _render(code.mean.reshape(1, 4, 8, 8).expand(3, -1, -1, -1))
+    want, _ = psnr_per_image(prior, i_0[[1, 3, 5]])
+    assert torch.allclose(psnr[:, 1].float(), want.float(), atol=1e-4)
+    assert bool((psnr[:, 0] > 60).all())
+
+
 def _cfg(tmp_path, *extra):
     from meg_lightning.cli import compose_for
 
@@ -118,7 +145,7 @@ def _cfg(tmp_path, *extra):
                                        "users.k=2", *extra])
 
 
-def test_ppo_beats_equal_shares_on_held_out_frames(tmp_path, quality):
+def test_ppo_beats_equal_shares_on_held_out_frames(tmp_path, quality, latents):
     """A short run (K = 2, TDMA, max-min): the learned policy's objective is above equal
     shares' on held-out frames beyond the paired 95% interval; the outputs are written; a rerun
     resumes the finished checkpoint, trains nothing and gives the same numbers."""
@@ -127,9 +154,12 @@ def test_ppo_beats_equal_shares_on_held_out_frames(tmp_path, quality):
 
     cfg = _cfg(tmp_path, "users.accesses=[tdma]", "users.objectives=[maxmin]",
                "users.alloc_frames=8192", "users.alloc_eval_frames=512", "ppo.lr=1e-3",
+               "users.alloc_image_frames=4",
                "ppo.frames_per_batch=1024", "ppo.num_envs=128", "ppo.minibatch_size=256")
-    rows = run(cfg, quality=quality, progress=False)
+    images = (LinearCode.fit(latents, 1.0), latents[:6], _render)
+    rows = run(cfg, quality=quality, images=images, progress=False)
     ppo = next(r for r in rows if r["policy"] == "ppo")
+    assert all(math.isfinite(r["image_psnr_db"]) for r in rows)
     assert ppo["vs_equal_lo"] > 0, ppo
     assert ppo["frames"] == 8192
     out = tmp_path / "runs" / "alloc"

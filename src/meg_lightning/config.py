@@ -372,6 +372,8 @@ class UsersConfig:
     alloc_channel: str = "rayleigh"  # train-alloc: rayleigh (a gain per user and frame) | awgn
     alloc_frames: int = 262_144  # train-alloc: PPO training frames (one step each) per policy
     alloc_eval_frames: int = 4096  # train-alloc: held-out frames shared by every policy
+    alloc_image_frames: int = 64  # train-alloc: held-out frames whose users' images are also
+    # sent (the linear code at the allocated symbols and SINR) and rendered: PSNR; 0 = none
     spread_db: float = 10.0  # sweep: the K users' average SNRs equally spaced over the cell's SNR
     # +- spread_db / 2 (one user: the cell's SNR)
     ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])  # sweep: the K values
@@ -407,7 +409,7 @@ class UsersConfig:
                "[lo, hi] with finite lo <= hi (dB)")
         _check(f"{p}.alloc_channel", self.alloc_channel, self.alloc_channel in ALLOC_CHANNELS,
                f"one of {', '.join(ALLOC_CHANNELS)}")
-        for key, low in (("alloc_frames", 1), ("alloc_eval_frames", 2)):
+        for key, low in (("alloc_frames", 1), ("alloc_eval_frames", 2), ("alloc_image_frames", 0)):
             v = getattr(self, key)
             _check(f"{p}.{key}", v, isinstance(v, int) and not isinstance(v, bool) and v >= low,
                    f"an integer >= {low}")

@@ -94,7 +94,8 @@ class LinearQuality:
 
     def _mse_int(self, m: Tensor, snr: Tensor) -> Tensor:
         """Integer ``m``: j = min(m, #{B_j < m snr}) active components, and with
-        ``a_j = (m + j sigma^2) / C_j`` the kept part ``sigma^2 C_j / a_j = C_j^2 / (m snr + j)``."""
+        ``a_j = (m + j sigma^2) / C_j`` the kept part
+        ``sigma^2 C_j / a_j = C_j^2 / (m snr + j)``."""
         x = m * snr
         j = torch.minimum(torch.searchsorted(self.threshold, x.detach().contiguous()).to(m), m)
         idx = (j.long() - 1).clamp_min(0)

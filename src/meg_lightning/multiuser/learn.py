@@ -21,33 +21,45 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.distributions import Normal
 from torchrl.envs import RewardScaling, TransformedEnv
 from torchrl.modules import MLP, ProbabilisticActor, ValueOperator
 
 from meg_lightning.codecs.base import code_length
+from meg_lightning.codecs.klt import LinearCode
 from meg_lightning.config import MegConfig, config_hash, save_resolved, to_dict
 from meg_lightning.errors import UserError
-from meg_lightning.evaluation.inputs import _default_datamodule, train_latents
+from meg_lightning.evaluation.inputs import (
+    _default_datamodule,
+    _default_vae,
+    test_latents,
+    train_latents,
+)
+from meg_lightning.generation import decode_latents
 from meg_lightning.io import atomic_write_text, clean_tmp
+from meg_lightning.metrics.image import psnr_per_image
 from meg_lightning.multiuser.allocation import (
     AllocationEnv,
     FrameSpec,
     LinearQuality,
+    allocation,
     best_fixed_action,
     draw_frames,
     equal_action,
     evaluate,
     inversion_action,
+    objective,
     optimise_actions,
     spec_from,
     summarise,
+    user_links,
 )
 from meg_lightning.power.evaluate import mean_ci
 from meg_lightning.power.train import gaussian_params, make_logger, ppo_train
@@ -55,7 +67,9 @@ from meg_lightning.runtime import torch_threads
 
 COLUMNS = ["access", "objective", "k", "policy", "objective_db", "objective_lo", "objective_hi",
            "vs_equal_db", "vs_equal_lo", "vs_equal_hi", "vs_best_fixed_db", "vs_best_fixed_lo",
-           "vs_best_fixed_hi", "mean_user_db", "worst_user_db", "jain", "train_seconds", "frames"]
+           "vs_best_fixed_hi", "mean_user_db", "worst_user_db", "jain", "image_psnr_db",
+           "image_psnr_lo", "image_psnr_hi", "image_vs_equal_db", "image_vs_equal_lo",
+           "image_vs_equal_hi", "image_worst_psnr_db", "train_seconds", "frames"]
 #: the most training frames the best fixed split is searched on (else as many as held out)
 SEARCH_FRAMES = 2048
 
@@ -119,13 +133,59 @@ def train_policy(cfg: MegConfig, spec: FrameSpec, quality: LinearQuality, kind: 
     return act, {"train_seconds": seconds, "frames": frames}
 
 
-def run(cfg: MegConfig, *, quality: LinearQuality | None = None,
+
+@torch.no_grad()
+def image_psnr(spec: FrameSpec, code: LinearCode, gamma: Tensor, action: Tensor, z: Tensor,
+               i_0: Tensor, decode_image: Callable[[Tensor], Tensor], seed: int) -> Tensor:
+    """(F, K) PSNR (dB) of the images the users of F frames receive under ``action``: user u of
+    frame f sends test latent ``(f K + u) mod len(z)`` with the linear code at its whole number
+    of symbols (the allocation's, rounded; none: the code's prior mean is decoded) over AWGN at
+    its SINR (its block's gain known; NOMA's partner as Gaussian noise), then the VAE renders
+    it. ``code``: a linear code holding all the components (``fc`` 1)."""
+    act = action.expand(gamma.shape[0], -1) if action.ndim == 1 else action
+    m, sinr = user_links(spec, gamma, allocation(spec, act))
+    gen = torch.Generator().manual_seed(seed)
+    n_img = len(z)
+    z_hat, refs = [], []
+    for f in range(gamma.shape[0]):
+        for u in range(spec.k):
+            i = (f * spec.k + u) % n_img
+            k = min(int(round(float(m[f, u]))), code.numel)  # more uses than |z|: idle
+            snr = float(sinr[f, u])
+            if k < 1 or snr <= 0:
+                z_hat.append(code.mean.reshape(1, *z.shape[1:]))
+            else:
+                c = LinearCode(code.mean, code.eigvecs, torch.as_tensor(code.eigvals),
+                               z.shape[1:], k, code.total_var)
+                snr_db = 10 * math.log10(snr)
+                x = c.encode(z[i:i + 1].float(), snr_db)
+                x_hat = x + torch.randn(x.shape, generator=gen) / math.sqrt(snr)
+                z_hat.append(c.decode(x_hat, snr_db))
+            refs.append(i)
+    images = torch.cat([decode_image(zz) for zz in torch.cat(z_hat).split(64)])
+    psnr, _ = psnr_per_image(images.float(), i_0[refs].float())
+    return psnr.reshape(gamma.shape[0], spec.k)
+
+
+def run(cfg: MegConfig, *, quality: Optional[LinearQuality] = None,
+        images: Optional[tuple[LinearCode, Tensor, Callable[[Tensor], Tensor]]] = None,
         progress: bool = True) -> list[dict[str, Any]]:
-    """Every (access, objective): train, then compare all policies on held-out frames; writes
-    the outputs and returns the result rows. ``quality`` can be injected (else: the latents')."""
+    """Every (access, objective): train, then compare all policies on held-out frames (and, for
+    ``users.alloc_image_frames`` of them, on the images the users receive); writes the outputs
+    and returns the result rows. ``quality`` and ``images`` (the linear code at fc 1, test
+    latents, the VAE decoder) can be injected; else they come from the latent cache."""
     users = cfg.users
-    if quality is None:
-        quality = LinearQuality.from_latents(train_latents(_default_datamodule(cfg)))
+    if quality is None or (images is None and users.alloc_image_frames > 0):
+        dm = _default_datamodule(cfg)
+        z_train = train_latents(dm)
+        quality = quality or LinearQuality.from_latents(z_train)
+        if images is None and users.alloc_image_frames > 0:
+            vae = _default_vae(cfg, torch.device("cpu")).eval()
+            images = (LinearCode.fit(z_train, 1.0), test_latents(dm, None)[0],
+                      lambda zz: decode_latents(vae, zz).float())
+    if images is not None and users.alloc_image_frames > 0:
+        code, z_test, decode_image = images
+        i_0 = torch.cat([decode_image(zz) for zz in z_test.split(64)]).float()
     n_symbols = code_length(users.alloc_fc, quality.n)
     folder = out_dir(cfg)
     folder.mkdir(parents=True, exist_ok=True)
@@ -146,10 +206,18 @@ def run(cfg: MegConfig, *, quality: LinearQuality | None = None,
                        "ppo": act(held)}
             actions["per_frame"] = optimise_actions(spec, quality, held, kind, actions["ppo"])
             results = evaluate(spec, quality, held, kind, actions)
+            image = {}
+            if images is not None and users.alloc_image_frames > 0:
+                f = min(users.alloc_image_frames, len(held))
+                image = {name: image_psnr(spec, code, held[:f], act if act.ndim == 1 else act[:f],
+                                          z_test, i_0, decode_image, cfg.seed)
+                         for name, act in actions.items()}
             for r in summarise(results, mean_ci):
                 r.update(access=access, objective=kind, k=spec.k)
                 if r["policy"] == "ppo":
                     r.update(info)
+                if image:
+                    r.update(image_columns(image, r["policy"], kind))
                 rows.append(r)
             if progress:
                 ppo = next(r for r in rows[::-1] if r["policy"] == "ppo")
@@ -158,6 +226,20 @@ def run(cfg: MegConfig, *, quality: LinearQuality | None = None,
                       f"({time.perf_counter() - t0:.0f} s)", flush=True)
     write_outputs(cfg, rows, n_symbols)
     return rows
+
+
+
+def image_columns(image: dict[str, Tensor], name: str, kind: str) -> dict[str, float]:
+    """The image check of one policy: its objective over the users' PSNR (mean or worst user
+    per frame) with its interval, and the paired difference to equal shares."""
+    obj = {k: objective(v, kind) for k, v in image.items()}
+    m, lo, hi = mean_ci(obj[name])
+    out = {"image_psnr_db": m, "image_psnr_lo": lo, "image_psnr_hi": hi,
+           "image_worst_psnr_db": float(image[name].amin(-1).mean())}
+    if name != "equal":
+        d, dlo, dhi = mean_ci(obj[name] - obj["equal"])
+        out.update(image_vs_equal_db=d, image_vs_equal_lo=dlo, image_vs_equal_hi=dhi)
+    return out
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
@@ -170,7 +252,7 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
 
 def _ci(r: dict[str, Any], key: str) -> str:
-    if r.get(f"{key}_db") is None:
+    if r.get(f"{key}_db") is None or f"{key}_lo" not in r:
         return "-"
     return f"{r[f'{key}_db']:+.3f} [{r[f'{key}_lo']:+.3f}, {r[f'{key}_hi']:+.3f}]"
 
@@ -185,13 +267,22 @@ def summary(cfg: MegConfig, rows: list[dict[str, Any]], n_symbols: int) -> str:
              f"{u.alloc_eval_frames} held-out frames; 95% intervals; differences are paired "
              "(same frames).", "",
              "| access | objective | policy | objective (dB) | vs equal (dB) | vs best fixed (dB) "
-             "| worst user (dB) | Jain |", "|---|---|---|---|---|---|---|---|"]
+             "| worst user (dB) | Jain | image objective, PSNR (dB) | image vs equal (dB) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        img = (f"{r['image_psnr_db']:.2f} [{r['image_psnr_lo']:.2f}, {r['image_psnr_hi']:.2f}]"
+               if "image_psnr_db" in r else "-")
         lines.append(f"| {r['access']} | {r['objective']} | {r['policy']} | "
                      f"{r['objective_db']:.3f} [{r['objective_lo']:.3f}, {r['objective_hi']:.3f}]"
                      f" | {_ci(r, 'vs_equal')} | {_ci(r, 'vs_best_fixed')} | "
-                     f"{r['worst_user_db']:.3f} | {r['jain']:.3f} |")
+                     f"{r['worst_user_db']:.3f} | {r['jain']:.3f} | {img} | "
+                     f"{_ci(r, 'image_vs_equal')} |")
     lines += ["", *verdicts(rows)]
+    if any("image_psnr_db" in r for r in rows):
+        lines += ["", f"Image check: on the first {u.alloc_image_frames} held-out frames every "
+                  "user sends its own test latent with the linear code at its allocated (rounded) "
+                  "symbols and SINR, and the VAE renders it; the objective is then taken over the "
+                  "users' PSNR against their perfect images (mean, or worst user, per frame)."]
     return "\n".join(lines) + "\n"
 
 
