@@ -140,7 +140,7 @@ def test_umi_and_listed_placement_in_the_sweep(tmp_path, tiny_pipe):
 
 def test_figure_has_every_scheme_and_access(tmp_path):
     """One panel per (access, channel), one legend entry per (scheme, fc), the hue of the
-    scheme's family (X+dm shares X's, dashed), K up to 16 on the axis."""
+    scheme's family (X+dm shares X's, dashed, hollow markers), K up to 16 on the axis."""
     from meg_lightning.multiuser.sweep import served_figure
     from meg_lightning.schemes import scheme_class
 
@@ -163,6 +163,7 @@ def test_figure_has_every_scheme_and_access(tmp_path):
         scheme = line.get_label().split(" ")[0]
         assert line.get_color() == scheme_class(scheme).hue
         assert line.get_linestyle() == ("--" if scheme.endswith("+dm") else "-")
+        assert (line.get_markerfacecolor() == "white") == scheme.endswith("+dm")
     assert [int(t) for t in tdma.get_yticks()] == [0, 1, 2, 4, 8, 16]
     import matplotlib.pyplot as plt
 

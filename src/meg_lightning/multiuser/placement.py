@@ -24,7 +24,7 @@ r^2) + r^2)``, u ~ U(0, 1)), at 2D distance d and 3D distance
   ``N = -174 dBm/Hz + 10 log10(B) + NF`` over the bandwidth B with the receiver's noise figure
   NF: ``users.tx_power_dbm`` (30), ``users.bandwidth_mhz`` (20: N = -92.0 dBm with NF 9),
   ``users.noise_figure_db`` (9), ``users.carrier_ghz`` (3.5). No antenna gains. With these a
-  user at 200 m in NLOS is at 6.8 dB, in LOS at 100 m at 38 dB.
+  user at 200 m is at 6.8 dB in NLOS and 30.4 dB in LOS (no shadowing).
 
 This SNR is the average received SNR per real symbol the channel layer takes (docs/ARCHITECTURE.md;
 it equals Es/N0 per complex symbol); the small-scale fading on top is the channel model's. Sionna

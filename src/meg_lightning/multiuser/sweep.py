@@ -430,8 +430,8 @@ def plot_served(best: dict[tuple, int], path: Path, cfg: MegConfig) -> None:
 def served_figure(best: dict[tuple, int], cfg: MegConfig) -> Any:
     """Users served against the average SNR: one panel per access (rows: TDMA, NOMA) and channel
     kind (columns), a line per scheme and rate in every panel where it runs. One hue per scheme
-    family (the registry's ``hue``: ``X`` and ``X+dm`` share it), ``X+dm`` dashed, one marker
-    per rate; the lines are dodged by a fraction of a dB so that equal counts stay visible; one
+    family (the registry's ``hue``: ``X`` and ``X+dm`` share it), ``X+dm`` dashed with hollow
+    markers, one marker per rate; the lines are dodged by a fraction of a dB so that equal counts stay visible; one
     legend for the figure."""
     import matplotlib  # noqa: PLC0415
 
@@ -463,6 +463,7 @@ def served_figure(best: dict[tuple, int], cfg: MegConfig) -> Any:
                                marker=markers[fcs.index(fc) % len(markers)] if fc in fcs
                                else "o", markersize=5,
                                linestyle="--" if is_dm(scheme) else "-",
+                               markerfacecolor="white" if is_dm(scheme) else None,
                                color=scheme_class(scheme).hue, label=label)
                 handles.setdefault(label, h)
             ax.set_yscale("symlog", base=2, linthresh=1)
