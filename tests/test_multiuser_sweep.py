@@ -3,6 +3,7 @@ FID target, listed and UMi placement, the figure, the W&B run, and the users.* e
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -199,12 +200,22 @@ def test_logger_wandb_writes_one_offline_run(tmp_path, monkeypatch, tiny_pipe, c
     args = _cli_world(tmp_path, monkeypatch, tiny_pipe)
     out = tmp_path / "runs" / "multiuser"
     assert run([*args, "logger=wandb"]) == 0
+    from test_wandb_demo import _records  # the .wandb reader (LevelDB log of protobufs)
+
     (run_dir,) = sorted((out / "wandb").glob("offline-run-*"))
-    (records,) = list(run_dir.glob("*.wandb"))
-    data = records.read_bytes()
-    for key in (b"multiuser/served", b"multiuser/users", b"multiuser/users_served",
-                b"served/feature_tdma_awgn_snr10"):
-        assert key in data, key
+    history, summary = set(), {}
+    for r in _records(next(run_dir.glob("run-*.wandb"))):
+        kind = r.WhichOneof("record_type")
+        if kind == "history":
+            history |= {i.key or i.nested_key[0] for i in r.history.item}
+        elif kind == "summary":
+            summary |= {u.key: json.loads(u.value_json) for u in r.summary.update if u.key}
+    assert {"multiuser/served", "multiuser/users", "multiuser/users_served"} <= history
+    import csv
+
+    with open(out / "served.csv", newline="") as f:
+        served = [int(r["k"]) for r in csv.DictReader(f) if r["all_meet"] == "True"]
+    assert summary["served/feature_tdma_awgn_snr10"] == max(served, default=0)
     assert f"wandb sync {run_dir}" in capsys.readouterr().out
 
 
