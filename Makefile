@@ -89,9 +89,12 @@ eval-channels: setup ## AWGN vs Rayleigh vs 3GPP TDL sweep on the demo's mini la
 
 # Users served per frame (docs/MULTIUSER.md): K in {1,2,4,8,16} users share the channel uses of one
 # single-user transmission, TDMA against NOMA, on the demo's mini latents and AWGN (NOMA is
-# modelled on AWGN only), 64 test images per user.
-MULTIUSER_ARGS = out_dir=data/multiuser logger=csv \
-	eval.schemes=[centralized,feature,meg-adaptive,linear,digital] eval.fcs=[0.5] \
+# modelled on AWGN only), 64 test images per user, logged to one offline W&B run. meg-adaptive+dm
+# adds ~4 min (it runs K <= 2: no mini codec below fc 0.25); feature+dm or linear+dm run every K,
+# ~40 min each on 2 cores, estimated (ARGS="eval.schemes=[...]" to add them).
+MULTIUSER_ARGS = out_dir=data/multiuser logger=wandb \
+	eval.schemes=[centralized,feature,meg-adaptive,linear,digital,prompt,meg-adaptive+dm] \
+	eval.fcs=[0.5] \
 	eval.snrs_db=[0,10,20] eval.channels=[awgn] eval.num_images=64 eval.pretrained=true \
 	channel.num_blocks=1 channel.equalizer=zf
 

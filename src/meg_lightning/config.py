@@ -351,6 +351,8 @@ class EvalConfig:
 ACCESS = ("tdma", "noma")
 OBJECTIVES = ("mean", "maxmin")  # the learned allocation's objectives (multiuser.allocation)
 ALLOC_CHANNELS = ("awgn", "rayleigh")
+#: how the sweep gives users their average SNRs (users.placement)
+PLACEMENTS = ("spread", "listed", "umi")
 
 
 @dataclass
@@ -381,6 +383,18 @@ class UsersConfig:
     psnr_target_db: float = 20.0  # quality target: every user's mean PSNR >= this (dB) ...
     accuracy_target: float = 0.9  # ... and its semantic accuracy >= this (dropped for a model
     # without a judge: PSNR only)
+    fid_target: Optional[float] = None  # ... and, when set, its mini-FID against its own I_0 <= this
+    placement: str = "spread"  # the users' average SNRs: spread (equally spaced around the cell's
+    # SNR by spread_db) | listed (users.snrs_db, the first K of them) | umi (path loss of users
+    # dropped in a 3GPP UMi-Street Canyon cell: meg_lightning.multiuser.placement)
+    min_distance_m: float = 10.0  # umi: users dropped uniformly in area at 2D distances from the
+    # edge server in [min_distance_m, cell_radius_m] (TR 38.901's UMi formulas hold from 10 m)
+    cell_radius_m: float = 200.0  # umi: the cell's radius (m; an urban small cell)
+    carrier_ghz: float = 3.5  # umi: carrier frequency (GHz; 5G n78), in TR 38.901's 0.5-100
+    tx_power_dbm: float = 30.0  # umi: the edge server's transmit power (dBm)
+    bandwidth_mhz: float = 20.0  # umi: the noise bandwidth (MHz)
+    noise_figure_db: float = 9.0  # umi: the UE receiver's noise figure (dB)
+    shadowing: bool = True  # umi: log-normal shadow fading (sigma 4 dB LOS, 7.82 dB NLOS)
 
     def validate(self, p: str) -> None:
         k = self.k
@@ -429,6 +443,34 @@ class UsersConfig:
         _check(f"{p}.accuracy_target", self.accuracy_target,
                _finite(self.accuracy_target) and 0 <= self.accuracy_target <= 1,
                "a number in [0, 1]")
+        if self.fid_target is not None:
+            _check(f"{p}.fid_target", self.fid_target,
+                   _finite(self.fid_target) and self.fid_target > 0, "null or a number > 0")
+        _check(f"{p}.placement", self.placement, self.placement in PLACEMENTS,
+               f"one of {', '.join(PLACEMENTS)}")
+        if self.placement == "listed":
+            _check(f"{p}.snrs_db", self.snrs_db, self.snrs_db is not None
+                   and max(ks) <= len(self.snrs_db),
+                   f"a list of at least max(users.ks)={max(ks)} dB values with "
+                   "users.placement=listed (and users.k its length)")
+        _check(f"{p}.min_distance_m", self.min_distance_m,
+               _finite(self.min_distance_m) and self.min_distance_m >= 10,
+               "a number >= 10 (m; TR 38.901's UMi path loss holds from 10 m)")
+        _check(f"{p}.cell_radius_m", self.cell_radius_m,
+               _finite(self.cell_radius_m) and self.min_distance_m < self.cell_radius_m <= 5000,
+               f"a number in (users.min_distance_m={self.min_distance_m:g}, 5000] (m)")
+        _check(f"{p}.carrier_ghz", self.carrier_ghz,
+               _finite(self.carrier_ghz) and 0.5 <= self.carrier_ghz <= 100,
+               "a number in [0.5, 100] (GHz; TR 38.901's range)")
+        _check(f"{p}.tx_power_dbm", self.tx_power_dbm, _finite(self.tx_power_dbm),
+               "a finite number (dBm)")
+        _check(f"{p}.bandwidth_mhz", self.bandwidth_mhz,
+               _finite(self.bandwidth_mhz) and self.bandwidth_mhz > 0, "a number > 0 (MHz)")
+        _check(f"{p}.noise_figure_db", self.noise_figure_db,
+               _finite(self.noise_figure_db) and self.noise_figure_db >= 0,
+               "a finite number >= 0 (dB)")
+        _check(f"{p}.shadowing", self.shadowing, isinstance(self.shadowing, bool),
+               "true or false")
 
 
 @dataclass

@@ -1,12 +1,16 @@
-"""What `meg eval` loads and where from: the data (and its test latents), the decoder D, codecs,
-the linear code, the judge, channels, and the scratch store of the perfect images I_0. Each can
-be injected into :func:`meg_lightning.evaluation.sweep.run_sweep` instead (tests, notebooks)."""
+"""What `meg eval` and `meg eval-multiuser` load and where from: the data (and its test latents),
+the decoder D, codecs, the linear code, the diffusers pipeline and the prompts (gathered in the
+schemes' :class:`~meg_lightning.schemes.BuildContext` by :func:`scheme_context`), the judge,
+channels, and the scratch store of the perfect images I_0. Each can be injected into
+:func:`meg_lightning.evaluation.sweep.run_sweep` (or
+:func:`meg_lightning.multiuser.sweep.run_multiuser`) instead (tests, notebooks)."""
 
 from __future__ import annotations
 
 import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -16,12 +20,14 @@ from torch import Tensor
 
 from meg_lightning.channels import build as build_channel
 from meg_lightning.codecs import LinearCode
+from meg_lightning.codecs.store import load_learned_codec
 from meg_lightning.config import MegConfig
 from meg_lightning.data import build_datamodule
 from meg_lightning.data.prompts import get_prompts
 from meg_lightning.errors import ConfigError, UserError
-from meg_lightning.generation import load_vae, resolve_device
+from meg_lightning.generation import decode_latents, load_pipeline, load_vae, resolve_device
 from meg_lightning.mini.classifier import prompt_judge
+from meg_lightning.schemes import BuildContext
 
 
 def _device(cfg: MegConfig) -> torch.device:
@@ -30,6 +36,17 @@ def _device(cfg: MegConfig) -> torch.device:
 
 def _default_vae(cfg: MegConfig, device: torch.device):
     return load_vae(cfg, device=device)
+
+
+def image_decoder(cfg: MegConfig, device: torch.device, vae: Any = None
+                  ) -> Callable[[Tensor], Tensor]:
+    """D: z (b, C, h, w) -> images (b, 3, H, W) in [0, 1], with ``vae`` (default: the model's)."""
+    vae = (vae if vae is not None else _default_vae(cfg, device)).eval()
+
+    def decode_image(zz: Tensor) -> Tensor:
+        return decode_latents(vae, zz).float()
+
+    return decode_image
 
 
 def _default_datamodule(cfg: MegConfig):
@@ -71,6 +88,93 @@ def train_latents(dm) -> Tensor:
 def _default_linear(fc: float, z_train: Tensor, device):
     """The optimal linear analog code of rate fc (codecs.LinearCode) fitted on training latents."""
     return LinearCode.fit(z_train, fc).to(device)
+
+
+def warn_few_latents(n: int, numel: int) -> None:
+    """One warning line when the linear code is fitted on no more training latents than a latent
+    has dimensions: the sample covariance then has rank < |z|, so the code knows only the
+    directions those latents span."""
+    if n <= numel:
+        warnings.warn(f"linear: fitted on {n} training latents, no more than the {numel} "
+                      f"dimensions of a latent (|z|): their covariance has rank <= {n - 1} < "
+                      f"{numel}, so the code fits these latents, not the test ones (and OPTA "
+                      f"stays empty); use more than {numel} training latents (raise "
+                      "data.num_prompts)", stacklevel=3)
+
+
+def memo(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` computed once per argument tuple."""
+    cache: dict[tuple, Any] = {}
+
+    def get(*key: Any) -> Any:
+        if key not in cache:
+            cache[key] = fn(*key)
+        return cache[key]
+
+    return get
+
+
+def injected_codecs(codecs: Optional[dict[Any, Any]]) -> dict[tuple[str, float], Any]:
+    """Injected codecs keyed (learned folder, fc); a bare fc is the ``codec`` folder of `meg`."""
+    return {(k if isinstance(k, tuple) else ("codec", float(k))): v
+            for k, v in (codecs or {}).items()}
+
+
+def scheme_context(cfg: MegConfig, dm: Any, device: Any,
+                   decode_image: Callable[[Tensor], Tensor], *,
+                   codecs: Optional[dict[tuple[str, float], Any]] = None,
+                   linear_codes: Optional[dict[float, Any]] = None, pipeline: Any = None,
+                   prompts: Optional[list[str]] = None
+                   ) -> tuple[BuildContext, Callable[[], list[str]]]:
+    """The schemes' :class:`~meg_lightning.schemes.BuildContext` over the datamodule ``dm`` and
+    D = ``decode_image``, and ``all_prompts()``, the prompt of every cache index. Everything is
+    loaded on first use and once: the training latents, the codecs (``codecs``, keyed as
+    :func:`injected_codecs`, else :func:`~meg_lightning.codecs.store.load_learned_codec`), the
+    linear codes (``linear_codes``: fc -> code, else fitted on the training latents, with
+    :func:`warn_few_latents` once), the pipeline the ``X+dm`` receivers run (``pipeline``, else
+    :func:`~meg_lightning.generation.load_pipeline`) and the prompts (``prompts``, else
+    ``data.prompts``: the prompts the cache was built from)."""
+    latent_shape = tuple(dm.latent_shape) if dm is not None else ()
+    injected, injected_linear = dict(codecs or {}), dict(linear_codes or {})
+    cache: dict[str, Any] = {}
+
+    def z_train() -> Tensor:
+        if "z_train" not in cache:
+            cache["z_train"] = train_latents(dm)
+        return cache["z_train"]
+
+    def all_prompts() -> list[str]:
+        if "prompts" not in cache:
+            cache["prompts"] = (list(prompts) if prompts is not None else
+                                get_prompts(cfg.data.prompts, cfg.data.num_prompts,
+                                            cfg.data.prompt_column))
+        return cache["prompts"]
+
+    def train_prompts() -> list[str]:
+        ds = dm.dataset("train")
+        return [all_prompts()[int(ds[i]["index"])] for i in range(len(ds))]
+
+    def linear_code(fc: float) -> Any:
+        if fc in injected_linear:
+            return injected_linear[fc]
+        if "linear_checked" not in cache:
+            cache["linear_checked"] = True
+            warn_few_latents(len(z_train()), math.prod(latent_shape))
+        return _default_linear(fc, z_train(), device)
+
+    def pipe() -> Any:
+        if "pipeline" not in cache:
+            cache["pipeline"] = (pipeline if pipeline is not None
+                                 else load_pipeline(cfg, device=device))
+        return cache["pipeline"]
+
+    ctx = BuildContext(
+        cfg=cfg, decode_image=decode_image, latent_shape=latent_shape, device=device,
+        z_train=z_train, pipeline=pipe, train_prompts=train_prompts,
+        codec=memo(lambda learned, fc: injected.get((learned, fc))
+                   or load_learned_codec(cfg, learned, fc, latent_shape, device)),
+        linear_code=memo(linear_code))
+    return ctx, all_prompts
 
 
 def latent_spectrum(z_train: Tensor) -> np.ndarray:

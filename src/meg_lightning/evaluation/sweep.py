@@ -63,9 +63,7 @@ from tqdm.auto import tqdm
 from meg_lightning.channels import CHANNELS
 from meg_lightning.codecs import opta_mse
 from meg_lightning.codecs.base import code_length
-from meg_lightning.codecs.store import load_learned_codec
 from meg_lightning.config import MegConfig, save_resolved, to_dict
-from meg_lightning.data.prompts import get_prompts
 from meg_lightning.errors import ConfigError
 from meg_lightning.evaluation.cell_metrics import EXAMPLES, run_cell, save_png
 from meg_lightning.evaluation.cells import (
@@ -81,19 +79,20 @@ from meg_lightning.evaluation.inputs import (
     ImageStore,
     _default_datamodule,
     _default_judge,
-    _default_linear,
     _default_vae,
     _device,
     check_num_images,
     default_channel,
+    image_decoder,
+    injected_codecs,
     judge_batch,
     latent_spectrum,
+    scheme_context,
     test_latents,
-    train_latents,
+    warn_few_latents,  # noqa: F401 - importable from here (tests)
 )
 from meg_lightning.evaluation.report import log_to_wandb
 from meg_lightning.evaluation.results import COLUMNS, read_results, rows_to_csv
-from meg_lightning.generation import decode_latents, load_pipeline
 from meg_lightning.io import atomic_write_json, atomic_write_text, clean_tmp
 from meg_lightning.metrics import (
     extract_features,
@@ -150,29 +149,6 @@ def check_rates(cfg: MegConfig, cells, numel: int) -> None:
                               ) from None
 
 
-def warn_few_latents(n: int, numel: int) -> None:
-    """One warning line when the linear code is fitted on no more training latents than a latent
-    has dimensions: the sample covariance then has rank < |z|, so the code knows only the
-    directions those latents span."""
-    if n <= numel:
-        warnings.warn(f"linear: fitted on {n} training latents, no more than the {numel} "
-                      f"dimensions of a latent (|z|): their covariance has rank <= {n - 1} < "
-                      f"{numel}, so the code fits these latents, not the test ones (and OPTA "
-                      f"stays empty); use more than {numel} training latents (raise "
-                      "data.num_prompts)", stacklevel=3)
-
-
-def _memo(fn: Callable[..., Any]) -> Callable[..., Any]:
-    cache: dict[tuple, Any] = {}
-
-    def get(*key: Any) -> Any:
-        if key not in cache:
-            cache[key] = fn(*key)
-        return cache[key]
-
-    return get
-
-
 def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
               decode_image: Optional[Callable[[Tensor], Tensor]] = None,
               codecs: Optional[dict[Any, Any]] = None,
@@ -216,8 +192,7 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
         old = read_results(csv_path)
         rows = [r for r in old if r.get("config_hash") == h]
         stale = [r for r in old if r.get("config_hash") != h]
-    injected = {(k if isinstance(k, tuple) else ("codec", float(k))): v
-                for k, v in (codecs or {}).items()}
+    injected = injected_codecs(codecs)
     ids = codec_ids(cfg, injected)
     # a meg / meg-adaptive row made with another codec than the one now configured is recomputed
     kept = [r for r in rows if (want := row_codec_id(ids, r["scheme"], r.get("fc"))) is None
@@ -240,54 +215,14 @@ def run_sweep(cfg: MegConfig, *, datamodule=None, vae=None,
     if todo:
         check_rates(cfg, todo, math.prod(latent_shape))
     if todo and decode_image is None:
-        vae = vae if vae is not None else _default_vae(cfg, device)
-        vae.eval()
-
-        def decode_image(zz: Tensor) -> Tensor:
-            return decode_latents(vae, zz).float()
+        decode_image = image_decoder(cfg, device,
+                                     vae if vae is not None else _default_vae(cfg, device))
 
     cache: dict[str, Any] = {}
-
-    def z_train() -> Tensor:
-        if "z_train" not in cache:
-            cache["z_train"] = train_latents(dm)
-        return cache["z_train"]
-
-    def all_prompts() -> list[str]:
-        if "prompts" not in cache:
-            if prompts is not None:
-                cache["prompts"] = list(prompts)
-            else:
-                cache["prompts"] = get_prompts(cfg.data.prompts, cfg.data.num_prompts,
-                                               cfg.data.prompt_column)
-        return cache["prompts"]
-
-    def train_prompts() -> list[str]:
-        ds = dm.dataset("train")
-        return [all_prompts()[int(ds[i]["index"])] for i in range(len(ds))]
-
-    injected_linear = dict(linear_codes or {})
-
-    def linear_code(fc: float) -> Any:
-        if fc in injected_linear:
-            return injected_linear[fc]
-        if "linear_checked" not in cache:  # once per sweep
-            cache["linear_checked"] = True
-            warn_few_latents(len(z_train()), math.prod(latent_shape))
-        return _default_linear(fc, z_train(), device)
-
-    def pipe() -> Any:
-        if "pipeline" not in cache:
-            cache["pipeline"] = (pipeline if pipeline is not None
-                                 else load_pipeline(cfg, device=device))
-        return cache["pipeline"]
-
-    ctx = BuildContext(
-        cfg=cfg, decode_image=decode_image, latent_shape=latent_shape, device=device,
-        z_train=z_train, pipeline=pipe, train_prompts=train_prompts,
-        codec=_memo(lambda learned, fc: injected.get((learned, fc))
-                    or load_learned_codec(cfg, learned, fc, latent_shape, device)),
-        linear_code=_memo(linear_code))
+    ctx, all_prompts = scheme_context(cfg, dm, device, decode_image, codecs=injected,
+                                      linear_codes=linear_codes, pipeline=pipeline,
+                                      prompts=prompts)
+    z_train = ctx.z_train
     schemes = _build_schemes(todo, ctx) if todo else {}
 
     def compute_parts():

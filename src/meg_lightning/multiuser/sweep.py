@@ -2,28 +2,42 @@
 
 For every channel kind (``eval.channels``), average SNR (``eval.snrs_db``), scheme
 (``eval.schemes``) and rate (``eval.fcs`` / ``eval.scheme_fcs``), access (``users.accesses``) and
-K (``users.ks``), the K users' links are planned (:mod:`.access`: average SNRs spread by
-``users.spread_db`` around the cell's SNR, equal TDMA shares, NOMA pairs with
-``users.noma_power``) and every user sends the first ``eval.num_images`` test latents through the
-scheme at its budget and its link, with its own noise seed (user 0's is the single-user cell's,
-:func:`meg_lightning.evaluation.cells.cell_seed`, so K = 1 is the single-user cell exactly). Each
-user's PSNR and semantic accuracy come from :func:`meg_lightning.evaluation.cell_metrics.run_cell`.
+K (``users.ks``), the K users' links are planned (:mod:`.access`: equal TDMA shares, NOMA pairs
+with ``users.noma_power``) and every user sends the first ``eval.num_images`` test latents through
+the scheme at its budget and its link, with its own noise seed (user 0's is the single-user
+cell's, :func:`meg_lightning.evaluation.cells.cell_seed`, so K = 1 is the single-user cell
+exactly). Each user's PSNR, semantic accuracy and mini-FID (against its own perfect images, over
+its ``eval.num_images`` images) come from :func:`meg_lightning.evaluation.cell_metrics.run_cell`.
+
+**The users' average SNRs** (``users.placement``): ``spread`` (default) equally spaced over the
+cell's SNR +- ``users.spread_db / 2``; ``listed``: ``users.snrs_db``, the first K of them;
+``umi``: ``max(users.ks)`` users dropped once in a 3GPP UMi-Street Canyon cell
+(:mod:`.placement`), the first K of them, so that a frame's users are also in every larger
+frame. With ``listed`` and ``umi`` the SNR axis is one point, the mean of the users' SNRs (dB).
 
 **A user's budget.** The frame has the channel uses of one single-user transmission of the scheme
 at fc. A user with a slot share s: a scheme with a rate runs at ``fc s`` (the linear code is fitted
 at that rate; a learned codec at that rate when one exists, else the largest shipped rate below
 it, the rest of the slot idle; none: the user is not served); a rate-less scheme (``centralized``,
 ``feature``) sends the first ``round(s N)`` of its N symbols (:class:`.access.Slot`).
+``prompt`` has a rate (its budget is the learned codec's at fc): in a slot of share s it has the
+``round(fc s |z|)`` symbols of its ideal code at ``fc s``, and an image is delivered (I_0 exactly)
+when the prompt's and seed's bits fit the slot's capacity, else the UE shows grey: a slot carries
+the whole prompt or nothing. ``X+dm`` is X in the slot as above (at ``fc s``, or X's first
+symbols), then the diffusion receiver at the UE with X's error variance calibrated at the user's
+link and slot; both get the test prompts and load the pipeline only when swept.
 
 **Served.** A user meets the target when its mean PSNR >= ``users.psnr_target_db`` and its
 semantic accuracy >= ``users.accuracy_target`` (the accuracy condition is dropped when the model
-has no judge). *Users served* of (scheme, fc, access, channel, SNR) is the largest swept K for
-which ALL K users meet the target (0: not even one user alone).
+has no judge) and, when ``users.fid_target`` is set, its FID <= that. *Users served* of (scheme,
+fc, access, channel, SNR) is the largest swept K for which ALL K users meet the target (0: not
+even one user alone).
 
 Outputs under ``{out_dir}/multiuser/``: ``results.csv`` (one row per user and frame
 configuration), ``served.csv`` (one row per (scheme, fc, access, channel, SNR, K): the worst
-user's PSNR and accuracy, Jain's index over the users' PSNR, whether all meet the target),
-``users_served.png`` and ``summary.md``. No resume: a run rewrites them.
+user's PSNR, accuracy and FID, the mean user's, Jain's index over the users' PSNR, whether all
+meet the target), ``users_served.png`` and ``summary.md``; with ``logger=wandb`` one offline W&B
+run in ``wandb/`` (:func:`log_to_wandb`). No resume: a run rewrites them.
 """
 
 from __future__ import annotations
@@ -41,7 +55,6 @@ from torch import Tensor
 from meg_lightning.channels import CHANNELS
 from meg_lightning.codecs import pretrained
 from meg_lightning.codecs.base import code_length
-from meg_lightning.codecs.store import load_learned_codec
 from meg_lightning.config import MegConfig, save_resolved
 from meg_lightning.errors import ConfigError, UserError
 from meg_lightning.evaluation.cell_metrics import run_cell
@@ -49,27 +62,38 @@ from meg_lightning.evaluation.cells import Cell, cell_seed, scheme_fcs
 from meg_lightning.evaluation.inputs import (
     _default_datamodule,
     _default_judge,
-    _default_linear,
     _default_vae,
     _device,
     check_num_images,
     default_channel,
+    image_decoder,
+    injected_codecs,
     judge_batch,
+    scheme_context,
     test_latents,
-    train_latents,
 )
-from meg_lightning.generation import decode_latents
 from meg_lightning.io import atomic_write_text
+from meg_lightning.loggers import offline_run_dir, wandb_run
 from meg_lightning.metrics import extract_features, make_feature_extractor
 from meg_lightning.mini.classifier import domain_features
-from meg_lightning.multiuser.access import Slot, UserLink, frame_links, jain_index, slot_symbols
-from meg_lightning.schemes import BuildContext, build, scheme_class
+from meg_lightning.multiuser.access import (
+    Slot,
+    UserLink,
+    frame_links,
+    jain_index,
+    plan_frame,
+    slot_symbols,
+)
+from meg_lightning.multiuser.placement import Placement, drop_users
+from meg_lightning.schemes import BuildContext, build, is_dm, runs_generator, scheme_class
 
 USER_COLUMNS = ["scheme", "fc", "access", "channel", "snr_db", "k", "user", "role",
                 "avg_snr_db", "link_snr_db", "share", "power", "rate", "symbols", "psnr_db",
-                "semantic_accuracy", "latent_mse", "meets", "seed", "time_s", "note"]
+                "semantic_accuracy", "fid", "latent_mse", "meets", "distance_m", "los",
+                "pathloss_db", "seed", "time_s", "note"]
 SERVED_COLUMNS = ["scheme", "fc", "access", "channel", "snr_db", "k", "min_psnr_db",
-                  "mean_psnr_db", "min_accuracy", "mean_accuracy", "jain_psnr", "all_meet"]
+                  "mean_psnr_db", "min_accuracy", "mean_accuracy", "max_fid", "mean_fid",
+                  "jain_psnr", "all_meet"]
 
 
 def out_dir(cfg: MegConfig) -> Path:
@@ -152,9 +176,17 @@ def _csv(rows: list[dict], columns: list[str]) -> str:
     return buf.getvalue()
 
 
-def meets(psnr: float, acc: float, users: Any) -> bool:
+def meets(psnr: float, acc: float, users: Any, fid: float = math.nan) -> bool:
+    """Whether a user meets the target: PSNR, semantic accuracy (when judged) and, with
+    ``users.fid_target`` set, FID (a nan FID, from fewer than 2 images, fails it)."""
     ok_acc = math.isnan(acc) or acc >= users.accuracy_target
-    return bool(not math.isnan(psnr) and psnr >= users.psnr_target_db and ok_acc)
+    ok_fid = users.fid_target is None or (not math.isnan(fid) and fid <= users.fid_target)
+    return bool(not math.isnan(psnr) and psnr >= users.psnr_target_db and ok_acc and ok_fid)
+
+
+def _worst(pick: Callable, values: list[float]) -> float:
+    """The worst user's value (``pick``: min or max); nan when a user has none (not served)."""
+    return math.nan if any(math.isnan(v) for v in values) else pick(values)
 
 
 def served_table(rows: list[dict]) -> list[dict]:
@@ -167,9 +199,12 @@ def served_table(rows: list[dict]) -> list[dict]:
     for (scheme, fc, access, channel, snr, k), us in groups.items():
         p = [u["psnr_db"] for u in us]
         a = [u["semantic_accuracy"] for u in us]
+        f = [u.get("fid", math.nan) for u in us]
         out.append({"scheme": scheme, "fc": fc, "access": access, "channel": channel,
-                    "snr_db": snr, "k": k, "min_psnr_db": min(p), "mean_psnr_db": sum(p) / len(p),
-                    "min_accuracy": min(a), "mean_accuracy": sum(a) / len(a),
+                    "snr_db": snr, "k": k, "min_psnr_db": _worst(min, p),
+                    "mean_psnr_db": sum(p) / len(p), "min_accuracy": _worst(min, a),
+                    "mean_accuracy": sum(a) / len(a), "max_fid": _worst(max, f),
+                    "mean_fid": sum(f) / len(f),
                     "jain_psnr": jain_index([max(v, 0.0) for v in p]),
                     "all_meet": all(u["meets"] for u in us)})
     return out
@@ -196,53 +231,67 @@ def check_access(cfg: MegConfig) -> None:
                               "modelled on AWGN only (drop noma or use eval.channels=[awgn])")
 
 
+def placed_users(cfg: MegConfig) -> tuple[Optional[list[float]], Optional[Placement]]:
+    """The users' average SNRs (dB) that do not come from the cell's SNR, and the UMi drop they
+    come from: ``users.snrs_db`` (``listed``), the SNRs of ``max(users.ks)`` users dropped once
+    in the UMi cell from the sweep's seed (``umi``, :func:`.placement.drop_users`), or (None,
+    None) for ``spread``. A frame of K users takes the first K."""
+    users = cfg.users
+    if users.placement == "listed":
+        return [float(s) for s in users.snrs_db], None
+    if users.placement == "umi":
+        gen = torch.Generator().manual_seed(cell_seed(cfg.seed, "users-umi"))
+        where = drop_users(max(users.ks), users, gen)
+        return where.snr_db, where
+    return None, None
+
+
+def sweep_snrs(cfg: MegConfig, placed: Optional[list[float]]) -> list[float]:
+    """The sweep's SNR axis: ``eval.snrs_db`` (``spread``: the users spread around each); with
+    placed users, one point, the mean of their average SNRs in dB (rounded to 0.01 dB)."""
+    if placed is None:
+        return [float(s) for s in cfg.eval.snrs_db]
+    return [round(sum(placed) / len(placed), 2)]
+
+
+def user_links(cfg: MegConfig, snr_db: float, k: int, access: str,
+               placed: Optional[list[float]] = None) -> list[UserLink]:
+    """The links of a frame of K users: spread around ``snr_db`` (``users.placement=spread``,
+    :func:`.access.frame_links`) or the first K ``placed`` SNRs; ``users.shares`` at K =
+    ``users.k``."""
+    users = cfg.users
+    if placed is None:
+        return frame_links(users, snr_db, k=k, access=access)
+    return plan_frame(access, placed[:k], users.shares if k == users.k else None,
+                      users.noma_power)
+
+
 def run_multiuser(cfg: MegConfig, *, datamodule=None, decode_image=None, codecs=None,
-                  linear_codes=None, feature_extractor=None, judge=None,
+                  linear_codes=None, feature_extractor=None, judge=None, pipeline=None,
+                  prompts: Optional[list[str]] = None,
                   progress: bool = True) -> tuple[list[dict], list[dict]]:
     """Run the sweep of the module docstring; returns (per-user rows, served rows) and writes the
-    outputs. Inputs can be injected as in :func:`meg_lightning.evaluation.sweep.run_sweep`."""
+    outputs. Inputs can be injected as in :func:`meg_lightning.evaluation.sweep.run_sweep`
+    (``pipeline`` and ``prompts`` for ``prompt`` and ``X+dm``)."""
     check_access(cfg)
     users = cfg.users
     device = _device(cfg)
     dm = datamodule if datamodule is not None else _default_datamodule(cfg)
     latent_shape = tuple(dm.latent_shape)
     if decode_image is None:
-        vae = _default_vae(cfg, device).eval()
-
-        def decode_image(zz: Tensor) -> Tensor:
-            return decode_latents(vae, zz).float()
-
-    cache: dict[str, Any] = {}
-
-    def z_train() -> Tensor:
-        if "z" not in cache:
-            cache["z"] = train_latents(dm)
-        return cache["z"]
-
-    injected = dict(codecs or {})
-    linear = dict(linear_codes or {})
-    memo: dict[tuple, Any] = {}
-
-    def codec(learned: str, fc: float) -> Any:
-        if (learned, fc) not in memo:
-            memo[(learned, fc)] = injected.get((learned, fc)) or load_learned_codec(
-                cfg, learned, fc, latent_shape, device)
-        return memo[(learned, fc)]
-
-    def linear_code(fc: float) -> Any:
-        if ("linear", fc) not in memo:
-            memo[("linear", fc)] = linear.get(fc) or _default_linear(fc, z_train(), device)
-        return memo[("linear", fc)]
-
-    ctx = BuildContext(cfg=cfg, decode_image=decode_image, latent_shape=latent_shape,
-                       device=device, z_train=z_train, codec=codec, linear_code=linear_code,
-                       pipeline=lambda: None)
+        decode_image = image_decoder(cfg, device, _default_vae(cfg, device))
+    ctx, all_prompts = scheme_context(cfg, dm, device, decode_image,
+                                      codecs=injected_codecs(codecs), linear_codes=linear_codes,
+                                      pipeline=pipeline, prompts=prompts)
     extractor = (feature_extractor if feature_extractor is not None
                  else make_feature_extractor(cfg.eval.fid_features,
                                              domain_features(cfg.model, cfg.eval.fid_features))
                  ).to(device).eval()
     n = check_num_images(cfg, len(dm.dataset("test")))
     z, index = test_latents(dm, n)
+    test_prompts = ([all_prompts()[int(i)] for i in index]
+                    if any(runs_generator(s) for s in cfg.eval.schemes) else None)
+    placed, where = placed_users(cfg)
     bs = cfg.eval.batch_size
     judge = judge if judge is not None else _default_judge(cfg, extractor)
     i_0 = torch.cat([decode_image(z[s:s + bs].to(device)).float().cpu()
@@ -260,7 +309,7 @@ def run_multiuser(cfg: MegConfig, *, datamodule=None, decode_image=None, codecs=
     rows: list[dict] = []
     t_start = time.perf_counter()
     for kind in cfg.eval.channels:
-        for snr in [float(s) for s in cfg.eval.snrs_db]:
+        for snr in sweep_snrs(cfg, placed):
             for name in cfg.eval.schemes:
                 for fc in scheme_fcs(cfg, name):
                     cell = Cell(name, kind, snr, fc)
@@ -269,7 +318,8 @@ def run_multiuser(cfg: MegConfig, *, datamodule=None, decode_image=None, codecs=
                             continue  # digital NOMA (codeword SIC) is not built
                         for k in users.ks:
                             rows += _frame(cfg, ctx, cell, access, k, z, i_0, feats_0, index,
-                                           extractor, judge, numel, image_numel, device)
+                                           extractor, judge, numel, image_numel, device,
+                                           prompts=test_prompts, placed=placed, where=where)
                             if progress:
                                 print(f"eval-multiuser: {cell.key} {access} K={k} "
                                       f"({time.perf_counter() - t_start:.0f} s)", flush=True)
@@ -279,9 +329,10 @@ def run_multiuser(cfg: MegConfig, *, datamodule=None, decode_image=None, codecs=
 
 
 def _frame(cfg, ctx, cell, access, k, z, i_0, feats_0, index, extractor, judge, numel,
-           image_numel, device) -> list[dict]:
-    """The per-user rows of one frame configuration."""
-    links = frame_links(cfg.users, cell.snr_db, k=k, access=access)
+           image_numel, device, prompts=None, placed=None, where=None) -> list[dict]:
+    """The per-user rows of one frame configuration (``prompts``: the test prompts, for the
+    schemes that run the generator; ``placed`` / ``where``: :func:`placed_users`)."""
+    links = user_links(cfg, cell.snr_db, k, access, placed)
     rows = []
     n_frame = frame_symbols(cell.scheme, cell.fc, numel, image_numel)
     for link in links:
@@ -297,20 +348,28 @@ def _frame(cfg, ctx, cell, access, k, z, i_0, feats_0, index, extractor, judge, 
                "snr_db": cell.snr_db, "k": k, "user": link.user, "role": link.role,
                "avg_snr_db": link.avg_snr_db, "link_snr_db": link.snr_db, "share": link.share,
                "power": link.power, "rate": rate, "symbols": symbols, "seed": seed,
-               "note": note}
+               "note": note, **placement_columns(where, link.user)}
         if scheme is None:
-            row.update(psnr_db=float("nan"), semantic_accuracy=float("nan"),
+            row.update(psnr_db=float("nan"), semantic_accuracy=float("nan"), fid=float("nan"),
                        latent_mse=float("nan"), meets=False)
         else:
             m, _ = run_cell(cell, scheme, ch, z, i_0, feats_0, extractor=extractor,
                             batch_size=cfg.eval.batch_size, seed=seed, bootstrap=0,
-                            device=device, index=index, judge=judge)
+                            device=device, index=index, judge=judge, prompts=prompts)
             row.update(psnr_db=m["psnr_db"], semantic_accuracy=m["semantic_accuracy"],
-                       latent_mse=m["latent_mse"],
-                       meets=meets(m["psnr_db"], m["semantic_accuracy"], cfg.users))
+                       fid=m["fid"], latent_mse=m["latent_mse"],
+                       meets=meets(m["psnr_db"], m["semantic_accuracy"], cfg.users, m["fid"]))
         row["time_s"] = round(time.perf_counter() - t0, 3)
         rows.append(row)
     return rows
+
+
+def placement_columns(where: Optional[Placement], user: int) -> dict:
+    """A user's distance (m), LOS state and path loss (dB) in the UMi drop (empty otherwise)."""
+    if where is None:
+        return {"distance_m": None, "los": None, "pathloss_db": None}
+    return {"distance_m": where.distance_m[user], "los": where.los[user],
+            "pathloss_db": where.pathloss_db[user]}
 
 
 def write_outputs(cfg: MegConfig, rows: list[dict], served: list[dict], ref: float,
@@ -328,14 +387,21 @@ def summary(cfg: MegConfig, best: dict[tuple, int], ref: float, seconds: float,
             n_rows: int) -> str:
     u = cfg.users
     snrs = sorted({k[4] for k in best})
+    fid = "" if u.fid_target is None else f" and FID <= {u.fid_target:g}"
+    where = {"spread": f"users' average SNRs spread over +-{u.spread_db / 2:g} dB around the SNR",
+             "listed": f"users' average SNRs users.snrs_db={list(u.snrs_db or [])} (the first K;"
+                       " the column: their mean in dB)",
+             "umi": f"users dropped in a 3GPP UMi-Street Canyon cell of radius "
+                    f"{u.cell_radius_m:g} m, {u.tx_power_dbm:g} dBm over {u.bandwidth_mhz:g} MHz "
+                    f"at {u.carrier_ghz:g} GHz (the column: their mean SNR in dB)"}[u.placement]
     lines = [f"# Users served per frame ({cfg.model}, {cfg.eval.num_images or 'all'} test images "
              "per user)", "",
              f"Target: every user's mean PSNR >= {u.psnr_target_db:g} dB and semantic accuracy "
-             f">= {u.accuracy_target:g} (I_0's own accuracy: {ref:.2f}). Frame: the channel uses "
-             "of one single-user transmission of the scheme at fc, shared by K users "
-             f"(K in {list(u.ks)}); users' average SNRs spread over +-{u.spread_db / 2:g} dB "
-             f"around the SNR; NOMA weak-user power {u.noma_power:g}. Largest K with all users "
-             f"served (0: none). {n_rows} user rows in {seconds / 60:.1f} min.", "",
+             f">= {u.accuracy_target:g}{fid} (I_0's own accuracy: {ref:.2f}). Frame: the channel "
+             "uses of one single-user transmission of the scheme at fc, shared by K users "
+             f"(K in {list(u.ks)}); {where}; NOMA weak-user power {u.noma_power:g}. Largest K "
+             f"with all users served (0: none). {n_rows} user rows in {seconds / 60:.1f} min.",
+             "",
              "| scheme | fc | access | channel | " + " | ".join(f"{s:g} dB" for s in snrs) + " |",
              "|---|---|---|---|" + "---|" * len(snrs)]
     keys = sorted({k[:4] for k in best}, key=lambda k: (k[3], _order(k[0]), str(k[1]), k[2]))
@@ -351,48 +417,112 @@ def _order(name: str) -> int:
 
 
 def plot_served(best: dict[tuple, int], path: Path, cfg: MegConfig) -> None:
-    """Users served against the average SNR, a line per scheme (and rate), TDMA solid, NOMA
-    dashed; one panel per channel kind."""
-    import matplotlib  # noqa: PLC0415
+    """:func:`served_figure` saved as ``path`` (PNG)."""
+    fig = served_figure(best, cfg)
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - after served_figure chose the backend
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    kinds = sorted({k[3] for k in best})
-    fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 4), squeeze=False)
-    for ax, kind in zip(axes[0], kinds):
-        lines = sorted({k[:3] for k in best if k[3] == kind},
-                       key=lambda k: (_order(k[0]), str(k[1]), k[2]))
-        for i, (scheme, fc, access) in enumerate(lines):
-            pts = sorted((k[4], v) for k, v in best.items() if k[:4] == (scheme, fc, access, kind))
-            label = f"{scheme}" + ("" if fc is None else f" fc {fc:g}") + f" ({access})"
-            dodge = 0.25 * (i - (len(lines) - 1) / 2)  # dB, so that equal counts stay visible
-            ax.plot([p[0] + dodge for p in pts], [p[1] for p in pts], marker="o",
-                    linestyle="-" if access == "tdma" else "--",
-                    color=scheme_class(scheme).hue, label=label)
-        ax.set_yscale("symlog", base=2, linthresh=1)
-        ax.set_yticks([0] + [int(k) for k in sorted(cfg.users.ks)])
-        ax.set_yticklabels(["0"] + [str(k) for k in sorted(cfg.users.ks)])
-        ax.set_xticks(sorted({k[4] for k in best if k[3] == kind}))
-        ax.set_xlabel("average SNR (dB; lines dodged by 0.25 dB)")
-        ax.set_ylabel("users served per frame")
-        ax.set_title(f"{kind}: PSNR >= {cfg.users.psnr_target_db:g} dB, "
-                     f"accuracy >= {cfg.users.accuracy_target:g}")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
     tmp.replace(path)
 
 
+def served_figure(best: dict[tuple, int], cfg: MegConfig) -> Any:
+    """Users served against the average SNR: one panel per access (rows: TDMA, NOMA) and channel
+    kind (columns), a line per scheme and rate in every panel where it runs. One hue per scheme
+    family (the registry's ``hue``: ``X`` and ``X+dm`` share it), ``X+dm`` dashed with hollow
+    markers, one marker per rate; the lines are dodged by a fraction of a dB so that equal counts stay visible; one
+    legend for the figure."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    kinds = sorted({k[3] for k in best})
+    accesses = [a for a in ("tdma", "noma") if any(k[2] == a for k in best)]
+    fcs = sorted({k[1] for k in best if k[1] is not None})
+    markers = "osD^vP*X"
+    snrs = sorted({k[4] for k in best})
+    span = (snrs[-1] - snrs[0]) if len(snrs) > 1 else 10.0
+    ks = sorted(set(cfg.users.ks))
+    fig, axes = plt.subplots(len(accesses), len(kinds), figsize=(5.5 * len(kinds) + 2.5,
+                                                                 3.6 * len(accesses)),
+                             squeeze=False, sharey=True)
+    handles: dict[str, Any] = {}
+    for row, access in enumerate(accesses):
+        for col, kind in enumerate(kinds):
+            ax = axes[row][col]
+            lines = sorted({k[:2] for k in best if k[2:4] == (access, kind)},
+                           key=lambda k: (_order(k[0]), str(k[1])))
+            for i, (scheme, fc) in enumerate(lines):
+                pts = sorted((k[4], v) for k, v in best.items()
+                             if k[:4] == (scheme, fc, access, kind))
+                dodge = 0.02 * span * (i - (len(lines) - 1) / 2)
+                label = scheme + ("" if fc is None else f" fc {fc:g}")
+                (h,) = ax.plot([p[0] + dodge for p in pts], [p[1] for p in pts],
+                               marker=markers[fcs.index(fc) % len(markers)] if fc in fcs
+                               else "o", markersize=5,
+                               linestyle="--" if is_dm(scheme) else "-",
+                               markerfacecolor="white" if is_dm(scheme) else None,
+                               color=scheme_class(scheme).hue, label=label)
+                handles.setdefault(label, h)
+            ax.set_yscale("symlog", base=2, linthresh=1)
+            ax.set_yticks([0] + ks)
+            ax.set_yticklabels(["0"] + [str(k) for k in ks])
+            ax.set_ylim(-0.2, max(ks) * 1.3)
+            ax.set_xticks(snrs)
+            ax.set_title(f"{access.upper()}, {kind}", fontsize=10)
+            ax.grid(True, alpha=0.3)
+            if col == 0:
+                ax.set_ylabel("users served per frame")
+            if row == len(accesses) - 1:
+                ax.set_xlabel("mean user SNR of the drop (dB)" if cfg.users.placement != "spread"
+                              else "average SNR (dB)")
+    u = cfg.users
+    target = f"PSNR >= {u.psnr_target_db:g} dB, accuracy >= {u.accuracy_target:g}" + (
+        "" if u.fid_target is None else f", FID <= {u.fid_target:g}")
+    fig.suptitle(f"Users served ({target}; {u.placement} placement)", fontsize=11)
+    keys = sorted(handles, key=lambda lab: (_order(lab.split(" ")[0]), lab))
+    fig.legend([handles[k] for k in keys], keys, loc="center right", fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0, 1 - 2.3 / (5.5 * len(kinds) + 2.5), 0.95))
+    return fig
+
+
+def log_to_wandb(cfg: MegConfig, rows: list[dict], served: list[dict]) -> Optional[Path]:
+    """One W&B run ``eval-multiuser`` in ``{out_dir}/multiuser/wandb`` (offline unless
+    ``wandb.mode`` / ``WANDB_MODE`` say otherwise): tables ``multiuser/served`` (one row per
+    frame configuration) and ``multiuser/users`` (one per user), the figure
+    ``multiuser/users_served`` and the users served per (scheme, fc, access, channel, SNR) in
+    the summary. Returns the offline run's folder (None online or disabled)."""
+    import wandb  # noqa: PLC0415 - heavy: imported only when a W&B run is written
+
+    folder = out_dir(cfg)
+    logs: dict[str, Any] = {
+        "multiuser/served": wandb.Table(columns=SERVED_COLUMNS,
+                                        data=[[r.get(c) for c in SERVED_COLUMNS] for r in served]),
+        "multiuser/users": wandb.Table(columns=USER_COLUMNS,
+                                       data=[[r.get(c) for c in USER_COLUMNS] for r in rows])}
+    png = folder / "users_served.png"
+    if png.is_file():
+        logs["multiuser/users_served"] = wandb.Image(str(png), caption="users served per frame")
+    with wandb_run(cfg, folder, name="eval-multiuser", job_type="eval-multiuser") as run:
+        run.log(logs)
+        for (scheme, fc, access, kind, snr), k in users_served(served).items():
+            fc_s = "" if fc is None else f"_fc{fc:g}"
+            run.summary[f"served/{scheme}{fc_s}_{access}_{kind}_snr{snr:g}"] = k
+        return offline_run_dir(run)
+
+
 def main(cfg: MegConfig) -> None:
     """`meg eval-multiuser`: the sweep, then one summary line."""
     rows, served = run_multiuser(cfg)
+    run_dir = log_to_wandb(cfg, rows, served) if cfg.logger == "wandb" else None
     best = users_served(served)
     top = max(best.items(), key=lambda kv: kv[1]) if best else None
     line = (f"; most: {top[0][0]} {top[0][2]} at {top[0][4]:g} dB serves {top[1]}"
             if top else "")
     print(f"meg eval-multiuser: {len(rows)} user rows, users served (higher is better) in "
           f"{out_dir(cfg) / 'summary.md'}{line}")
+    if run_dir is not None:
+        print(f"meg eval-multiuser: W&B run in {run_dir} (upload: wandb sync {run_dir})")
