@@ -349,6 +349,8 @@ class EvalConfig:
 
 
 ACCESS = ("tdma", "noma")
+#: the strong NOMA user's cancellation of an analog seed (docs/MULTIUSER.md)
+SIC = ("lmmse", "reencode")
 
 
 @dataclass
@@ -362,6 +364,9 @@ class UsersConfig:
     access: str = "tdma"  # tdma (per-user slots) | noma (pairs superposed with a power split)
     shares: Optional[list[float]] = None  # TDMA slot shares of the k users (> 0, sum 1); null: equal
     noma_power: float = 0.8  # NOMA: power share of the weak user of a pair (the strong gets the rest)
+    sic: str = "lmmse"  # NOMA: the strong user's cancellation of an analog coded seed: lmmse
+    # (per-symbol LMMSE estimate) | reencode (decode with the weak user's decoder, re-encode,
+    # subtract); digital always decodes and subtracts the codeword
     spread_db: float = 10.0  # sweep: the K users' average SNRs equally spaced over the cell's SNR
     # +- spread_db / 2 (one user: the cell's SNR)
     ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])  # sweep: the K values
@@ -386,6 +391,7 @@ class UsersConfig:
                    f"null or a list of users.k={k} numbers > 0 that sum to 1")
         _check(f"{p}.noma_power", self.noma_power,
                _finite(self.noma_power) and 0 <= self.noma_power <= 1, "a number in [0, 1]")
+        _check(f"{p}.sic", self.sic, self.sic in SIC, f"one of {', '.join(SIC)}")
         _check(f"{p}.spread_db", self.spread_db, _finite(self.spread_db) and self.spread_db >= 0,
                "a finite number >= 0 (dB)")
         ks = list(self.ks)
