@@ -13,10 +13,12 @@ from meg_lightning.codecs import LinearCode
 from meg_lightning.codecs.base import code_length
 from meg_lightning.multiuser.access import noma_links
 from meg_lightning.multiuser.noma import (
+    KEYS,
     DigitalNomaUser,
     NomaLink,
     NomaUser,
     design_snr_db,
+    scramble,
     seed_of,
     supports,
 )
@@ -179,6 +181,13 @@ def test_per_user_transmit_powers_never_exceed_the_budget(world):
         links = noma_links([12.0, 2.0], weak_power=weak_power)
         assert all(0 <= link.power <= 1 for link in links)
         assert sum(link.power for link in links) == pytest.approx(1.0)
+    # the scramblers are orthogonal: the same power on the channel, undone exactly
+    x = torch.randn(5, 130)
+    for groups in (1, 5, 65):
+        for key in KEYS.values():
+            s = scramble(x, key, groups)
+            assert torch.allclose(s.pow(2).sum(1), x.pow(2).sum(1), rtol=1e-5)
+            assert torch.allclose(scramble(s, key, groups, inverse=True), x, atol=1e-5)
     digital = LatentDigitalScheme(z_train, _identity, code_length(0.5, 256), fc=0.5)
     link = digital.link(digital.choose_mcs(10.0))
     x = link.encode(digital.quantizer.quantise(z, link.info_bits))

@@ -364,7 +364,7 @@ class UsersConfig:
     access: str = "tdma"  # tdma (per-user slots) | noma (pairs superposed with a power split)
     shares: Optional[list[float]] = None  # TDMA slot shares of the k users (> 0, sum 1); null: equal
     noma_power: float = 0.8  # NOMA: power share of the weak user of a pair (the strong gets the rest)
-    sic: str = "lmmse"  # NOMA: the strong user's cancellation of an analog coded seed: lmmse
+    sic: str = "reencode"  # NOMA: the strong user's cancellation of an analog coded seed: lmmse
     # (per-symbol LMMSE estimate) | reencode (decode with the weak user's decoder, re-encode,
     # subtract); digital always decodes and subtracts the codeword
     spread_db: float = 10.0  # sweep: the K users' average SNRs equally spaced over the cell's SNR

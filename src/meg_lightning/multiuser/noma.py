@@ -5,9 +5,14 @@ and the receivers of the weak and the strong user (docs/MULTIUSER.md, "Access an
 seed is made by its scheme's own encoder at the slot's rate (a scheme calls its channel with the
 seed; :class:`SeedRecorder` stands in for the channel and keeps what it was given, power-normalised
 as the channel would send it) and the two are superposed in the same channel uses,
-``x = sqrt(p_w) x_w + sqrt(p_s) x_s`` (``p_w = users.noma_power``, ``p_s = 1 - p_w``; unit-power
-seeds, so the slot's power is 1). Image i of a user is superposed with its partner's seed of image
-i + 1 (mod n) of the same test latents, so the two seeds are independent (n >= 2).
+``x = sqrt(p_w) S_w x_w + sqrt(p_s) S_s x_s`` (``p_w = users.noma_power``, ``p_s = 1 - p_w``;
+unit-power seeds, so the slot's power is 1). ``S_u`` is the user's scrambler (:func:`scramble`,
+undone at the receiver): a fixed permutation and orthogonal rotation per user within each fading
+block, power-preserving. Without it two seeds of one analog code would put their power, and so
+their interference, into the same first symbols, where the code puts its most important
+components; scrambled, the interference is spread over the block. Image i of a user is superposed
+with its partner's seed of image i + 1 (mod n) of the same test latents, so the two seeds are
+independent (n >= 2).
 
 **Channel.** User u receives ``y_u = h_u x + n_u`` through ITS OWN channel object: the registered
 model (``awgn``, ``rayleigh`` block fading, ``tdl``) at its average SNR, ``n_u`` of variance
@@ -35,14 +40,15 @@ d per symbol (``linear``'s LMMSE), and the design SNR its encoder and decoder ar
   a scaled copy of the received signal: its SINR stays ``p_s |h|^2 / (p_w |h|^2 + sigma^2)``,
   exactly that of treating the weak seed as noise (computed, and tested). A per-symbol LMMSE
   cancellation removes nothing from an analog seed.
-- **strong user, ``users.sic=reencode``** (the coded analog schemes: ``meg``, ``meg-adaptive``,
-  ``linear``): decodes the weak user's latent with the weak user's decoder (its own seed as
+- **strong user, ``users.sic=reencode``** (default; the coded analog schemes: ``meg``,
+  ``meg-adaptive``, ``linear``): decodes the weak user's latent with the weak user's decoder (its own seed as
   noise), re-encodes it with the weak user's encoder (the weak seed's power scale is side
   information, as for every seed), subtracts ``sqrt(p_w) h x_w_tilde`` and decodes its own seed
   from the residual, its decoder told the interference-free SNR ``p_s |h|^2 / sigma^2`` (perfect
   cancellation assumed: the residual ``sqrt(p_w) h (x_w - x_w_tilde)`` is not known at the UE).
   The un-coded seeds (``feature``, ``centralized``) have no structure to decode: they keep the
-  LMMSE receiver.
+  LMMSE receiver. For ``linear`` the gain is small: its decoder and encoder are per-component
+  linear shrinkage, so the re-encoded seed is close to a scaled copy of y again.
 - **digital** (:class:`DigitalNomaUser`): each user's bits are the scheme's quantiser and LDPC
   codewords, its MCS chosen for its design SNR. The weak user decodes its codeword with the
   strong one as Gaussian noise of its power in the demapper's LLRs. The strong user decodes the
@@ -62,6 +68,7 @@ is not served) a user's link is its single-user link itself.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Optional
 
@@ -124,6 +131,47 @@ def _expand(v: Tensor, k: int) -> Tensor:
 def _fit(x: Tensor, k: int) -> Tensor:
     """x (B, m) cut or zero-padded to (B, k): a partner seed of another length."""
     return x[:, :k] if x.shape[1] >= k else torch.nn.functional.pad(x, (0, k - x.shape[1]))
+
+
+#: the scrambling keys of the two users of a pair
+KEYS = {"strong": 1, "weak": 2}
+#: largest dense rotation of the scrambler (real symbols); longer gain groups are rotated in
+#: blocks after a permutation of the whole group
+ROTATION_MAX = 256
+
+
+@functools.lru_cache(maxsize=64)
+def _scrambler(key: int, m: int) -> tuple[Tensor, Tensor]:
+    """(permutation (m,), rotations (m / b, b, b)) of user key ``key`` for gain groups of ``m``
+    real symbols: a random permutation, then Haar-random orthogonal rotations of consecutive
+    blocks of b (the largest divisor of m up to :data:`ROTATION_MAX`). Fixed by (key, m)."""
+    gen = torch.Generator().manual_seed(1000 * key + 7)
+    b = max(d for d in range(1, min(m, ROTATION_MAX) + 1) if m % d == 0)
+    q, r = torch.linalg.qr(torch.randn(m // b, b, b, generator=gen, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)  # Haar: fix the signs
+    return torch.randperm(m, generator=gen), q.float()
+
+
+def scramble(x: Tensor, key: int, groups: int, inverse: bool = False) -> Tensor:
+    """User ``key``'s scrambling of a seed x (B, k) within each of its ``groups`` gain groups
+    (orthogonal, power-preserving; ``inverse``: undo it). Two users' seeds scrambled with
+    different keys see each other as white interference within a group, whatever their codes'
+    power profiles (an analog code puts most power into its first symbols, and a partner of the
+    same code would put its interference into the same ones)."""
+    B, k = x.shape
+    n_c = -(-k // 2)
+    flat = torch.nn.functional.pad(x, (0, 2 * n_c - k))  # (B, 2 n_c)
+    m = 2 * n_c // groups
+    perm, rot = _scrambler(key, m)
+    perm, rot = perm.to(x.device), rot.to(x)
+    v = flat.reshape(B, groups, m)  # (B, G, m)
+    if not inverse:
+        v = v[..., perm].reshape(B, groups, rot.shape[0], 1, rot.shape[1])  # (B, G, m/b, 1, b)
+        v = (v @ rot.transpose(-1, -2)).reshape(B, groups, m)
+    else:
+        v = (v.reshape(B, groups, rot.shape[0], 1, rot.shape[1]) @ rot).reshape(B, groups, m)
+        v = v[..., torch.argsort(perm)]
+    return v.reshape(B, 2 * n_c)[:, :k]
 
 
 class _Link(nn.Module):
@@ -210,11 +258,12 @@ class NomaLink(_Link):
 
     def __init__(self, channel: Any, p_t: float, p_o: float, other: Tensor, *, told: float,
                  snr_db: float, receiver: str = "noise", box: Optional[dict] = None,
-                 equalizer: Optional[str] = None, normalize: Optional[bool] = None):
+                 equalizer: Optional[str] = None, normalize: Optional[bool] = None,
+                 keys: tuple[int, int] = (KEYS["weak"], KEYS["strong"])):
         if receiver not in ("noise", "lmmse"):
             raise ValueError(f"receiver must be noise or lmmse, got {receiver!r}")
         super().__init__(channel)
-        self.p_t, self.p_o, self.other = float(p_t), float(p_o), other
+        self.p_t, self.p_o, self.other, self.keys = float(p_t), float(p_o), other, keys
         self.told, self.snr_db, self.receiver = float(told), float(snr_db), receiver
         self.box = {} if box is None else box
         self.equalizer = channel.equalizer if equalizer is None else equalizer
@@ -226,7 +275,8 @@ class NomaLink(_Link):
                         snr_db=self.snr_db if snr_db is None else snr_db,
                         receiver=self.receiver, box=self.box,
                         equalizer=self.equalizer if equalizer is None else equalizer,
-                        normalize=self.normalize if normalize is None else normalize)
+                        normalize=self.normalize if normalize is None else normalize,
+                        keys=self.keys)
 
     def realisation(self, B: int, k: int, generator: Optional[torch.Generator],
                     like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -259,8 +309,12 @@ class NomaLink(_Link):
         g = _expand(g_grp, k)  # (B, k)
         s2 = sigma2.to(flat.dtype).view(B, 1)
         a = self.p_o / self.p_t
-        # y / h in x_t's unit-power domain: x_t + sqrt(p_o / p_t) x_o + n / (h sqrt(p_t))
-        zf = x_n + math.sqrt(a) * _fit(self.other.to(flat), k) + noise / math.sqrt(self.p_t)
+        # y / h in x_t's unit-power domain: x_t + sqrt(p_o / p_t) x_o + n / (h sqrt(p_t)), each
+        # seed scrambled with its user's key on the channel, x_t's undone at the receiver
+        G = g_grp.shape[1]
+        zf = (scramble(x_n, self.keys[0], G)
+              + math.sqrt(a) * scramble(_fit(self.other.to(flat), k), self.keys[1], G)
+              + noise / math.sqrt(self.p_t))
         if self.receiver == "lmmse":
             # the LMMSE estimate of the other (unit-power) seed from y, per symbol, subtracted;
             # then zero forcing on the residual, whose gain on x_t is known
@@ -269,6 +323,7 @@ class NomaLink(_Link):
             x_o_hat = math.sqrt(self.p_o) * g * yh / (g * total + s2)
             residual = yh - math.sqrt(self.p_o) * x_o_hat
             zf = residual / (math.sqrt(self.p_t) * (self.p_t * g + s2) / (g * total + s2))
+        zf = scramble(zf, self.keys[0], G, inverse=True)
         d_grp = self.told * a + s2 / (self.p_t * g_grp.clamp_min(1e-12))  # (B, G) 1 / SINR
         est = zf if self.equalizer == "zf" else zf / (1 + _expand(d_grp, k))
         x_hat = (est * scale.unsqueeze(1)).reshape(x.shape).to(x.dtype)
@@ -306,7 +361,7 @@ class NomaUser:
     user's own channel (average SNR) and generator; see the module docstring for the receivers."""
 
     def __init__(self, own: Any, link: UserLink, partner: Any, partner_link: Optional[UserLink],
-                 z: Tensor, i_0: Tensor, *, sic: str = "lmmse", slot: Optional[int] = None):
+                 z: Tensor, i_0: Tensor, *, sic: str = "reencode", slot: Optional[int] = None):
         if sic not in SIC:
             raise ValueError(f"sic must be one of {', '.join(SIC)}, got {sic!r}")
         self.own, self.link, self.partner, self.partner_link = own, link, partner, partner_link
@@ -319,6 +374,8 @@ class NomaUser:
             self.partner_snr_db = design_snr_db(partner_link, cancels(partner_link,
                                                                       type(partner), sic))
         self.partners = _Partner(z, i_0)
+        self.keys = (KEYS.get(link.role, 0), KEYS.get(partner_link.role, 0)
+                     if partner_link is not None else 0)
         self.name, self.fc = getattr(own, "name", ""), getattr(own, "fc", None)
 
     def _wrap(self, link: Any) -> Any:
@@ -341,18 +398,19 @@ class NomaUser:
         if not self.cancels:
             receiver = "lmmse" if self.link.role == "strong" else "noise"
             link = NomaLink(channel, p_t, p_o, x_p, told=1.0, snr_db=self.snr_db,
-                            receiver=receiver)
+                            receiver=receiver, keys=self.keys)
             return self.own(z, i_0, channel=self._wrap(link), generator=generator,
                             prompts=prompts)
         # the structured SIC: decode the weak latent (own seed as noise), re-encode, subtract
         raw_s, scale_s = seed_of(self.own, z, i_0, channel, self.snr_db, self.slot)
         box: dict = {}
         to_weak = NomaLink(channel, p_o, p_t, raw_s / scale_s.unsqueeze(1), told=1.0,
-                           snr_db=self.partner_snr_db, box=box)
+                           snr_db=self.partner_snr_db, box=box, keys=self.keys[::-1])
         z_w_hat = self.partner.transmit(z_p, channel=self._wrap(to_weak), generator=generator)[0]
         raw_t, _ = seed_of(self.partner, z_w_hat, None, channel, self.partner_snr_db, self.slot)
         left = x_p - _fit(raw_t, x_p.shape[1]) / scale_p.unsqueeze(1)
-        link = NomaLink(channel, p_t, p_o, left, told=0.0, snr_db=self.snr_db, box=box)
+        link = NomaLink(channel, p_t, p_o, left, told=0.0, snr_db=self.snr_db, box=box,
+                        keys=self.keys)
         return self.own(z, i_0, channel=self._wrap(link), generator=generator, prompts=prompts)
 
 
@@ -399,7 +457,7 @@ class DigitalNomaUser(NomaUser):
 
 
 def noma_users(links: list[UserLink], built: dict[int, tuple], z: Tensor, i_0: Tensor,
-               sic: str = "lmmse") -> dict[int, tuple]:
+               sic: str = "reencode") -> dict[int, tuple]:
     """The sweep's users of a NOMA frame: ``built[u]`` is user u's (scheme, channel, rate,
     symbols, note) alone in its slot (the channel at its average SNR, a :class:`Slot` for a
     rate-less scheme); returns the same with each paired user's scheme a :class:`NomaUser`
