@@ -364,9 +364,9 @@ class UsersConfig:
     access: str = "tdma"  # tdma (per-user slots) | noma (pairs superposed with a power split)
     shares: Optional[list[float]] = None  # TDMA slot shares of the k users (> 0, sum 1); null: equal
     noma_power: float = 0.8  # NOMA: power share of the weak user of a pair (the strong gets the rest)
-    sic: str = "reencode"  # NOMA: the strong user's cancellation of an analog coded seed: lmmse
-    # (per-symbol LMMSE estimate) | reencode (decode with the weak user's decoder, re-encode,
-    # subtract); digital always decodes and subtracts the codeword
+    sic: str = "reencode"  # NOMA: the strong user's cancellation of an analog coded seed:
+    # reencode (decode with the weak user's decoder, re-encode, subtract) | lmmse (per-symbol
+    # LMMSE estimate: removes nothing); digital always decodes and subtracts the codeword
     spread_db: float = 10.0  # sweep: the K users' average SNRs equally spaced over the cell's SNR
     # +- spread_db / 2 (one user: the cell's SNR)
     ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])  # sweep: the K values

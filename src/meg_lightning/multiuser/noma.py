@@ -41,9 +41,9 @@ d per symbol (``linear``'s LMMSE), and the design SNR its encoder and decoder ar
   exactly that of treating the weak seed as noise (computed, and tested). A per-symbol LMMSE
   cancellation removes nothing from an analog seed.
 - **strong user, ``users.sic=reencode``** (default; the coded analog schemes: ``meg``,
-  ``meg-adaptive``, ``linear``): decodes the weak user's latent with the weak user's decoder (its own seed as
-  noise), re-encodes it with the weak user's encoder (the weak seed's power scale is side
-  information, as for every seed), subtracts ``sqrt(p_w) h x_w_tilde`` and decodes its own seed
+  ``meg-adaptive``, ``linear``): decodes the weak user's latent with the weak user's decoder
+  (its own seed as noise), re-encodes it with the weak user's encoder (the weak seed's power
+  scale is side information, as for every seed), subtracts ``sqrt(p_w) h x_w_tilde`` and decodes its own seed
   from the residual, its decoder told the interference-free SNR ``p_s |h|^2 / sigma^2`` (perfect
   cancellation assumed: the residual ``sqrt(p_w) h (x_w - x_w_tilde)`` is not known at the UE).
   The un-coded seeds (``feature``, ``centralized``) have no structure to decode: they keep the
