@@ -219,7 +219,6 @@ class SeedRecorder(_Link):
         return {"x_hat": x, "h": torch.ones(B, g, dtype=torch.complex64, device=x.device),
                 "snr_db": full, "noise_var": 10 ** (-full / 10), "scale": scale,
                 "power": torch.ones(B, self.channel.num_blocks, device=x.device),
-                "y": torch.zeros(B, n_c, dtype=torch.complex64, device=x.device),
                 "csi_db": full.unsqueeze(1).expand(B, s).clone()}
 
 
@@ -250,8 +249,8 @@ class NomaLink(_Link):
     ``n / h`` at unit power, gains, sigma^2), drawn from the generator of the first call and
     shared by every link of the user in the batch.
 
-    Returns the channel's dict for the equivalent single-user link: ``x_hat`` (x's shape and
-    scale), ``h`` the gains, ``noise_var`` sigma^2 / p_t, ``power`` (B, G) the equivalent power
+    Returns the channel's dict (without ``y``) for the equivalent single-user link: ``x_hat``
+    (x's shape and scale), ``h`` the gains, ``noise_var`` sigma^2 / p_t, ``power`` (B, G) the equivalent power
     ``(sigma^2 / p_t) / (|h|^2 d)`` and ``csi_db`` 10 log10(1 / d) per block, so that every decoder
     that reads the channel state (``csi_db``, the noise variance after zero forcing) reads the
     SINR ``1 / d``."""
@@ -333,8 +332,7 @@ class NomaLink(_Link):
         s2_t = sigma2.to(flat.dtype) / self.p_t
         return {"x_hat": x_hat, "h": gains, "snr_db": 10 * torch.log10(1 / s2_t),
                 "noise_var": s2_t, "scale": scale,
-                "power": s2_t.view(B, 1) / (g_grp.clamp_min(1e-12) * d_grp),
-                "y": torch.zeros(B, n_c, dtype=gains.dtype, device=x.device), "csi_db": csi}
+                "power": s2_t.view(B, 1) / (g_grp.clamp_min(1e-12) * d_grp), "csi_db": csi}
 
 
 class _Partner:
