@@ -186,13 +186,14 @@ def test_bad_users_values_one_line_exit_2(tmp_path, capsys, override, needle):
     assert not (tmp_path / "runs").exists()
 
 
-def test_noma_on_a_fading_channel_is_refused(tmp_path):
+def test_noma_runs_on_fading_channels_and_is_refused_on_the_noiseless_one(tmp_path):
     from meg_lightning.errors import ConfigError
     from meg_lightning.multiuser.sweep import check_access
 
+    check_access(_cfg(tmp_path, "eval.channels=[awgn,rayleigh,tdl]"))
     with pytest.raises(ConfigError, match="users.accesses"):
-        check_access(_cfg(tmp_path, "eval.channels=[rayleigh]"))
-    check_access(_cfg(tmp_path, "eval.channels=[rayleigh]", "users.accesses=[tdma]"))
+        check_access(_cfg(tmp_path, "eval.channels=[awgn,none]"))
+    check_access(_cfg(tmp_path, "eval.channels=[none]", "users.accesses=[tdma]"))
 
 
 def test_single_user_defaults_unchanged(tmp_path):

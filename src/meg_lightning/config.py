@@ -353,6 +353,8 @@ OBJECTIVES = ("mean", "maxmin")  # the learned allocation's objectives (multiuse
 ALLOC_CHANNELS = ("awgn", "rayleigh")
 #: how the sweep gives users their average SNRs (users.placement)
 PLACEMENTS = ("spread", "listed", "umi")
+#: the strong NOMA user's cancellation of an analog seed (docs/MULTIUSER.md)
+SIC = ("lmmse", "reencode")
 
 
 @dataclass
@@ -376,6 +378,9 @@ class UsersConfig:
     alloc_eval_frames: int = 4096  # train-alloc: held-out frames shared by every policy
     alloc_image_frames: int = 64  # train-alloc: held-out frames whose users' images are also
     # sent (the linear code at the allocated symbols and SINR) and rendered: PSNR; 0 = none
+    sic: str = "reencode"  # NOMA: the strong user's cancellation of an analog coded seed:
+    # reencode (decode with the weak user's decoder, re-encode, subtract) | lmmse (per-symbol
+    # LMMSE estimate: removes nothing); digital always decodes and subtracts the codeword
     spread_db: float = 10.0  # sweep: the K users' average SNRs equally spaced over the cell's SNR
     # +- spread_db / 2 (one user: the cell's SNR)
     ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])  # sweep: the K values
@@ -427,6 +432,7 @@ class UsersConfig:
             v = getattr(self, key)
             _check(f"{p}.{key}", v, isinstance(v, int) and not isinstance(v, bool) and v >= low,
                    f"an integer >= {low}")
+        _check(f"{p}.sic", self.sic, self.sic in SIC, f"one of {', '.join(SIC)}")
         _check(f"{p}.spread_db", self.spread_db, _finite(self.spread_db) and self.spread_db >= 0,
                "a finite number >= 0 (dB)")
         ks = list(self.ks)

@@ -18,22 +18,14 @@ first ``round(s_u N)`` of its symbols and its receiver puts the prior mean 0 in 
 (and the one alone) gets an equal TDMA slot, ``1 / ceil(K/2)`` of the frame, and the pair's two
 seeds are superposed in all of the slot's uses, ``x = sqrt(p_w) x_w + sqrt(p_s) x_s`` with
 ``p_w = users.noma_power`` and ``p_s = 1 - p_w`` (so the slot's power is 1). With gain g and noise
-variance sigma^2 per real symbol at a user:
-
-- the **weak user** treats the strong user's seed as noise: ``SINR_w = p_w g / (p_s g + sigma^2)``;
-- the **strong user** first subtracts the LMMSE estimate of the weak user's seed,
-  ``x_w_hat = sqrt(p_w) g y / (g + sigma^2)`` (unit-power seeds), then decodes its own from
-  ``y - sqrt(p_w) x_w_hat``. That residual is ``y (p_s g + sigma^2) / (g + sigma^2)``: a scaled
-  copy of y, so the strong user's SINR stays ``p_s g / (p_w g + sigma^2)``, the same as treating
-  the weak seed as noise. A per-symbol LMMSE cancellation removes no interference from an analog
-  seed; only an estimate that uses the seed's structure (decode and re-encode) would (not built).
-
-The interference is modelled as Gaussian noise of its power: each NOMA user is the scheme's
-single-user link at its effective SINR (:attr:`UserLink.snr_db`). This is exact in second moments
-for the linear receivers (ZF, LMMSE) and the Gaussian-interference approximation for the learned
-decoders, and it holds on AWGN (g = 1); NOMA on a fading channel is refused by the sweep. With
-all power to one user (``p = 1``) its link is exactly the single-user one. Digital NOMA (decode
-and subtract the codeword) is not built: ``digital`` runs TDMA only.
+variance sigma^2 per real symbol at a user, the weak user treats the strong user's seed as noise,
+``SINR_w = p_w g / (p_s g + sigma^2)``; the strong user cancels the weak seed first (digital:
+decode and subtract the codeword; analog seeds: the LMMSE estimate, which removes nothing, or
+decode, re-encode and subtract). The superposition, each user's own channel (AWGN or fading) and
+the receivers are simulated in :mod:`.noma`; a :class:`UserLink` here is the plan: the user's
+slot, power and role, and its SINR on AWGN (g = 1) with the partner as noise
+(:attr:`UserLink.snr_db`). With all power to one user (``p = 1``) its link is exactly the
+single-user one.
 """
 
 from __future__ import annotations
@@ -127,8 +119,7 @@ def pairs(snrs_db: Sequence[float]) -> list[tuple[int, ...]]:
 def noma_links(snrs_db: Sequence[float], weak_power: float = 0.8) -> list[UserLink]:
     """NOMA: pairs superposed in equal slots of ``1 / ceil(K/2)`` of the frame; the weak user gets
     ``weak_power`` of the power and treats the strong seed as noise, the strong user the rest and
-    cancels the weak seed by LMMSE (the module docstring: the same SINR as treating it as
-    noise)."""
+    cancels the weak seed first (the receivers: :mod:`.noma`)."""
     if not 0 <= weak_power <= 1:
         raise ConfigError("users.noma_power", weak_power, "a number in [0, 1]")
     groups = pairs(snrs_db)

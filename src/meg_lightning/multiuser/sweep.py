@@ -76,6 +76,7 @@ from meg_lightning.io import atomic_write_text
 from meg_lightning.loggers import offline_run_dir, wandb_run
 from meg_lightning.metrics import extract_features, make_feature_extractor
 from meg_lightning.mini.classifier import domain_features
+from meg_lightning.multiuser import noma
 from meg_lightning.multiuser.access import (
     Slot,
     UserLink,
@@ -222,13 +223,18 @@ def users_served(served: list[dict]) -> dict[tuple, int]:
 
 
 def check_access(cfg: MegConfig) -> None:
-    """NOMA is modelled on channels without fading (its SINR needs g = 1)."""
+    """NOMA is simulated on the channels with noise (the noiseless reference channel has no SINR)
+    and with an equaliser (its receivers use the gains)."""
     if "noma" in cfg.users.accesses:
-        fading = [c for c in cfg.eval.channels if CHANNELS[c].fading or CHANNELS[c].noiseless]
-        if fading:
+        noiseless = [c for c in cfg.eval.channels if CHANNELS[c].noiseless]
+        if noiseless:
             raise ConfigError("users.accesses", list(cfg.users.accesses),
-                              f"[tdma] with eval.channels={list(cfg.eval.channels)}: NOMA is "
-                              "modelled on AWGN only (drop noma or use eval.channels=[awgn])")
+                              f"[tdma] with eval.channels={list(cfg.eval.channels)}: NOMA needs "
+                              f"a channel with noise (drop noma or {', '.join(noiseless)})")
+        if cfg.channel.equalizer not in noma.EQUALIZERS:
+            raise ConfigError("channel.equalizer", cfg.channel.equalizer,
+                              f"one of {', '.join(noma.EQUALIZERS)} with users.accesses="
+                              f"{list(cfg.users.accesses)} (the NOMA receivers use the gains)")
 
 
 def placed_users(cfg: MegConfig) -> tuple[Optional[list[float]], Optional[Placement]]:
@@ -314,8 +320,8 @@ def run_multiuser(cfg: MegConfig, *, datamodule=None, decode_image=None, codecs=
                 for fc in scheme_fcs(cfg, name):
                     cell = Cell(name, kind, snr, fc)
                     for access in users.accesses:
-                        if access == "noma" and scheme_class(name).digital:
-                            continue  # digital NOMA (codeword SIC) is not built
+                        if access == "noma" and not noma.supports(scheme_class(name)):
+                            continue  # no superposed receiver for this digital scheme
                         for k in users.ks:
                             rows += _frame(cfg, ctx, cell, access, k, z, i_0, feats_0, index,
                                            extractor, judge, numel, image_numel, device,
@@ -335,18 +341,24 @@ def _frame(cfg, ctx, cell, access, k, z, i_0, feats_0, index, extractor, judge, 
     links = user_links(cfg, cell.snr_db, k, access, placed)
     rows = []
     n_frame = frame_symbols(cell.scheme, cell.fc, numel, image_numel)
+    built = {}
+    for link in links:
+        # a NOMA user's channel is its own at its average SNR: noma superposes the pair's seeds
+        snr = link.avg_snr_db if access == "noma" else link.snr_db
+        built[link.user] = (user_scheme(cfg, ctx, cell.scheme, cell.fc, link,
+                                        default_channel(cfg, cell.channel, snr), n_frame)
+                            if link.power > 0 else (None, None, None, 0, "no power"))
+    if access == "noma":
+        built = noma.noma_users(links, built, z, i_0, cfg.users.sic)
     for link in links:
         t0 = time.perf_counter()
         seed = user_seed(cfg.seed, cell, link.user)
-        channel = default_channel(cfg, cell.channel, link.snr_db) if math.isfinite(
-            link.snr_db) else None
-        scheme, ch, rate, symbols, note = (user_scheme(cfg, ctx, cell.scheme, cell.fc, link,
-                                                       channel, n_frame)
-                                           if channel is not None else
-                                           (None, None, None, 0, "no power"))
+        scheme, ch, rate, symbols, note = built[link.user]
         row = {"scheme": cell.scheme, "fc": cell.fc, "access": access, "channel": cell.channel,
                "snr_db": cell.snr_db, "k": k, "user": link.user, "role": link.role,
-               "avg_snr_db": link.avg_snr_db, "link_snr_db": link.snr_db, "share": link.share,
+               "avg_snr_db": link.avg_snr_db,
+               "link_snr_db": getattr(scheme, "snr_db", link.snr_db) if access == "noma"
+               else link.snr_db, "share": link.share,
                "power": link.power, "rate": rate, "symbols": symbols, "seed": seed,
                "note": note, **placement_columns(where, link.user)}
         if scheme is None:
@@ -359,6 +371,8 @@ def _frame(cfg, ctx, cell, access, k, z, i_0, feats_0, index, extractor, judge, 
             row.update(psnr_db=m["psnr_db"], semantic_accuracy=m["semantic_accuracy"],
                        fid=m["fid"], latent_mse=m["latent_mse"],
                        meets=meets(m["psnr_db"], m["semantic_accuracy"], cfg.users, m["fid"]))
+            if m.get("sic_failed", 0) > 0:
+                row["note"] = f"SIC failed on {m['sic_failed']:.0%} of images"
         row["time_s"] = round(time.perf_counter() - t0, 3)
         rows.append(row)
     return rows

@@ -257,13 +257,24 @@ class LatentDigitalScheme(_Separation):
     def __call__(self, z: Tensor, i_0: Optional[Tensor] = None, *, channel,
                  generator: Optional[torch.Generator] = None, prompts=None,
                  decode: bool = True) -> SchemeOutput:
+        m = self.mcs_for(channel)
+        link = self.link(m, z.device)
+        bits = self.quantizer.quantise(z, link.info_bits)  # (B, K)
+        out = link.transmit(bits, channel=channel, generator=generator)
+        return self.output(z, out, m, decode)
+
+    def mcs_for(self, channel) -> int:
+        """The MCS index used on ``channel`` at its (average) SNR (see the class docstring)."""
         snr = link_snr(channel)
         fading = snr is not None and channel.fading
-        m = self.choose_mcs_fading(channel) if fading else self.choose_mcs(snr)
+        return self.choose_mcs_fading(channel) if fading else self.choose_mcs(snr)
+
+    def output(self, z: Tensor, out, m: int, decode: bool = True) -> SchemeOutput:
+        """The UE's result from the link's output ``out`` (:class:`~.ldpc.LinkOutput`) for the
+        sent latents ``z`` with MCS ``m``: dequantised z_hat (erased codewords -> the mean), the
+        image, and ``info``."""
         link = self.link(m, z.device)
         K = link.info_bits
-        bits = self.quantizer.quantise(z, K)  # (B, K)
-        out = link.transmit(bits, channel=channel, generator=generator)
         z_hat = self.quantizer.dequantise(out.bits_hat, K, erased=out.erased, dtype=z.dtype)
         batch = z.shape[0]
         full = lambda v: torch.full((batch,), float(v), dtype=torch.float64)

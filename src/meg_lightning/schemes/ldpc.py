@@ -316,6 +316,13 @@ class LdpcLink:
             raise ValueError(f"bits must have shape (batch, {self.info_bits}), got {tuple(bits.shape)}")
         x = self.encode(bits)  # (batch, n_complex) complex, Es = 1
         y, no = self.channel(x, channel=channel, generator=generator, h=h)
+        return self.receive(y, no, bits)
+
+    @torch.no_grad()
+    def receive(self, y: Tensor, no: Tensor, bits: Tensor) -> LinkOutput:
+        """The UE's half: equalised QAM symbols ``y`` (batch, n_complex) with noise variance
+        ``no`` per symbol -> demapper -> LDPC decoder -> :class:`LinkOutput`; ``bits`` (batch, K)
+        are the sent bits (the codeword errors, and the failure detection without a CRC)."""
         llr = self.demapper(y, no)  # (batch, coded_bits)
         bits_hat, crc_ok = self.decode(llr)
         sent = bits.to(bits_hat.device)
