@@ -20,10 +20,11 @@ whose distortion is known in closed form at any rate and SNR: :class:`LinearQual
 symbols and SNR: ``Q_u = 10 log10(sigma_z^2 / D_u)`` dB, the latent signal-to-distortion ratio,
 with ``D_u`` the code's expected latent MSE per entry (KLT, MMSE power loading, LMMSE receiver;
 exact on AWGN, and on a block known to the transmitter) and ``sigma_z^2`` the latents' variance
-per entry. A fractional symbol count is time sharing between the two neighbouring codes. NOMA
-users see the partner's seed as Gaussian noise (the analog receivers of docs/MULTIUSER.md):
-``SINR_w = p_w P gamma_w / (p_s P gamma_w + 1)``, ``SINR_s = p_s P gamma_s / (p_w P gamma_s + 1)``
-with ``P`` the pair's per-use power.
+per entry. A fractional symbol count is time sharing between the two neighbouring codes. In a NOMA
+pair (``P`` the pair's per-use power) the weak user treats the strong seed as Gaussian noise,
+``SINR_w = p_w P gamma_w / (p_s P gamma_w + 1)``; the strong user cancels the weak seed
+(``users.sic=reencode``, modelled as perfect cancellation: ``SINR_s = p_s P gamma_s``) or hears it
+(``lmmse``, which removes nothing: ``SINR_s = p_s P gamma_s / (p_w P gamma_s + 1)``).
 
 **Objectives** (``users.objectives``): ``mean`` (mean of ``Q_u`` over the frame's users) and
 ``maxmin`` (the worst user's ``Q_u``: fairness). The episode is one frame (a contextual bandit):
@@ -131,6 +132,7 @@ class FrameSpec:
     snr_db: tuple[float, float]
     channel: str = "rayleigh"
     noma_power: float = 0.8
+    sic: str = "reencode"
 
     @property
     def groups(self) -> list[tuple[int, ...]]:
@@ -203,7 +205,11 @@ def user_links(spec: FrameSpec, gamma: Tensor, alloc: dict[str, Tensor]) -> tupl
     for u, (pair, weak) in spec.pair_of.items():
         p_w = alloc["weak"][..., pair]
         own[..., u] = p_w if weak else 1 - p_w
-    other = torch.where(torch.as_tensor(spec.paired), 1 - own, torch.zeros_like(own))
+    # the weak user always sees the strong seed; the strong user sees the weak one unless it
+    # cancels it (users.sic=reencode: modelled as perfect cancellation)
+    hears = [u in spec.pair_of and (spec.pair_of[u][1] or spec.sic == "lmmse")
+             for u in range(spec.k)]
+    other = torch.where(torch.as_tensor(hears), 1 - own, torch.zeros_like(own))
     return share * spec.n_symbols, own * received / (other * received + 1)
 
 
@@ -297,9 +303,10 @@ def inversion_action(spec: FrameSpec, gamma: Tensor) -> Tensor:
             continue
         gs, gw = power * gamma[:, grp[0]], power * gamma[:, grp[1]]
         lo, hi = torch.zeros_like(gs), torch.ones_like(gs)
+        hear = 1.0 if spec.sic == "lmmse" else 0.0  # the strong user hears the weak seed
         for _ in range(60):  # SINR_w rises and SINR_s falls with p_w
             mid = (lo + hi) / 2
-            diff = mid * gw / ((1 - mid) * gw + 1) - (1 - mid) * gs / (mid * gs + 1)
+            diff = mid * gw / ((1 - mid) * gw + 1) - (1 - mid) * gs / (hear * mid * gs + 1)
             lo, hi = torch.where(diff < 0, mid, lo), torch.where(diff < 0, hi, mid)
         p = ((lo + hi) / 2).clamp(1e-9, 1 - 1e-9)
         a[:, 2 * g + pair] = torch.log(p / (1 - p)) - prior
@@ -388,4 +395,5 @@ def summarise(results: dict[str, dict[str, Tensor]], mean_ci: Callable[[Tensor],
 def spec_from(users: Any, access: str, n_symbols: int) -> FrameSpec:
     return FrameSpec(k=int(users.k), access=access, n_symbols=int(n_symbols),
                      snr_db=(float(users.alloc_snr_db[0]), float(users.alloc_snr_db[1])),
-                     channel=users.alloc_channel, noma_power=float(users.noma_power))
+                     channel=users.alloc_channel, noma_power=float(users.noma_power),
+                     sic=users.sic)
