@@ -88,8 +88,9 @@ eval-channels: setup ## AWGN vs Rayleigh vs 3GPP TDL sweep on the demo's mini la
 	$(BIN)/meg eval $(CHANNELS_DATA) $(CHANNELS_ARGS) $(ARGS)
 
 # Users served per frame (docs/MULTIUSER.md): K in {1,2,4,8,16} users share the channel uses of one
-# single-user transmission, TDMA against NOMA, on the demo's mini latents and AWGN (NOMA is
-# modelled on AWGN only), 64 test images per user, logged to one offline W&B run. meg-adaptive+dm
+# single-user transmission, TDMA against NOMA (simulated through the channel layer; add rayleigh or
+# tdl to eval.channels for fading), on the demo's mini latents and AWGN, 64 test images per user,
+# logged to one offline W&B run. meg-adaptive+dm
 # adds ~4 min (it runs K <= 2: no mini codec below fc 0.25); feature+dm or linear+dm run every K,
 # ~40 min each on 2 cores, estimated (ARGS="eval.schemes=[...]" to add them).
 MULTIUSER_ARGS = out_dir=data/multiuser logger=wandb \

@@ -37,3 +37,14 @@ def cli_base(world: Path, out: str = "out") -> list[str]:
             "generation.device=cpu", f"data.num_prompts={N_PROMPTS}", "data.shard_size=4",
             "data.val_fraction=0.25", "data.test_fraction=0.25",
             "generation.num_inference_steps=2"]
+
+
+def assert_refused(capsys: Any, argv: list[str], needle: str, untouched: Path) -> None:
+    """``meg argv`` exits 2 with one line on stderr naming ``needle`` and writes nothing at
+    ``untouched``."""
+    from meg_lightning.cli import run  # noqa: PLC0415 - imports the registries
+
+    code = run(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and needle in err, err
+    assert not untouched.exists()

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from helpers import assert_refused
 
 from meg_lightning.codecs.klt import LinearCode
 from meg_lightning.multiuser.allocation import (
@@ -182,14 +183,8 @@ def test_ppo_beats_equal_shares_on_held_out_frames(tmp_path, quality, latents):
     ("users.alloc_fc=1.5", "users.alloc_fc"),
 ])
 def test_bad_alloc_values_one_line_exit_2(tmp_path, capsys, override, needle):
-    from meg_lightning.cli import run
-
-    code = run(["train-alloc", f"out_dir={tmp_path / 'runs'}", "logger=none", "users.k=3",
-                override])
-    err = capsys.readouterr().err.strip()
-    assert code == 2
-    assert len(err.splitlines()) == 1 and needle in err, err
-    assert not (tmp_path / "runs").exists()
+    assert_refused(capsys, ["train-alloc", f"out_dir={tmp_path / 'runs'}", "logger=none",
+                            "users.k=3", override], needle, tmp_path / "runs")
 
 
 def test_quality_in_db_matches_its_definition(quality):

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers import assert_refused
 
 from meg_lightning.channels import make as make_channel
 from meg_lightning.evaluation.cells import Cell, cell_seed
@@ -175,15 +176,9 @@ def test_k1_reproduces_the_single_user_cell_and_tdma_equals_the_reduced_budget(
     ("users.accuracy_target=2", "users.accuracy_target"),
 ])
 def test_bad_users_values_one_line_exit_2(tmp_path, capsys, override, needle):
-    from meg_lightning.cli import run
-
     extra = ["users.k=2"] if "shares" in override or "snrs" in override else []
-    code = run(["eval-multiuser", f"out_dir={tmp_path / 'runs'}", "logger=none", *extra,
-                override])
-    err = capsys.readouterr().err.strip()
-    assert code == 2
-    assert len(err.splitlines()) == 1 and needle in err
-    assert not (tmp_path / "runs").exists()
+    assert_refused(capsys, ["eval-multiuser", f"out_dir={tmp_path / 'runs'}", "logger=none",
+                            *extra, override], needle, tmp_path / "runs")
 
 
 def test_noma_runs_on_fading_channels_and_is_refused_on_the_noiseless_one(tmp_path):

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from helpers import assert_refused
 
 from meg_lightning.channels import make as make_channel
 from meg_lightning.codecs import LinearCode
@@ -252,9 +253,5 @@ def test_sweep_runs_digital_and_fading_noma_and_p1_is_the_single_user_cell(tmp_p
     ("users.sic=perfect", "users.sic"),
 ])
 def test_noma_on_a_refused_channel_one_line_exit_2(tmp_path, capsys, override, needle):
-    from meg_lightning.cli import run
-
-    code = run(["eval-multiuser", f"out_dir={tmp_path / 'runs'}", "logger=none", override])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and needle in err, err
-    assert not (tmp_path / "runs").exists()
+    assert_refused(capsys, ["eval-multiuser", f"out_dir={tmp_path / 'runs'}", "logger=none",
+                            override], needle, tmp_path / "runs")

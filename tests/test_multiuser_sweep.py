@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from helpers import assert_refused
 
 LATENT = (4, 8, 8)  # the tiny preset's latent shape
 N_LATENTS = 40  # 32 train / 8 test
@@ -231,10 +232,5 @@ def test_logger_wandb_writes_one_offline_run(tmp_path, monkeypatch, tiny_pipe, c
     ("users.tx_power_dbm=.nan", "users.tx_power_dbm"),
 ])
 def test_bad_placement_values_one_line_exit_2(tmp_path, capsys, override, needle):
-    from meg_lightning.cli import run
-
-    code = run(["eval-multiuser", f"out_dir={tmp_path / 'runs'}", "logger=none", override])
-    err = capsys.readouterr().err.strip()
-    assert code == 2
-    assert len(err.splitlines()) == 1 and needle in err, err
-    assert not (tmp_path / "runs").exists()
+    assert_refused(capsys, ["eval-multiuser", f"out_dir={tmp_path / 'runs'}", "logger=none",
+                            override], needle, tmp_path / "runs")

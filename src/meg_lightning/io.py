@@ -6,12 +6,14 @@ the next run ignores and removes.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 TMP_PREFIX = ".tmp-"
 
@@ -60,3 +62,14 @@ def clean_tmp(folder: str | Path) -> int:
             p.unlink(missing_ok=True)
             n += 1
     return n
+
+
+def csv_text(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """``rows`` as CSV text with a header of ``columns`` (other keys ignored, missing ones empty;
+    floats with 6 significant digits)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()

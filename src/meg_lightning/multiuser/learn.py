@@ -18,9 +18,7 @@ it, and trains nothing once it holds all frames).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import math
 import time
 from pathlib import Path
@@ -43,7 +41,7 @@ from meg_lightning.evaluation.inputs import (
     train_latents,
 )
 from meg_lightning.generation import decode_latents
-from meg_lightning.io import atomic_write_text, clean_tmp
+from meg_lightning.io import atomic_write_text, clean_tmp, csv_text
 from meg_lightning.metrics.image import psnr_per_image
 from meg_lightning.multiuser.allocation import (
     AllocationEnv,
@@ -242,15 +240,6 @@ def image_columns(image: dict[str, Tensor], name: str, kind: str) -> dict[str, f
     return out
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    return buf.getvalue()
-
-
 def _ci(r: dict[str, Any], key: str) -> str:
     if r.get(f"{key}_db") is None or f"{key}_lo" not in r:
         return "-"
@@ -337,7 +326,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 def write_outputs(cfg: MegConfig, rows: list[dict[str, Any]], n_symbols: int) -> None:
     folder = out_dir(cfg)
-    atomic_write_text(folder / "results.csv", _csv(rows))
+    atomic_write_text(folder / "results.csv", csv_text(rows, COLUMNS))
     atomic_write_text(folder / "summary.md", summary(cfg, rows, n_symbols))
     plot(rows, folder / "alloc.png")
 

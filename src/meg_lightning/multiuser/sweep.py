@@ -42,8 +42,6 @@ run in ``wandb/`` (:func:`log_to_wandb`). No resume: a run rewrites them.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
 from pathlib import Path
@@ -72,7 +70,7 @@ from meg_lightning.evaluation.inputs import (
     scheme_context,
     test_latents,
 )
-from meg_lightning.io import atomic_write_text
+from meg_lightning.io import atomic_write_text, csv_text
 from meg_lightning.loggers import offline_run_dir, wandb_run
 from meg_lightning.metrics import extract_features, make_feature_extractor
 from meg_lightning.mini.classifier import domain_features
@@ -166,15 +164,6 @@ def user_scheme(cfg: MegConfig, ctx: BuildContext, name: str, fc: Optional[float
     except (UserError, ConfigError) as e:
         return None, channel, rate, 0, str(e).split(":")[0][:80]
     return scheme, channel, rate, code_length(rate, ctx.numel), note
-
-
-def _csv(rows: list[dict], columns: list[str]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    return buf.getvalue()
 
 
 def meets(psnr: float, acc: float, users: Any, fid: float = math.nan) -> bool:
@@ -390,8 +379,8 @@ def write_outputs(cfg: MegConfig, rows: list[dict], served: list[dict], ref: flo
                   seconds: float) -> None:
     """results.csv, served.csv, users_served.png and summary.md under {out_dir}/multiuser."""
     folder = out_dir(cfg)
-    atomic_write_text(folder / "results.csv", _csv(rows, USER_COLUMNS))
-    atomic_write_text(folder / "served.csv", _csv(served, SERVED_COLUMNS))
+    atomic_write_text(folder / "results.csv", csv_text(rows, USER_COLUMNS))
+    atomic_write_text(folder / "served.csv", csv_text(served, SERVED_COLUMNS))
     best = users_served(served)
     plot_served(best, folder / "users_served.png", cfg)
     atomic_write_text(folder / "summary.md", summary(cfg, best, ref, seconds, len(rows)))
