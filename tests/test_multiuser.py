@@ -199,3 +199,16 @@ def test_single_user_defaults_unchanged(tmp_path):
     from meg_lightning.compose import load_config
 
     assert not hasattr(load_config([]), "users")
+
+
+def test_the_sweep_stops_at_the_first_k_that_misses(tmp_path, tiny_pipe):
+    """users.stop_at_miss: an unreachable target is missed at K = 1, so K = 2 is not run (users
+    served 0 either way); stop_at_miss=false runs every K."""
+    from meg_lightning.multiuser.sweep import run_multiuser, users_served
+
+    for stop, ks in ((True, {1}), (False, {1, 2})):
+        cfg, dm, decode = _world(tmp_path / str(stop), tiny_pipe, "eval.schemes=[linear]",
+                                 "users.psnr_target_db=200", f"users.stop_at_miss={stop}")
+        rows, served = run_multiuser(cfg, datamodule=dm, decode_image=decode, progress=False)
+        assert {r["k"] for r in rows} == ks
+        assert set(users_served(served).values()) == {0}

@@ -113,6 +113,7 @@ def test_umi_and_listed_placement_in_the_sweep(tmp_path, tiny_pipe):
 
     dm, _ = _data()
     cfg = _cfg(tmp_path, "eval-multiuser", "eval.schemes=[feature]", "users.ks=[1,2,4]",
+               "users.stop_at_miss=false",
                "users.placement=umi", "users.tx_power_dbm=10")
     rows, served = run_multiuser(cfg, datamodule=dm, decode_image=_decoder(tiny_pipe),
                                  progress=False)
@@ -132,6 +133,7 @@ def test_umi_and_listed_placement_in_the_sweep(tmp_path, tiny_pipe):
         assert (noma[strong]["role"], noma[weak]["role"]) == ("strong", "weak")
 
     cfg = _cfg(tmp_path, "eval-multiuser", "eval.schemes=[feature]", "users.ks=[1,2]",
+               "users.stop_at_miss=false",
                "users.accesses=[tdma]", "users.placement=listed", "users.k=2",
                "users.snrs_db=[12,3]")
     rows, _ = run_multiuser(cfg, datamodule=dm, decode_image=_decoder(tiny_pipe),

@@ -385,6 +385,8 @@ class UsersConfig:
     # +- spread_db / 2 (one user: the cell's SNR)
     ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])  # sweep: the K values
     accesses: list[str] = field(default_factory=lambda: ["tdma", "noma"])  # sweep: access schemes
+    stop_at_miss: bool = True  # sweep: skip the K above the first one (in increasing order) whose
+    # users do not all meet the target (users served is then known); false: run every K
     psnr_target_db: float = 20.0  # quality target: every user's mean PSNR >= this (dB) ...
     accuracy_target: float = 0.9  # ... and its semantic accuracy >= this (dropped for a model
     # without a judge: PSNR only)

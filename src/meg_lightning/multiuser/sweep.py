@@ -31,7 +31,9 @@ link and slot; both get the test prompts and load the pipeline only when swept.
 semantic accuracy >= ``users.accuracy_target`` (the accuracy condition is dropped when the model
 has no judge) and, when ``users.fid_target`` is set, its FID <= that. *Users served* of (scheme,
 fc, access, channel, SNR) is the largest swept K for which ALL K users meet the target (0: not
-even one user alone).
+even one user alone). The K are run in increasing order and, with ``users.stop_at_miss`` (the
+default), the ones above the first K whose users do not all meet the target are skipped: users
+served is then the K before it (every user's share only shrinks as K grows).
 
 Outputs under ``{out_dir}/multiuser/``: ``results.csv`` (one row per user and frame
 configuration), ``served.csv`` (one row per (scheme, fc, access, channel, SNR, K): the worst
@@ -311,13 +313,16 @@ def run_multiuser(cfg: MegConfig, *, datamodule=None, decode_image=None, codecs=
                     for access in users.accesses:
                         if access == "noma" and not noma.supports(scheme_class(name)):
                             continue  # no superposed receiver for this digital scheme
-                        for k in users.ks:
-                            rows += _frame(cfg, ctx, cell, access, k, z, i_0, feats_0, index,
+                        for k in sorted(users.ks):
+                            frame = _frame(cfg, ctx, cell, access, k, z, i_0, feats_0, index,
                                            extractor, judge, numel, image_numel, device,
                                            prompts=test_prompts, placed=placed, where=where)
+                            rows += frame
                             if progress:
                                 print(f"eval-multiuser: {cell.key} {access} K={k} "
                                       f"({time.perf_counter() - t_start:.0f} s)", flush=True)
+                            if users.stop_at_miss and not all(r["meets"] for r in frame):
+                                break  # more users only shrink every user's share
     served = served_table(rows)
     write_outputs(cfg, rows, served, ref, time.perf_counter() - t_start)
     return rows, served
