@@ -10,6 +10,9 @@ import torch
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+# the CLI processes the tests start: one intra-op thread each (two test workers share the cores;
+# a second thread per process only waits for the other worker's, see runtime.torch_threads)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 
