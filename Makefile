@@ -28,14 +28,23 @@ help: ## list the targets
 
 setup: $(STAMP) ## create .venv and install the package (+ test extras)
 
+# Byte-code is compiled by compileall, not by pip: pip compiles on one core, compileall on all
+# (docs/BENCHMARKS.md). Not compiled: subtrees of the installed packages that nothing here imports
+# (tests, pip itself, the model zoo of transformers and diffusers but CLIP and Stable Diffusion,
+# ...); a module imported anyway only compiles when first imported, as without compileall.
+NO_COMPILE = /(tests?|pip|setuptools|networkx|coreweave_evaluations|aiohttp|numpy/distutils|sympy/physics|opentelemetry/semconv|transformers/models/(?!(auto|clip)/)|diffusers/(modular_pipelines|pipelines/(?!stable_diffusion/)[^/]+/)|torch/_inductor/(codegen|kernel|fx_passes)|huggingface_hub/inference|wandb/integration)/
+COMPILE = $(BIN)/python -m compileall -qq -j 0 -x '$(NO_COMPILE)'
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q --no-compile $(TORCH_SPEC)
-	$(BIN)/python -m pip install -q --no-compile -e ".[dev]"
-	@# pip byte-compiles on one core; compileall uses them all (docs/BENCHMARKS.md: 1.65x on 2
-	@# cores). Its exit status is 1 for the few files in the wheels that are not Python 3.
-	$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib > /dev/null || true
+	@# torch and its dependencies compile while pip fetches the rest (mostly a wait on the
+	@# network); then the rest. compileall's exit status is 1 for the few files in the wheels
+	@# that are not Python 3.
+	$(COMPILE) $$(ls -d $(VENV)/lib/python*/site-packages/*/) > /dev/null 2>&1 & \
+	  $(BIN)/python -m pip install -q --no-compile -e ".[dev]"; s=$$?; wait; exit $$s
+	$(COMPILE) $(VENV)/lib > /dev/null || true
 	@touch $@
 
 latents: setup ## cache SD latents (default MODEL=mini N=64): make latents N=256

@@ -10,9 +10,15 @@ from meg_lightning.demo import low_snr_claim
 from meg_lightning.evaluation.sweep import read_results
 
 
-def test_demo_runs_every_stage_and_writes_the_report(tmp_path):
+def test_demo_runs_every_stage_and_writes_the_report(tmp_path, monkeypatch):
+    """The whole demo, shrunk: 5 DDIM steps, PNG figures only (the PDFs are checked in
+    test_evaluation and test_figures) and no W&B run (test_wandb_demo checks the demo's run)."""
+    from meg_lightning.evaluation import figures_common
+
+    monkeypatch.setattr(figures_common, "FORMATS", ("png",))
     out = tmp_path / "demo"
     args = [f"out_dir={out}", f"data.cache_dir={out / 'latents'}", "data.num_prompts=24",
+            "logger=csv", "generation.num_inference_steps=5",
             "eval.fcs=[0.5]",
             "eval.scheme_fcs={meg: [0.5], meg-adaptive: [0.5], linear: [0.5]}", "eval.snrs_db=[-10,10]", "eval.channels=[awgn]",
             "eval.num_images=6", "eval.bootstrap=5",

@@ -320,7 +320,7 @@ def _smoke_config(tmp_path, **kw):
     return MiniTrainConfig(out_dir=str(tmp_path / "run"), weights_dir=str(tmp_path / "weights"),
                            model=small, vae_steps=3, vae_batch_size=4, num_latents=16,
                            unet_steps=3, unet_batch_size=8, classifier_steps=3,
-                           classifier_batch_size=8, eval_inference_steps=2,
+                           classifier_batch_size=8, eval_inference_steps=2, num_threads=1,
                            eval_samples_per_prompt=1, checkpoint_every=2, **kw)
 
 
