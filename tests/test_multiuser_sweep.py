@@ -78,6 +78,14 @@ def test_prompt_and_dm_in_the_sweep_k1_is_the_single_user_cell(tmp_path, tiny_pi
     for r in served:
         fids = [by[(r["k"], u)]["fid"] for u in range(r["k"])]
         assert r["max_fid"] == max(fids) and r["mean_fid"] == pytest.approx(sum(fids) / len(fids))
+    if scheme == "feature+dm":  # NOMA: X's seeds superposed, the diffusion receiver calibrated
+        # at each user's design SINR
+        cfg = _cfg(tmp_path, "eval-multiuser", *keys, "users.ks=[2]", "users.accesses=[noma]",
+                   "users.psnr_target_db=5", f"out_dir={tmp_path / 'noma'}")
+        rows, _ = run_multiuser(cfg, datamodule=dm, decode_image=_decoder(tiny_pipe),
+                                pipeline=tiny_pipe, prompts=prompts, progress=False)
+        assert sorted(r["role"] for r in rows) == ["strong", "weak"]
+        assert all(math.isfinite(r["psnr_db"]) for r in rows)
 
 
 def test_fid_target_and_the_worst_user():

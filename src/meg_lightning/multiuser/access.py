@@ -180,6 +180,11 @@ class Slot:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.channel, name)
 
+    @property
+    def calibration(self) -> "Slot":
+        """The slot on the channel's calibration link (:attr:`.noma.NomaLink.calibration`)."""
+        return Slot(getattr(self.channel, "calibration", self.channel), self.m)
+
     def __call__(self, x: torch.Tensor, **kwargs: Any) -> dict:
         flat = x.flatten(1)
         if self.m >= flat.shape[1]:

@@ -222,6 +222,12 @@ class SeedRecorder(_Link):
                 "csi_db": full.unsqueeze(1).expand(B, s).clone()}
 
 
+def sender(scheme: Any) -> Any:
+    """The scheme that puts the seed on the channel: X for ``X+dm`` (its diffusion receiver only
+    refines X's latent estimate at the UE), else the scheme itself."""
+    return getattr(scheme, "base", scheme)
+
+
 def seed_of(scheme: Any, z: Tensor, i_0: Optional[Tensor], channel: Any, snr_db: float,
             slot: Optional[int] = None) -> tuple[Tensor, Tensor]:
     """(raw seed (B, k), its power scale (B,)): what ``scheme`` sends for ``z`` (and ``i_0``)
@@ -229,6 +235,7 @@ def seed_of(scheme: Any, z: Tensor, i_0: Optional[Tensor], channel: Any, snr_db:
     symbols for a rate-less scheme)."""
     rec = SeedRecorder(channel, snr_db)
     link = rec if slot is None else Slot(rec, slot)
+    scheme = sender(scheme)
     if scheme.yields_latent:
         scheme.transmit(z, channel=link, generator=None)
     else:
@@ -267,6 +274,13 @@ class NomaLink(_Link):
         self.box = {} if box is None else box
         self.equalizer = channel.equalizer if equalizer is None else equalizer
         self.normalize = channel.normalize if normalize is None else bool(normalize)
+
+    @property
+    def calibration(self) -> Any:
+        """The user's own channel at the design SNR: where a receiver that calibrates itself on
+        other latents (``X+dm``'s sigma_e^2) measures, the partner's seed taken as Gaussian
+        noise of its power."""
+        return self.channel.replace(snr_db=self.snr_db)
 
     def replace(self, snr_db: Optional[float] = None, equalizer: Optional[str] = None,
                 normalize: Optional[bool] = None) -> "NomaLink":
@@ -365,12 +379,12 @@ class NomaUser:
         self.own, self.link, self.partner, self.partner_link = own, link, partner, partner_link
         self.sic, self.slot = sic, slot
         self.alone = partner is None or partner_link is None or partner_link.power == 0
-        self.cancels = not self.alone and cancels(link, type(own), sic)
+        self.cancels = not self.alone and cancels(link, type(sender(own)), sic)
         self.snr_db = (design_snr_db(link, True) if self.alone
                        else design_snr_db(link, self.cancels))
         if not self.alone:
-            self.partner_snr_db = design_snr_db(partner_link, cancels(partner_link,
-                                                                      type(partner), sic))
+            self.partner_snr_db = design_snr_db(partner_link, cancels(
+                partner_link, type(sender(partner)), sic))
         self.partners = _Partner(z, i_0)
         self.keys = (KEYS.get(link.role, 0), KEYS.get(partner_link.role, 0)
                      if partner_link is not None else 0)
@@ -404,7 +418,8 @@ class NomaUser:
         box: dict = {}
         to_weak = NomaLink(channel, p_o, p_t, raw_s / scale_s.unsqueeze(1), told=1.0,
                            snr_db=self.partner_snr_db, box=box, keys=self.keys[::-1])
-        z_w_hat = self.partner.transmit(z_p, channel=self._wrap(to_weak), generator=generator)[0]
+        z_w_hat = sender(self.partner).transmit(z_p, channel=self._wrap(to_weak),
+                                                generator=generator)[0]
         raw_t, _ = seed_of(self.partner, z_w_hat, None, channel, self.partner_snr_db, self.slot)
         left = x_p - _fit(raw_t, x_p.shape[1]) / scale_p.unsqueeze(1)
         link = NomaLink(channel, p_t, p_o, left, told=0.0, snr_db=self.snr_db, box=box,

@@ -61,6 +61,8 @@ class DiffusionReceiver(BaseScheme):
     def sigma_e2(self, *, channel) -> float:
         """Mean squared latent error of the base scheme at this channel and SNR, measured on the
         calibration (training) latents with a generator of its own (cached per cell)."""
+        # a link that carries other users' signals names the plain channel to calibrate on
+        channel = getattr(channel, "calibration", channel)
         key = (channel.kind, channel.num_blocks, link_snr(channel))
         if key not in self._sigma:
             device = self.z_cal.device
