@@ -205,3 +205,20 @@ def test_noma_strong_user_cancels_or_hears_the_weak_seed(quality):
         assert torch.allclose(m, torch.full_like(m, 64.0))
         assert float(sinr[0, 0]) == pytest.approx(want)
         assert float(sinr[0, 1]) == pytest.approx(0.8 * 2.0 / (0.2 * 2.0 + 1))
+
+
+def test_an_unreadable_or_foreign_checkpoint_is_one_clear_error(tmp_path, quality):
+    from meg_lightning.errors import UserError
+    from meg_lightning.multiuser.allocation import spec_from
+    from meg_lightning.multiuser.learn import train_policy
+
+    cfg = _cfg(tmp_path, "users.alloc_frames=16")
+    folder = tmp_path / "runs" / "alloc" / "tdma-mean"
+    folder.mkdir(parents=True)
+    (folder / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    spec = spec_from(cfg.users, "tdma", 128)
+    with pytest.raises(UserError, match="could not be read"):
+        train_policy(cfg, spec, quality, "mean", folder)
+    torch.save({"run": "another"}, folder / "checkpoint.pt")
+    with pytest.raises(UserError, match="other users"):
+        train_policy(cfg, spec, quality, "mean", folder)

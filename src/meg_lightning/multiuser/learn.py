@@ -97,8 +97,14 @@ def train_policy(cfg: MegConfig, spec: FrameSpec, quality: LinearQuality, kind: 
     run = config_hash({"spec": dataclasses.asdict(spec), "kind": kind, "seed": cfg.seed,
                        "hidden": p.hidden})
     path = folder / "checkpoint.pt"
-    ckpt = torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
-    if ckpt is not None and ckpt.get("run") != run:
+    ckpt = None
+    if path.is_file():
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - an unreadable file is the user's to fix
+            raise UserError(f"{str(path)!r} could not be read ({type(e).__name__}): delete it to "
+                            "train again, or use another out_dir") from None
+    if ckpt is not None and (not isinstance(ckpt, dict) or ckpt.get("run") != run):
         raise UserError(f"{str(path)!r} was trained with other users.* settings: use another "
                         "out_dir (or delete it to train again)")
     torch.manual_seed(cfg.seed)
