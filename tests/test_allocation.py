@@ -94,10 +94,12 @@ def test_inversion_equalises_received_snr(quality):
     assert torch.allclose(received, received[:, :1].expand_as(received), rtol=1e-9)
     q = user_quality(tdma, quality, gamma, al)
     assert float(jain(q).min()) == pytest.approx(1.0)
-    noma = FrameSpec(k=2, access="noma", n_symbols=128, snr_db=(-5, 25))
-    q = user_quality(noma, quality, gamma[:, :2], allocation(noma, inversion_action(noma,
-                                                                                    gamma[:, :2])))
-    assert torch.allclose(q[:, 0], q[:, 1], atol=1e-6)
+    for noma_power in (0.8, 1.0):  # the zero action's weak power does not move the solution
+        noma = FrameSpec(k=2, access="noma", n_symbols=128, snr_db=(-5, 25),
+                         noma_power=noma_power)
+        q = user_quality(noma, quality, gamma[:, :2],
+                         allocation(noma, inversion_action(noma, gamma[:, :2])))
+        assert torch.allclose(q[:, 0], q[:, 1], atol=1e-6)
 
 
 def test_per_frame_optimiser_never_loses_to_its_start(quality):

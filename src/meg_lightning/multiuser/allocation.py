@@ -162,8 +162,13 @@ class FrameSpec:
         return out
 
     @property
-    def paired(self) -> list[bool]:
-        return [u in self.pair_of for u in range(self.k)]
+    def weak_prior(self) -> float:
+        """``logit(noma_power)``: the weak-power logit of the zero action (+-20 at 1 and 0)."""
+        if self.noma_power >= 1:
+            return 20.0
+        if self.noma_power <= 0:
+            return -20.0
+        return math.log(self.noma_power / (1 - self.noma_power))
 
     @property
     def action_dim(self) -> int:
@@ -188,9 +193,7 @@ def allocation(spec: FrameSpec, action: Tensor) -> dict[str, Tensor]:
     g = len(spec.groups)
     a = action.double()
     out = {"share": torch.softmax(a[..., :g], -1), "energy": torch.softmax(a[..., g:2 * g], -1)}
-    prior = math.log(spec.noma_power / max(1 - spec.noma_power, 1e-12)) if 0 < spec.noma_power < 1 \
-        else (20.0 if spec.noma_power >= 1 else -20.0)
-    out["weak"] = torch.sigmoid(prior + a[..., 2 * g:])
+    out["weak"] = torch.sigmoid(spec.weak_prior + a[..., 2 * g:])
     return out
 
 
@@ -295,8 +298,6 @@ def inversion_action(spec: FrameSpec, gamma: Tensor) -> Tensor:
         a[:, g:2 * g] = -torch.log(gamma)
         return a
     power = torch.ones(gamma.shape[0], dtype=torch.float64)  # equal slots and energy: P = 1
-    prior = math.log(spec.noma_power / max(1 - spec.noma_power, 1e-12)) \
-        if 0 < spec.noma_power < 1 else 0.0
     pair = 0
     for grp in spec.groups:
         if len(grp) == 1:
@@ -309,7 +310,7 @@ def inversion_action(spec: FrameSpec, gamma: Tensor) -> Tensor:
             diff = mid * gw / ((1 - mid) * gw + 1) - (1 - mid) * gs / (hear * mid * gs + 1)
             lo, hi = torch.where(diff < 0, mid, lo), torch.where(diff < 0, hi, mid)
         p = ((lo + hi) / 2).clamp(1e-9, 1 - 1e-9)
-        a[:, 2 * g + pair] = torch.log(p / (1 - p)) - prior
+        a[:, 2 * g + pair] = torch.log(p / (1 - p)) - spec.weak_prior
         pair += 1
     return a
 
@@ -367,8 +368,7 @@ def evaluate(spec: FrameSpec, quality: LinearQuality, gamma: Tensor, kind: str,
         act = act.expand(gamma.shape[0], -1) if act.ndim == 1 else act
         with torch.no_grad():
             q = user_quality(spec, quality, gamma, allocation(spec, act))
-        out[name] = {"objective": objective(q, kind), "users_q": q, "jain": jain(q),
-                     "alloc": allocation(spec, act)}
+        out[name] = {"objective": objective(q, kind), "users_q": q, "jain": jain(q)}
     return out
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
+from tensordict import TensorDict
 from torch import Tensor, nn
 from torch.distributions import Normal
 from torchrl.envs import RewardScaling, TransformedEnv
@@ -129,8 +130,6 @@ def train_policy(cfg: MegConfig, spec: FrameSpec, quality: LinearQuality, kind: 
 
     @torch.no_grad()
     def act(gamma: torch.Tensor) -> torch.Tensor:
-        from tensordict import TensorDict  # noqa: PLC0415
-
         td = TensorDict({"observation": torch.log10(gamma).float()}, batch_size=[len(gamma)])
         return params(td)["loc"].double()
 
